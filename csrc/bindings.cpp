@@ -1,0 +1,44 @@
+// Op schemas of every pointengine kernel, and the pybind11 module with build information.
+// Kernels register their implementations per device in csrc/cpu/*.cpp and csrc/cuda/*.cu.
+#include <torch/extension.h>
+#include <torch/library.h>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+TORCH_LIBRARY(pointengine, m) {
+  m.def("hash_build(Tensor coords) -> (Tensor keys, Tensor vals, Tensor duplicates)");
+  m.def("hash_query(Tensor keys, Tensor vals, Tensor coords) -> Tensor");
+  m.def("unique_coords(Tensor coords) -> Tensor");
+  m.def(
+      "neighbor_table(Tensor keys, Tensor vals, Tensor out_coords, Tensor offsets, int[] stride, "
+      "bool transposed, bool submanifold) -> Tensor");
+  m.def("kernel_pairs(Tensor nbr) -> (Tensor in_rows, Tensor out_rows, Tensor ptr)");
+  m.def("conv_fused(Tensor feats, Tensor weight, Tensor nbr) -> Tensor");
+}
+
+namespace {
+
+bool built_with_cuda() {
+#ifdef WITH_CUDA
+  return true;
+#else
+  return false;
+#endif
+}
+
+bool built_with_openmp() {
+#ifdef _OPENMP
+  return true;
+#else
+  return false;
+#endif
+}
+
+}  // namespace
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.def("built_with_cuda", &built_with_cuda, "Whether the CUDA kernels were compiled in.");
+  m.def("built_with_openmp", &built_with_openmp, "Whether the CPU kernels were compiled with OpenMP.");
+}

@@ -1,0 +1,41 @@
+// Packing of (batch, x, y, z) into one exact 64-bit key, and the hash mix used by every table.
+#pragma once
+#include <cstdint>
+
+namespace pointengine {
+
+// 16 bits per field: batch in [0, 65534], each axis in [-32768, 32767]. Batch 65535 is excluded so
+// that the all-ones key (-1) can never be a real coordinate and serves as the empty-slot marker.
+constexpr int32_t kCoordMin = -32768;
+constexpr int32_t kCoordMax = 32767;
+constexpr int32_t kBatchMax = 65534;
+constexpr int64_t kEmptyKey = -1;
+
+inline bool axis_in_range(int64_t v) { return v >= kCoordMin && v <= kCoordMax; }
+
+inline int64_t pack_key(int32_t b, int32_t x, int32_t y, int32_t z) {
+  const uint64_t key = (uint64_t(uint16_t(b)) << 48) | (uint64_t(uint16_t(x - kCoordMin)) << 32) |
+                       (uint64_t(uint16_t(y - kCoordMin)) << 16) | uint64_t(uint16_t(z - kCoordMin));
+  return int64_t(key);
+}
+
+inline void unpack_key(int64_t key, int32_t* out) {
+  const uint64_t k = uint64_t(key);
+  out[0] = int32_t((k >> 48) & 0xFFFF);
+  out[1] = int32_t((k >> 32) & 0xFFFF) + kCoordMin;
+  out[2] = int32_t((k >> 16) & 0xFFFF) + kCoordMin;
+  out[3] = int32_t(k & 0xFFFF) + kCoordMin;
+}
+
+// Murmur3's 64-bit finaliser: cheap, and spreads the structured bits of packed keys over the slots.
+inline uint64_t mix_key(int64_t key) {
+  uint64_t h = uint64_t(key);
+  h ^= h >> 33;
+  h *= 0xff51afd7ed558ccdULL;
+  h ^= h >> 33;
+  h *= 0xc4ceb9fe1a85ec53ULL;
+  h ^= h >> 33;
+  return h;
+}
+
+}  // namespace pointengine

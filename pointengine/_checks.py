@@ -1,0 +1,71 @@
+"""Input validation shared by the public entry points. Each failure is a ValueError (TypeError for
+non-tensors) that names the argument, what was expected and what was given."""
+
+import torch
+from torch import Tensor
+
+# Packed-key ranges (csrc/common/keys.h): 16 bits of batch, 16 signed bits per axis.
+COORD_MIN, COORD_MAX = -32768, 32767
+BATCH_MAX = 65534
+
+
+def check_tensor(value, name: str) -> Tensor:
+    if not isinstance(value, Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(value).__name__}")
+    return value
+
+
+def check_coords(coords, name: str = "coords", allow_empty: bool = False, check_range: bool = True) -> Tensor:
+    """int32 [N, 4] (batch, x, y, z), inside the packable range when check_range."""
+    check_tensor(coords, name)
+    if coords.dtype != torch.int32:
+        raise ValueError(f"{name} must have dtype torch.int32, got {coords.dtype}")
+    if coords.dim() != 2 or coords.shape[1] != 4:
+        raise ValueError(f"{name} must have shape [N, 4] (batch, x, y, z), got {list(coords.shape)}")
+    if coords.shape[0] == 0:
+        if allow_empty:
+            return coords
+        raise ValueError(f"{name} is empty: a sparse tensor needs at least one site")
+    if not check_range:
+        return coords
+    lo, hi = coords.amin(0).tolist(), coords.amax(0).tolist()
+    if lo[0] < 0 or hi[0] > BATCH_MAX:
+        raise ValueError(f"{name}: batch index must be in [0, {BATCH_MAX}], got [{lo[0]}, {hi[0]}]")
+    for axis, name_axis in enumerate("xyz", start=1):
+        if lo[axis] < COORD_MIN or hi[axis] > COORD_MAX:
+            raise ValueError(
+                f"{name}: {name_axis} must be in [{COORD_MIN}, {COORD_MAX}] (16-bit packed keys), "
+                f"got [{lo[axis]}, {hi[axis]}]"
+            )
+    return coords
+
+
+def check_feats(feats, n_rows: int, name: str = "feats") -> Tensor:
+    """Floating [N, C] features, finite, with one row per coordinate."""
+    check_tensor(feats, name)
+    if not feats.is_floating_point():
+        raise ValueError(f"{name} must be a floating-point tensor, got {feats.dtype}")
+    if feats.dim() != 2:
+        raise ValueError(f"{name} must have shape [N, C], got {list(feats.shape)}")
+    if feats.shape[0] != n_rows:
+        raise ValueError(f"{name} has {feats.shape[0]} rows but coords has {n_rows}")
+    if not bool(torch.isfinite(feats).all()):
+        raise ValueError(f"{name} contains NaN or inf values")
+    return feats
+
+
+def check_same_device(**tensors: Tensor) -> None:
+    devices = {name: t.device for name, t in tensors.items()}
+    if len(set(devices.values())) > 1:
+        listed = ", ".join(f"{name} on {device}" for name, device in devices.items())
+        raise ValueError(f"tensors must be on one device, got {listed}")
+
+
+def as_triple(value, name: str, minimum: int = 1) -> tuple[int, int, int]:
+    """An int or a 3-sequence of ints, each >= minimum, as a tuple of three."""
+    triple = (value,) * 3 if isinstance(value, int) else tuple(value)
+    if len(triple) != 3 or not all(isinstance(v, int) for v in triple):
+        raise ValueError(f"{name} must be an int or three ints, got {value!r}")
+    if min(triple) < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value!r}")
+    return triple

@@ -1,0 +1,121 @@
+"""Sparse 3D convolution: kernel-map choice by kind of convolution, and the dataflows that apply it.
+
+What every dataflow computes (DESIGN.md): out[o] = sum_k feats[nbr[o, k]] @ weight[k], with the
+neighbour table of the kernel map (-1 = no input through that offset).
+"""
+
+import math
+
+import torch
+from torch import Tensor
+
+from .. import _ops
+from .._checks import as_triple, check_same_device, check_tensor
+from ..tensor import SparseTensor
+from . import kmap as km
+
+DATAFLOWS = ("fused", "gather_scatter")
+
+
+def select_dataflow(device: torch.device, kernel_volume: int, c_in: int, c_out: int) -> str:
+    """The default dataflow for a layer. On the CPU the output-stationary fused kernel wins at every
+    shape measured in benchmarks/bench_conv.py; gather-GEMM-scatter stays as the per-layer option."""
+    return "fused"
+
+
+def conv_kernel_map(input: SparseTensor, kernel_size, stride, dilation, transposed: bool, generative: bool, sites: str):
+    """(kernel map, output stride) of a convolution on `input`."""
+    ks, st, dil = as_triple(kernel_size, "kernel_size"), as_triple(stride, "stride"), as_triple(dilation, "dilation")
+    cmap = input.coordinate_map
+    if not transposed:
+        if generative:
+            raise ValueError("generative=True needs transposed=True")
+        if st == (1, 1, 1):
+            return km.submanifold_map(cmap, ks, dil), input.stride
+        return km.strided_map(cmap, ks, st, dil, sites), tuple(a * b for a, b in zip(input.stride, st))
+    if any(a % b for a, b in zip(input.stride, st)):
+        raise ValueError(f"transposed conv: tensor stride {input.stride} is not divisible by stride {st}")
+    out_stride = tuple(a // b for a, b in zip(input.stride, st))
+    if generative:
+        return km.generative_map(cmap, ks, st, dil), out_stride
+    if st == (1, 1, 1):
+        sub = km.submanifold_map(cmap, ks, dil)
+        return km.KernelMap(sub.transposed_table(), len(cmap), cmap), out_stride
+    fine = input.levels.get(out_stride)
+    if fine is None:
+        raise ValueError(
+            f"transposed conv: no sites at stride {out_stride} to return to; the input must come from a "
+            "strided conv of the same network, or use generative=True"
+        )
+    return km.transposed_map(cmap, fine, ks, st, dil), out_stride
+
+
+def apply_kernel_map(feats: Tensor, weight: Tensor, kmap: km.KernelMap, dataflow: str) -> Tensor:
+    if dataflow == "fused":
+        return _ops.conv_fused(feats, weight, kmap.nbr)
+    if dataflow == "gather_scatter":
+        return gather_gemm_scatter(feats, weight, kmap)
+    raise ValueError(f"dataflow must be one of {DATAFLOWS}, got {dataflow!r}")
+
+
+def gather_gemm_scatter(feats: Tensor, weight: Tensor, kmap: km.KernelMap) -> Tensor:
+    """Per offset: gather the input rows of its pairs, one GEMM, add into the output rows. Within an
+    offset every output row appears once, and offsets are added in order: deterministic."""
+    pairs = kmap.pairs
+    bounds = pairs.ptr.tolist()
+    out = feats.new_zeros(kmap.nbr.shape[0], weight.shape[2])
+    for k in range(weight.shape[0]):
+        lo, hi = bounds[k], bounds[k + 1]
+        if hi > lo:
+            gathered = feats.index_select(0, pairs.in_rows[lo:hi])
+            out = out.index_add(0, pairs.out_rows[lo:hi], gathered @ weight[k])
+    return out
+
+
+def check_conv_args(input: SparseTensor, weight: Tensor, bias, kernel_size) -> None:
+    if not isinstance(input, SparseTensor):
+        raise TypeError(f"input must be a SparseTensor, got {type(input).__name__}")
+    check_tensor(weight, "weight")
+    volume = math.prod(as_triple(kernel_size, "kernel_size"))
+    c_in = input.feats.shape[1]
+    if weight.dim() != 3 or weight.shape[0] != volume or weight.shape[1] != c_in:
+        raise ValueError(f"weight must have shape [{volume}, {c_in}, C_out] (kernel volume, C_in, C_out), got {list(weight.shape)}")
+    if weight.dtype != input.feats.dtype:
+        raise ValueError(f"weight dtype {weight.dtype} differs from feats dtype {input.feats.dtype}")
+    if input.feats.dtype not in (torch.float32, torch.float64):
+        raise ValueError(f"sparse convolution supports float32 and float64 feats, got {input.feats.dtype}")
+    check_same_device(feats=input.feats, weight=weight)
+    if bias is not None:
+        check_tensor(bias, "bias")
+        if bias.shape != (weight.shape[2],):
+            raise ValueError(f"bias must have shape [{weight.shape[2]}], got {list(bias.shape)}")
+        check_same_device(feats=input.feats, bias=bias)
+
+
+def conv3d(
+    input: SparseTensor,
+    weight: Tensor,
+    bias: Tensor | None = None,
+    *,
+    kernel_size=3,
+    stride=1,
+    dilation=1,
+    transposed: bool = False,
+    generative: bool = False,
+    sites: str = "dense",
+    dataflow: str | None = None,
+) -> SparseTensor:
+    """Sparse convolution of `input` with weight [K, C_in, C_out] (offsets in kernel_offsets order).
+
+    stride 1: submanifold (outputs = input sites). stride > 1: output sites by `sites` ("dense":
+    dense-convolution support, "floor": unique(floor(c / s))). transposed: the adjoint of the
+    strided conv that made the input, returning its input sites; generative: new sites o * s + off.
+    """
+    check_conv_args(input, weight, bias, kernel_size)
+    kmap, out_stride = conv_kernel_map(input, kernel_size, stride, dilation, transposed, generative, sites)
+    if dataflow is None:
+        dataflow = select_dataflow(input.feats.device, weight.shape[0], weight.shape[1], weight.shape[2])
+    feats = apply_kernel_map(input.feats.contiguous(), weight, kmap, dataflow)
+    if bias is not None:
+        feats = feats + bias
+    return SparseTensor.derived(feats, kmap.out_map, out_stride, input.levels)

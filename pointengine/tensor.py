@@ -1,0 +1,118 @@
+"""SparseTensor: features on a set of integer sites, with the coordinate maps it shares with the
+tensors computed from it."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from ._checks import as_triple, check_coords, check_feats, check_same_device
+from .coordinate_map import CoordinateMap
+
+Triple = tuple[int, int, int]
+
+
+class SparseTensor:
+    """feats [N, C] on coords int32 [N, 4] = (batch, x, y, z) in the grid of `stride`.
+
+    `levels` maps each tensor stride to the coordinate map of that level; tensors computed from
+    one another share it, so a transposed conv finds the finer sites and kernel map it inverts.
+    """
+
+    def __init__(self, feats: Tensor, coords: Tensor, stride=1):
+        check_coords(coords)
+        check_feats(feats, coords.shape[0])
+        check_same_device(feats=feats, coords=coords)
+        self.feats = feats
+        self.stride: Triple = as_triple(stride, "stride")
+        self.coordinate_map = CoordinateMap(coords, validate=False)
+        self.levels: dict[Triple, CoordinateMap] = {self.stride: self.coordinate_map}
+
+    @classmethod
+    def derived(cls, feats: Tensor, coordinate_map: CoordinateMap, stride: Triple, levels: dict) -> SparseTensor:
+        """A tensor computed by a layer: no validation, the coordinate maps are shared."""
+        out = cls.__new__(cls)
+        out.feats, out.coordinate_map, out.stride, out.levels = feats, coordinate_map, stride, levels
+        levels.setdefault(stride, coordinate_map)
+        return out
+
+    def replace_feats(self, feats: Tensor) -> SparseTensor:
+        """The same sites with new features (one row per site)."""
+        return SparseTensor.derived(feats, self.coordinate_map, self.stride, self.levels)
+
+    @property
+    def coords(self) -> Tensor:
+        return self.coordinate_map.coords
+
+    # Aliases for people coming from TorchSparse.
+    F = property(lambda self: self.feats)
+    C = property(lambda self: self.coords)
+    s = property(lambda self: self.stride)
+
+    @property
+    def num_sites(self) -> int:
+        return self.coords.shape[0]
+
+    @property
+    def batch_size(self) -> int:
+        return int(self.coords[:, 0].max()) + 1
+
+    def __repr__(self) -> str:
+        return f"SparseTensor(sites={self.num_sites}, channels={self.feats.shape[1]}, stride={self.stride}, dtype={self.feats.dtype}, device={self.feats.device})"
+
+    def to(self, *args, **kwargs) -> SparseTensor:
+        """Features follow torch's .to(); coordinates follow the device only. Cached kernel maps
+        stay behind and are rebuilt on the new device when needed."""
+        feats = self.feats.to(*args, **kwargs)
+        coords = self.coords.to(feats.device)
+        if feats.device == self.feats.device:
+            return self.replace_feats(feats)
+        return SparseTensor.derived(feats, CoordinateMap(coords, validate=False), self.stride, {})
+
+    def cpu(self) -> SparseTensor:
+        return self.to("cpu")
+
+    def half(self) -> SparseTensor:
+        return self.to(torch.float16)
+
+    def float(self) -> SparseTensor:
+        return self.to(torch.float32)
+
+    def double(self) -> SparseTensor:
+        return self.to(torch.float64)
+
+    def same_coords(self, other: SparseTensor) -> bool:
+        """Whether both tensors hold the same set of sites (in any row order)."""
+        if self.coordinate_map is other.coordinate_map:
+            return True
+        if self.num_sites != other.num_sites:
+            return False
+        return bool((self.coordinate_map.query(other.coords.to(self.coords.device)) >= 0).all())
+
+    def dense(self, origin=None, spatial_shape=None) -> Tensor:
+        """Dense [B, C, X, Y, Z] grid. By default it spans the sites: origin = per-axis minimum."""
+        spatial = self.coords[:, 1:].long()
+        lo = spatial.amin(0) if origin is None else torch.tensor(origin, device=spatial.device)
+        shape = (spatial.amax(0) - lo + 1).tolist() if spatial_shape is None else list(spatial_shape)
+        local = spatial - lo
+        if bool(((local < 0) | (local >= torch.tensor(shape, device=local.device))).any()):
+            raise ValueError(f"dense: sites fall outside origin={lo.tolist()} spatial_shape={shape}")
+        grid = self.feats.new_zeros(self.batch_size, *shape, self.feats.shape[1])
+        grid[self.coords[:, 0].long(), local[:, 0], local[:, 1], local[:, 2]] = self.feats
+        return grid.permute(0, 4, 1, 2, 3).contiguous()
+
+
+def sparse_collate(tensors: list[SparseTensor]) -> SparseTensor:
+    """One batch from several tensors of one stride: tensor j's batch b becomes offset_j + b."""
+    if not tensors:
+        raise ValueError("sparse_collate needs at least one SparseTensor")
+    strides = {t.stride for t in tensors}
+    if len(strides) > 1:
+        raise ValueError(f"sparse_collate: all tensors must have one stride, got {sorted(strides)}")
+    coords, offset = [], 0
+    for t in tensors:
+        shifted = t.coords.clone()
+        shifted[:, 0] += offset
+        coords.append(shifted)
+        offset += t.batch_size
+    return SparseTensor(torch.cat([t.feats for t in tensors]), torch.cat(coords), tensors[0].stride)
