@@ -3,6 +3,8 @@
 #include <torch/extension.h>
 #include <torch/library.h>
 
+#include "cpu/conv_fused_cpu.h"
+
 #ifdef _OPENMP
 #include <omp.h>
 #endif
@@ -41,4 +43,8 @@ bool built_with_openmp() {
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("built_with_cuda", &built_with_cuda, "Whether the CUDA kernels were compiled in.");
   m.def("built_with_openmp", &built_with_openmp, "Whether the CPU kernels were compiled with OpenMP.");
+  m.def("conv_fused_isa", &pointengine::conv_fused_isa, "The path float32 conv_fused takes on this CPU.");
+  m.def("conv_fused_portable", [](const at::Tensor& feats, const at::Tensor& weight, const at::Tensor& nbr) {
+    return pointengine::conv_fused_path(feats, weight, nbr, /*allow_avx2=*/false);
+  }, "conv_fused on the portable path whatever the CPU, for tests.");
 }

@@ -1,62 +1,118 @@
 // Output-stationary fused sparse convolution: out[o] = sum_k feats[nbr[o, k]] @ weight[k].
-// Outputs are processed in blocks of rows whose accumulators stay in cache; for each offset the
-// block's present neighbours are compacted, multiplied and added back. Every output row sums its
-// terms in the same order (offset, then input channel) whatever the thread count: no atomics,
-// bitwise reproducible.
-#include <ATen/Dispatch.h>
+// Output rows are cut into fixed tiles of kTileRows; for each tile the present neighbours of every
+// offset are compacted (conv_tile.h) and accumulated into the tile's rows, which stay in cache.
+// Every output element sums its terms in one order (offset, then input channel) whatever the tile
+// or thread that computes it: no atomics, bitwise reproducible for any thread count. float32 runs
+// the AVX2 + FMA kernel when the CPU has it, any other case the portable loop below; the two paths
+// round differently (fused multiply-add), each is deterministic.
 #include <ATen/ATen.h>
+#include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
+#include <atomic>
 #include <vector>
+
+#include "conv_fused_cpu.h"
+#include "conv_tile.h"
 
 namespace pointengine {
 namespace {
 
-constexpr int64_t kBlockRows = 64;
+// Per-thread buffers: one tile's pairs, and the padded accumulator tile of the AVX2 path.
+struct Workspace {
+  std::vector<int32_t> rows, inputs, count;
+  std::vector<float> tile;
+  explicit Workspace(int64_t kvol) : rows(kvol * kTileRows), inputs(kvol * kTileRows), count(kvol) {}
+  TilePairs pairs() { return {rows.data(), inputs.data(), count.data()}; }
+};
 
-template <typename scalar_t>
-void conv_block(const scalar_t* feats, const scalar_t* weight, const int32_t* nbr, int64_t kvol, int64_t c_in,
-                int64_t c_out, int64_t row_begin, int64_t row_end, scalar_t* acc, int32_t* rows,
-                int32_t* inputs, scalar_t* out) {
-  const int64_t n_rows = row_end - row_begin;
-  std::fill(acc, acc + n_rows * c_out, scalar_t(0));
-  for (int64_t k = 0; k < kvol; ++k) {
-    int64_t present = 0;
-    for (int64_t r = 0; r < n_rows; ++r) {
-      const int32_t i = nbr[(row_begin + r) * kvol + k];
-      if (i >= 0) rows[present] = int32_t(r), inputs[present++] = i;
+// Tiles are handed out one at a time from a shared counter: rows differ in neighbour counts, so a
+// static split can leave a thread idle. Which thread computes a tile does not affect its values.
+template <typename TileFn>
+void for_each_tile(int64_t n_rows, int64_t kvol, const TileFn& tile_fn) {
+  const int64_t n_tiles = (n_rows + kTileRows - 1) / kTileRows;
+  std::atomic<int64_t> next{0};
+  at::parallel_for(0, std::min<int64_t>(n_tiles, at::get_num_threads()), 1, [&](int64_t, int64_t) {
+    Workspace ws(kvol);
+    for (int64_t t; (t = next.fetch_add(1)) < n_tiles;) {
+      const int64_t row_begin = t * kTileRows;
+      tile_fn(row_begin, std::min(kTileRows, n_rows - row_begin), ws);
     }
-    const scalar_t* w = weight + k * c_in * c_out;
-    for (int64_t p = 0; p < present; ++p) {
-      const scalar_t* x = feats + int64_t(inputs[p]) * c_in;
-      scalar_t* a = acc + int64_t(rows[p]) * c_out;
-      for (int64_t ci = 0; ci < c_in; ++ci) {
-        const scalar_t xv = x[ci];
-        const scalar_t* wr = w + ci * c_out;
-        for (int64_t co = 0; co < c_out; ++co) a[co] += xv * wr[co];
-      }
-    }
-  }
-  std::copy(acc, acc + n_rows * c_out, out + row_begin * c_out);
+  });
 }
 
-at::Tensor conv_fused_cpu(const at::Tensor& feats_in, const at::Tensor& weight_in, const at::Tensor& nbr_in) {
+template <typename scalar_t>
+void conv_portable(const scalar_t* feats, const scalar_t* weight, const int32_t* nbr, int64_t n_out, int64_t kvol,
+                   int64_t c_in, int64_t c_out, scalar_t* out) {
+  for_each_tile(n_out, kvol, [&](int64_t row_begin, int64_t n_rows, Workspace& ws) {
+    const TilePairs pairs = ws.pairs();
+    compact_tile(nbr, kvol, row_begin, n_rows, pairs);
+    scalar_t* acc = out + row_begin * c_out;
+    std::fill(acc, acc + n_rows * c_out, scalar_t(0));
+    for (int64_t k = 0; k < kvol; ++k)
+      for (int64_t j = k * kTileRows; j < k * kTileRows + pairs.count[k]; ++j) {
+        const scalar_t* x = feats + int64_t(pairs.inputs[j]) * c_in;
+        scalar_t* a = acc + int64_t(pairs.rows[j]) * c_out;
+        for (int64_t ci = 0; ci < c_in; ++ci) {
+          const scalar_t xv = x[ci];
+          const scalar_t* w = weight + (k * c_in + ci) * c_out;
+          for (int64_t co = 0; co < c_out; ++co) a[co] += xv * w[co];
+        }
+      }
+  });
+}
+
+void conv_avx2(const float* feats, const float* weight, const int32_t* nbr, int64_t n_out, int64_t kvol,
+               int64_t c_in, int64_t c_out, float* out) {
+  std::vector<float> packed(packed_weight_numel(kvol, c_in, c_out));
+  pack_weight_avx2(weight, kvol, c_in, c_out, packed.data());
+  // The kernel writes whole 8-column vectors: with C_out a multiple of 8 it accumulates in the
+  // output itself, otherwise in a padded tile copied out.
+  const int64_t c_out_pad = (c_out + 7) / 8 * 8;
+  const bool in_place = c_out_pad == c_out;
+  for_each_tile(n_out, kvol, [&](int64_t row_begin, int64_t n_rows, Workspace& ws) {
+    const TilePairs pairs = ws.pairs();
+    compact_tile_avx2(nbr, kvol, row_begin, n_rows, pairs);
+    if (!in_place) ws.tile.resize(kTileRows * c_out_pad);
+    float* acc = in_place ? out + row_begin * c_out : ws.tile.data();
+    std::fill(acc, acc + n_rows * c_out_pad, 0.f);
+    conv_tile_avx2(feats, packed.data(), kvol, c_in, c_out, pairs, acc, c_out_pad);
+    if (!in_place)
+      for (int64_t r = 0; r < n_rows; ++r)
+        std::copy(acc + r * c_out_pad, acc + r * c_out_pad + c_out, out + (row_begin + r) * c_out);
+  });
+}
+
+}  // namespace
+
+at::Tensor conv_fused_path(const at::Tensor& feats_in, const at::Tensor& weight_in, const at::Tensor& nbr_in,
+                           bool allow_avx2) {
+  TORCH_CHECK(feats_in.dim() == 2 && weight_in.dim() == 3 && nbr_in.dim() == 2 &&
+                  nbr_in.scalar_type() == at::kInt && weight_in.scalar_type() == feats_in.scalar_type() &&
+                  weight_in.size(0) == nbr_in.size(1) && weight_in.size(1) == feats_in.size(1),
+              "conv_fused: expected feats [N_in, C_in], weight [K, C_in, C_out] of the same dtype, nbr int32 [N_out, K]");
   const at::Tensor feats = feats_in.contiguous(), weight = weight_in.contiguous(), nbr = nbr_in.contiguous();
   const int64_t n_out = nbr.size(0), kvol = nbr.size(1), c_in = weight.size(1), c_out = weight.size(2);
   at::Tensor out = at::empty({n_out, c_out}, feats.options());
+  if (allow_avx2 && feats.scalar_type() == at::kFloat && cpu_has_avx2_fma()) {
+    conv_avx2(feats.data_ptr<float>(), weight.data_ptr<float>(), nbr.data_ptr<int32_t>(), n_out, kvol, c_in, c_out,
+              out.data_ptr<float>());
+    return out;
+  }
   AT_DISPATCH_FLOATING_TYPES(feats.scalar_type(), "conv_fused_cpu", [&] {
-    const int64_t n_blocks = (n_out + kBlockRows - 1) / kBlockRows;
-    at::parallel_for(0, n_blocks, 1, [&](int64_t b_begin, int64_t b_end) {
-      std::vector<scalar_t> acc(kBlockRows * c_out);
-      std::vector<int32_t> rows(kBlockRows), inputs(kBlockRows);
-      for (int64_t b = b_begin; b < b_end; ++b)
-        conv_block<scalar_t>(feats.data_ptr<scalar_t>(), weight.data_ptr<scalar_t>(), nbr.data_ptr<int32_t>(),
-                             kvol, c_in, c_out, b * kBlockRows, std::min(n_out, (b + 1) * kBlockRows),
-                             acc.data(), rows.data(), inputs.data(), out.data_ptr<scalar_t>());
-    });
+    conv_portable<scalar_t>(feats.data_ptr<scalar_t>(), weight.data_ptr<scalar_t>(), nbr.data_ptr<int32_t>(), n_out,
+                            kvol, c_in, c_out, out.data_ptr<scalar_t>());
   });
   return out;
+}
+
+const char* conv_fused_isa() { return cpu_has_avx2_fma() ? "avx2+fma" : "portable"; }
+
+namespace {
+
+at::Tensor conv_fused_cpu(const at::Tensor& feats, const at::Tensor& weight, const at::Tensor& nbr) {
+  return conv_fused_path(feats, weight, nbr, /*allow_avx2=*/true);
 }
 
 }  // namespace

@@ -12,6 +12,8 @@
 namespace pointengine {
 namespace {
 
+constexpr int64_t kPrefetchRows = 16;  // measured on a real scan: 16 beats 4, 8 and 32
+
 int64_t key_of_row(const int32_t* c) { return pack_key(c[0], c[1], c[2], c[3]); }
 
 bool row_in_range(const int32_t* c) {
@@ -33,6 +35,12 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> hash_build_cpu(const at::Tensor& 
   at::parallel_for(0, n, 4096, [&](int64_t begin, int64_t end) {
     int64_t local = 0;
     for (int64_t i = begin; i < end; ++i) {
+      // Inserts are random writes into a table larger than L2: start the one kPrefetchRows ahead.
+      if (i + kPrefetchRows < end) {
+        const uint64_t slot = mix_key(key_of_row(c + 4 * (i + kPrefetchRows))) & uint64_t(cap - 1);
+        __builtin_prefetch(k + slot, 1);
+        __builtin_prefetch(v + slot, 1);
+      }
       bool inserted;
       const uint64_t slot = insert_key(k, uint64_t(cap - 1), key_of_row(c + 4 * i), &inserted);
       if (inserted) v[slot] = int32_t(i);
@@ -51,8 +59,11 @@ at::Tensor hash_query_cpu(const at::Tensor& keys, const at::Tensor& vals, const 
   const int32_t* q = queries.data_ptr<int32_t>();
   int32_t* o = out.data_ptr<int32_t>();
   at::parallel_for(0, m, 4096, [&](int64_t begin, int64_t end) {
-    for (int64_t i = begin; i < end; ++i)
+    for (int64_t i = begin; i < end; ++i) {
+      if (i + kPrefetchRows < end && row_in_range(q + 4 * (i + kPrefetchRows)))
+        table.prefetch(key_of_row(q + 4 * (i + kPrefetchRows)));
       o[i] = row_in_range(q + 4 * i) ? table.find(key_of_row(q + 4 * i)) : -1;
+    }
   });
   return out;
 }

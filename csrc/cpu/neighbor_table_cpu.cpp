@@ -4,11 +4,19 @@
 //   transposed (generative or not):       input site = (o - off_k) / s, where that divides exactly
 // For submanifold convolutions (stride 1, outputs = inputs, odd kernel) offsets k and K-1-k are
 // mirror images, so a hit o -> i through k is also the hit i -> o through K-1-k: half the lookups.
+// Submanifold tables of rows sorted by key (the usual case) merge sorted keys instead of hashing
+// (submanifold_merge.h); unsorted rows and the other kinds query the hash table.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
+#include <algorithm>
+#include <atomic>
+#include <mutex>
+#include <vector>
+
 #include "../common/hash_table.h"
+#include "submanifold_merge.h"
 
 namespace pointengine {
 namespace {
@@ -26,22 +34,68 @@ struct Query {
   int32_t stride[3];
   bool transposed;
 
-  int32_t lookup(const int32_t* o, int64_t k) const {
+  // The key of the input site that output site o reads through offset k; false when there is none
+  // (outside the coordinate range, or not on the transposed grid).
+  bool site_key(const int32_t* o, int64_t k, int64_t* key) const {
     int64_t site[3];
     for (int d = 0; d < 3; ++d) {
       const int32_t off = offsets[3 * k + d];
       if (transposed) {
         bool exact;
         site[d] = floor_div_exact(o[1 + d] - off, stride[d], &exact);
-        if (!exact) return -1;
+        if (!exact) return false;
       } else {
         site[d] = int64_t(o[1 + d]) * stride[d] + off;
       }
-      if (!axis_in_range(site[d])) return -1;
+      if (!axis_in_range(site[d])) return false;
     }
-    return table.find(pack_key(o[0], int32_t(site[0]), int32_t(site[1]), int32_t(site[2])));
+    *key = pack_key(o[0], int32_t(site[0]), int32_t(site[1]), int32_t(site[2]));
+    return true;
+  }
+
+  int32_t lookup(const int32_t* o, int64_t k) const {
+    int64_t key;
+    return site_key(o, k, &key) ? table.find(key) : -1;
+  }
+
+  // Lookups are random reads of a table larger than L2: prefetching a few rows ahead keeps ~32
+  // misses in flight instead of one (measured 2-3x on the strided map of a real scan).
+  void prefetch_row(const int32_t* o, int64_t k_end) const {
+    int64_t key;
+    for (int64_t k = 0; k < k_end; ++k)
+      if (site_key(o, k, &key)) table.prefetch(key);
   }
 };
+
+int64_t rows_ahead(int64_t lookups_per_row) { return std::max<int64_t>(1, 32 / std::max<int64_t>(1, lookups_per_row)); }
+
+// Packed keys of the rows followed by the merge's sentinels, or an empty vector when the rows are
+// not strictly ascending (then the table answers instead).
+std::vector<uint64_t> sorted_keys(const int32_t* coords, int64_t m) {
+  std::vector<uint64_t> keys(m + kMaxColumnSpan, ~uint64_t(0));
+  std::atomic<bool> ascending{true};
+  at::parallel_for(0, m, 16384, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) keys[i] = uint64_t(pack_key(coords[4 * i], coords[4 * i + 1], coords[4 * i + 2], coords[4 * i + 3]));
+    for (int64_t i = std::max<int64_t>(begin, 1); i < end; ++i)
+      if (uint64_t(pack_key(coords[4 * i - 4], coords[4 * i - 3], coords[4 * i - 2], coords[4 * i - 1])) >= keys[i]) ascending = false;
+  });
+  if (!ascending) keys.clear();
+  return keys;
+}
+
+void submanifold_by_merge(const MergePlan& plan, const std::vector<uint64_t>& keys, const int32_t* coords,
+                          const int32_t* offsets, const TableView& table, int64_t m, int32_t* nbr) {
+  std::vector<int64_t> deferred;
+  std::mutex deferred_lock;
+  at::parallel_for(0, m, 4096, [&](int64_t begin, int64_t end) {
+    std::vector<int64_t> local;
+    merge_rows(plan, keys.data(), coords, offsets, table, begin, end, nbr, &local);
+    const std::lock_guard<std::mutex> guard(deferred_lock);
+    deferred.insert(deferred.end(), local.begin(), local.end());
+  });
+  // Each deferred entry has exactly one writer, so the order of these writes does not matter.
+  for (size_t j = 0; j < deferred.size(); j += 2) nbr[deferred[j]] = int32_t(deferred[j + 1]);
+}
 
 at::Tensor neighbor_table_cpu(const at::Tensor& keys, const at::Tensor& vals, const at::Tensor& out_coords_in,
                               const at::Tensor& offsets_in, at::IntArrayRef stride, bool transposed,
@@ -50,19 +104,30 @@ at::Tensor neighbor_table_cpu(const at::Tensor& keys, const at::Tensor& vals, co
   const at::Tensor out_coords = out_coords_in.contiguous();
   const at::Tensor offsets = offsets_in.contiguous();
   const int64_t m = out_coords.size(0), kvol = offsets.size(0);
-  at::Tensor nbr = at::full({m, kvol}, -1, out_coords.options().dtype(at::kInt));
-  const Query query{{keys.data_ptr<int64_t>(), vals.data_ptr<int32_t>(), uint64_t(keys.size(0) - 1)},
-                    offsets.data_ptr<int32_t>(),
-                    {int32_t(stride[0]), int32_t(stride[1]), int32_t(stride[2])},
-                    transposed};
+  const TableView table{keys.data_ptr<int64_t>(), vals.data_ptr<int32_t>(), uint64_t(keys.size(0) - 1)};
   const int32_t* oc = out_coords.data_ptr<int32_t>();
-  int32_t* t = nbr.data_ptr<int32_t>();
   if (submanifold) {
     TORCH_CHECK(kvol % 2 == 1, "neighbor_table: a submanifold table needs an odd kernel volume");
-    const int64_t centre = kvol / 2;
+    MergePlan plan;
+    if (make_merge_plan(offsets.data_ptr<int32_t>(), kvol, &plan)) {
+      const std::vector<uint64_t> sorted = sorted_keys(oc, m);
+      if (!sorted.empty()) {
+        at::Tensor nbr = at::empty({m, kvol}, out_coords.options().dtype(at::kInt));
+        submanifold_by_merge(plan, sorted, oc, offsets.data_ptr<int32_t>(), table, m, nbr.data_ptr<int32_t>());
+        return nbr;
+      }
+    }
+  }
+  at::Tensor nbr = at::full({m, kvol}, -1, out_coords.options().dtype(at::kInt));
+  const Query query{table, offsets.data_ptr<int32_t>(),
+                    {int32_t(stride[0]), int32_t(stride[1]), int32_t(stride[2])}, transposed};
+  int32_t* t = nbr.data_ptr<int32_t>();
+  if (submanifold && offsets_mirrored(offsets.data_ptr<int32_t>(), kvol)) {
+    const int64_t centre = kvol / 2, ahead = rows_ahead(centre);
     // Each (row, column) pair is written by exactly one output site: no two threads share an entry.
     at::parallel_for(0, m, 2048, [&](int64_t begin, int64_t end) {
       for (int64_t o = begin; o < end; ++o) {
+        if (o + ahead < end) query.prefetch_row(oc + 4 * (o + ahead), centre);
         t[o * kvol + centre] = int32_t(o);
         for (int64_t k = 0; k < centre; ++k) {
           const int32_t i = query.lookup(oc + 4 * o, k);
@@ -74,9 +139,12 @@ at::Tensor neighbor_table_cpu(const at::Tensor& keys, const at::Tensor& vals, co
     });
     return nbr;
   }
+  const int64_t ahead = rows_ahead(kvol);
   at::parallel_for(0, m, 2048, [&](int64_t begin, int64_t end) {
-    for (int64_t o = begin; o < end; ++o)
+    for (int64_t o = begin; o < end; ++o) {
+      if (o + ahead < end) query.prefetch_row(oc + 4 * (o + ahead), kvol);
       for (int64_t k = 0; k < kvol; ++k) t[o * kvol + k] = query.lookup(oc + 4 * o, k);
+    }
   });
   return nbr;
 }
