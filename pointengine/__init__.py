@@ -1,9 +1,21 @@
 """pointengine: sparse point-cloud inference for lidar."""
 
-from . import functional
+from . import datasets, functional, nn
 from .coordinate_map import CoordinateMap
+from .functional.pointvoxel import Voxels, devoxelize, voxelize_points
 from .tensor import SparseTensor, sparse_collate
 
 __version__ = "0.1.0"
 
-__all__ = ["CoordinateMap", "SparseTensor", "__version__", "functional", "sparse_collate"]
+__all__ = [
+    "CoordinateMap",
+    "SparseTensor",
+    "Voxels",
+    "__version__",
+    "datasets",
+    "devoxelize",
+    "functional",
+    "nn",
+    "sparse_collate",
+    "voxelize_points",
+]

@@ -63,7 +63,12 @@ def check_same_device(**tensors: Tensor) -> None:
 
 def as_triple(value, name: str, minimum: int = 1) -> tuple[int, int, int]:
     """An int or a 3-sequence of ints, each >= minimum, as a tuple of three."""
-    triple = (value,) * 3 if isinstance(value, int) else tuple(value)
+    if isinstance(value, int):
+        triple = (value,) * 3
+    elif isinstance(value, (tuple, list)):
+        triple = tuple(value)
+    else:
+        triple = ()
     if len(triple) != 3 or not all(isinstance(v, int) for v in triple):
         raise ValueError(f"{name} must be an int or three ints, got {value!r}")
     if min(triple) < minimum:

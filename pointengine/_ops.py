@@ -63,12 +63,14 @@ def weight_grad(feats: Tensor, grad_out: Tensor, nbr: Tensor) -> Tensor:
     """d(loss)/d(weight)[k] = sum over pairs (i, o) of offset k of feats[i]^T grad_out[o]."""
     in_rows, out_rows, ptr = kernel_pairs(nbr)
     bounds = ptr.tolist()
-    grad = feats.new_zeros(nbr.shape[1], feats.shape[1], grad_out.shape[1])
+    grads = []
     for k in range(nbr.shape[1]):
         lo, hi = bounds[k], bounds[k + 1]
-        if hi > lo:
-            torch.mm(feats.index_select(0, in_rows[lo:hi]).t(), grad_out.index_select(0, out_rows[lo:hi]), out=grad[k])
-    return grad
+        # No branch on the pair count (an empty offset gives a zero product): the bounds are
+        # data-dependent, and torch.compile / export can trace a check but not a branch.
+        torch._check(hi >= lo)
+        grads.append(feats.index_select(0, in_rows[lo:hi]).t() @ grad_out.index_select(0, out_rows[lo:hi]))
+    return torch.stack(grads)
 
 
 @torch.library.register_fake("pointengine::hash_build")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ._checks import as_triple, check_coords, check_feats, check_same_device
+from ._checks import as_triple, check_coords, check_feats, check_same_device, check_tensor
 from .coordinate_map import CoordinateMap
 
 Triple = tuple[int, int, int]
@@ -21,8 +21,9 @@ class SparseTensor:
 
     def __init__(self, feats: Tensor, coords: Tensor, stride=1):
         check_coords(coords)
-        check_feats(feats, coords.shape[0])
+        check_tensor(feats, "feats")
         check_same_device(feats=feats, coords=coords)
+        check_feats(feats, coords.shape[0])
         self.feats = feats
         self.stride: Triple = as_triple(stride, "stride")
         self.coordinate_map = CoordinateMap(coords, validate=False)

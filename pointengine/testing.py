@@ -1,6 +1,13 @@
-"""Independent references for tests: dense conv3d on a grid, and brute-force pair enumeration.
+"""Independent references for tests: dense conv3d and conv_transpose3d on a grid, brute-force site sets
+and pairs, and the error measure every comparison bounds.
 
-Nothing here uses the hash tables or kernel maps under test.
+Nothing here uses the hash tables, kernel maps or kernels under test: offsets are enumerated with
+itertools, sites are matched with Python dicts and sets, values come from torch's dense convolutions
+in float64.
+
+Relative error (`relative_error`): max |actual - expected| / max |expected| over every element, so a
+bound is a fraction of the largest reference value; when the reference is all zeros it is the
+absolute error.
 """
 
 import itertools
@@ -9,9 +16,28 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+# Bounds on relative_error against the float64 reference, per dtype of the code under test.
+RELATIVE_TOLERANCE = {torch.float64: 1e-6, torch.float32: 1e-4}
+
+
+def triple(value) -> tuple[int, int, int]:
+    """An int or three ints as a tuple of three (kernel_size, stride, dilation arguments)."""
+    return (value,) * 3 if isinstance(value, int) else tuple(value)
+
+
+def relative_error(actual: Tensor, expected: Tensor) -> float:
+    """max |actual - expected| / max |expected| over all elements (absolute error when expected is 0)."""
+    if actual.shape != expected.shape:
+        raise AssertionError(f"shapes differ: {list(actual.shape)} vs reference {list(expected.shape)}")
+    if expected.numel() == 0:
+        return 0.0
+    diff = (actual.double() - expected.double()).abs().max().item()
+    scale = expected.double().abs().max().item()
+    return diff / scale if scale > 0 else diff
+
 
 def random_sites(n: int, batches: int, extent: int, generator: torch.Generator, low: int = -4) -> Tensor:
-    """Up to n distinct int32 (batch, x, y, z) rows with x, y, z in [low, low + extent)."""
+    """Up to n distinct int32 (batch, x, y, z) rows with x, y, z in [low, low + extent), in random order."""
     rows = torch.stack(
         [
             torch.randint(0, batches, (n,), generator=generator),
@@ -19,34 +45,72 @@ def random_sites(n: int, batches: int, extent: int, generator: torch.Generator, 
         ],
         1,
     )
-    return torch.unique(rows, dim=0).int()
+    unique = torch.unique(rows, dim=0)
+    return unique[torch.randperm(len(unique), generator=generator)].int()
 
 
-def dense_weight(weight: Tensor, kernel_size: tuple[int, int, int]) -> Tensor:
-    """[K, C_in, C_out] in kernel_offsets order (x slowest) -> conv3d layout [C_out, C_in, kx, ky, kz]."""
+def random_input(generator: torch.Generator, n: int, channels: int, dtype=torch.float64, batches: int = 3, extent: int = 9, low: int = -4):
+    """(feats [N, channels] standard normal, coords int32 [N, 4]) on up to n random distinct sites."""
+    coords = random_sites(n, batches, extent, generator, low)
+    return torch.randn(len(coords), channels, generator=generator, dtype=torch.float64).to(dtype), coords
+
+
+def all_offsets(kernel_size, dilation) -> list[tuple[int, int, int]]:
+    """Dilated kernel offsets, x slowest: odd sizes centred, even sizes from 0."""
+    axes = [[(i - (k // 2 if k % 2 else 0)) * d for i in range(k)] for k, d in zip(kernel_size, dilation)]
+    return list(itertools.product(*axes))
+
+
+def _offset_bounds(kernel_size, dilation) -> tuple[Tensor, Tensor]:
+    """Smallest and largest offset per axis (int64 [3] each)."""
+    lo = torch.tensor([-(k // 2) * d if k % 2 else 0 for k, d in zip(kernel_size, dilation)])
+    return lo, lo + torch.tensor([(k - 1) * d for k, d in zip(kernel_size, dilation)])
+
+
+def dense_weight(weight: Tensor, kernel_size) -> Tensor:
+    """[K, C_in, C_out] in offset order (x slowest) -> conv3d layout [C_out, C_in, kx, ky, kz]."""
     return weight.reshape(*kernel_size, weight.shape[1], weight.shape[2]).permute(4, 3, 0, 1, 2)
 
 
+def dense_transpose_weight(weight: Tensor, kernel_size) -> Tensor:
+    """[K, C_in, C_out] in offset order -> conv_transpose3d layout [C_in, C_out, kx, ky, kz]."""
+    return weight.reshape(*kernel_size, weight.shape[1], weight.shape[2]).permute(3, 4, 0, 1, 2)
+
+
 def to_grid(feats: Tensor, coords: Tensor, origin: Tensor, shape: list[int], batches: int) -> Tensor:
+    """Dense [B, C, X, Y, Z] grid whose voxel (0, 0, 0) is the site `origin`."""
     grid = feats.new_zeros(batches, feats.shape[1], *shape)
     local = coords[:, 1:].long() - origin
     grid[coords[:, 0].long(), :, local[:, 0], local[:, 1], local[:, 2]] = feats
     return grid
 
 
-def dense_conv_reference(feats, coords, weight, kernel_size, stride=(1, 1, 1), dilation=(1, 1, 1)):
-    """Float64 dense cross-correlation read at every output site o (o * s + off_k convention).
+def _read_support(values: Tensor, support: Tensor, origin: Tensor) -> tuple[Tensor, Tensor]:
+    """(int32 site coords sorted by (batch, x, y, z), float64 values) of the grid voxels with support."""
+    b, x, y, z = (support[:, 0] > 0).nonzero(as_tuple=True)
+    coords = torch.stack([b, x + origin[0], y + origin[1], z + origin[2]], 1).int()
+    return coords, values[b, :, x, y, z]
 
-    Returns (out_coords, out_feats) of the dense-support output set (sites where the receptive field
-    holds an input), sorted by (batch, x, y, z); for stride 1 with odd kernels read it at the inputs.
+
+def _no_sites(weight: Tensor) -> tuple[Tensor, Tensor]:
+    """The reference of a conv on an empty site set (a strided conv may leave no site)."""
+    return torch.empty(0, 4, dtype=torch.int32), torch.empty(0, weight.shape[2], dtype=torch.float64)
+
+
+def dense_conv_reference(feats, coords, weight, kernel_size, stride=(1, 1, 1), dilation=(1, 1, 1)):
+    """Float64 dense cross-correlation out[o] = sum_k x[o * s + off_k] @ W[k].
+
+    Returns (out_coords, out_feats) over the dense-support output set (sites whose receptive field
+    holds an input), sorted by (batch, x, y, z). For a submanifold conv read it at the input sites.
     """
+    if len(coords) == 0:
+        return _no_sites(weight)
     ks, st, dil = kernel_size, stride, dilation
-    lo_off = torch.tensor([-(k // 2) * d if k % 2 else 0 for k, d in zip(ks, dil)])
-    hi_off = torch.tensor([(k - 1) * d for k, d in zip(ks, dil)]) + lo_off
+    lo_off, hi_off = _offset_bounds(ks, dil)
     spatial = coords[:, 1:].long()
     s = torch.tensor(st)
-    # A range of outputs wide enough that the grid covers every input; outputs without support
-    # are dropped below.
+    # Outputs from the first whose field reaches the smallest input to the last whose field reaches
+    # the largest; the grid then covers every input, and outputs without support are dropped.
     o_lo = torch.div(spatial.amin(0) - hi_off, s, rounding_mode="floor")
     o_hi = torch.div(spatial.amax(0) - lo_off + s - 1, s, rounding_mode="floor")
     origin = o_lo * s + lo_off
@@ -54,26 +118,73 @@ def dense_conv_reference(feats, coords, weight, kernel_size, stride=(1, 1, 1), d
     batches = int(coords[:, 0].max()) + 1
     grid = to_grid(feats.double(), coords, origin, shape, batches)
     occupancy = to_grid(torch.ones(len(coords), 1, dtype=torch.float64), coords, origin, shape, batches)
-    w = dense_weight(weight.double(), ks)
-    out = F.conv3d(grid, w, stride=st, dilation=dil)
+    out = F.conv3d(grid, dense_weight(weight.double(), ks), stride=st, dilation=dil)
     support = F.conv3d(occupancy, torch.ones(1, 1, *ks, dtype=torch.float64), stride=st, dilation=dil)
-    b, x, y, z = (support[:, 0] > 0).nonzero(as_tuple=True)
-    out_coords = torch.stack([b, x + o_lo[0], y + o_lo[1], z + o_lo[2]], 1).int()
-    return out_coords, out[b, :, x, y, z]
+    return _read_support(out, support, o_lo)
 
 
-def read_sites(ref_coords: Tensor, ref_feats: Tensor, coords: Tensor) -> Tensor:
-    """Rows of ref_feats at `coords` (each must be a reference site), matched with Python dicts."""
+def dense_conv_transpose_reference(feats, coords, weight, kernel_size, stride=(1, 1, 1), dilation=(1, 1, 1)):
+    """Float64 dense transposed conv out[o * s + off_k] += x[o] @ W[k] (conv_transpose3d).
+
+    Returns (out_coords, out_feats) over every site some input reaches, sorted by (batch, x, y, z).
+    """
+    if len(coords) == 0:
+        return _no_sites(weight)
+    ks, st, dil = kernel_size, stride, dilation
+    lo_off, _ = _offset_bounds(ks, dil)
+    spatial = coords[:, 1:].long()
+    origin = spatial.amin(0)
+    shape = (spatial.amax(0) - origin + 1).tolist()
+    batches = int(coords[:, 0].max()) + 1
+    grid = to_grid(feats.double(), coords, origin, shape, batches)
+    occupancy = to_grid(torch.ones(len(coords), 1, dtype=torch.float64), coords, origin, shape, batches)
+    out = F.conv_transpose3d(grid, dense_transpose_weight(weight.double(), ks), stride=st, dilation=dil)
+    ones = torch.ones(1, 1, *ks, dtype=torch.float64)
+    support = F.conv_transpose3d(occupancy, ones, stride=st, dilation=dil)
+    # Output voxel j of conv_transpose3d is the site origin * s + lo_off + j.
+    return _read_support(out, support, origin * torch.tensor(st) + lo_off)
+
+
+def site_set(coords: Tensor) -> set[tuple[int, int, int, int]]:
+    """The rows of int32 [N, 4] coords as a set of tuples; raises if a row repeats."""
+    rows = [tuple(c) for c in coords.tolist()]
+    sites = set(rows)
+    if len(sites) != len(rows):
+        raise AssertionError(f"{len(rows) - len(sites)} repeated sites")
+    return sites
+
+
+def read_sites(ref_coords: Tensor, ref_feats: Tensor, coords: Tensor, missing_zero: bool = False) -> Tensor:
+    """Rows of ref_feats at `coords`, matched with a dict; a site absent from the reference raises,
+    or reads zeros when missing_zero."""
     index = {tuple(c): i for i, c in enumerate(ref_coords.tolist())}
-    return ref_feats[[index[tuple(c)] for c in coords.tolist()]]
+    zero_row = len(index)
+    rows = [index.get(tuple(c), zero_row) for c in coords.tolist()]
+    if not missing_zero and zero_row in rows:
+        raise AssertionError(f"site {coords[rows.index(zero_row)].tolist()} is not in the reference")
+    padded = torch.cat([ref_feats, ref_feats.new_zeros(1, ref_feats.shape[1])])
+    return padded[torch.tensor(rows, dtype=torch.long)]
 
 
-def brute_force_pairs(in_coords: Tensor, out_coords: Tensor, offsets: Tensor, stride, transposed=False) -> set:
+def compare_to_reference(out_coords: Tensor, out_feats: Tensor, ref_coords: Tensor, ref_feats: Tensor) -> float:
+    """Asserts that the output site set equals the reference set exactly and returns the relative
+    error of the output features read against the reference at the same sites."""
+    got, want = site_set(out_coords), site_set(ref_coords)
+    if got != want:
+        extra, missing = sorted(got - want)[:5], sorted(want - got)[:5]
+        raise AssertionError(
+            f"site sets differ: {len(got - want)} extra (e.g. {extra}), {len(want - got)} missing (e.g. {missing})"
+        )
+    return relative_error(out_feats, read_sites(ref_coords, ref_feats, out_coords))
+
+
+def brute_force_pairs(in_coords: Tensor, out_coords: Tensor, offsets, stride, transposed=False) -> set:
     """{(k, in_row, out_row)} by Python sets: regular o * s + off = i; transposed i * s + off = o."""
     index = {tuple(c): i for i, c in enumerate(in_coords.tolist())}
+    offsets = offsets.tolist() if isinstance(offsets, Tensor) else offsets
     pairs = set()
     for o, (b, *xyz) in enumerate(out_coords.tolist()):
-        for k, off in enumerate(offsets.tolist()):
+        for k, off in enumerate(offsets):
             if transposed:
                 diff = [a - d for a, d in zip(xyz, off)]
                 if any(v % s for v, s in zip(diff, stride)):
@@ -86,6 +197,22 @@ def brute_force_pairs(in_coords: Tensor, out_coords: Tensor, offsets: Tensor, st
     return pairs
 
 
-def all_offsets(kernel_size, dilation) -> list[tuple[int, int, int]]:
-    axes = [[(i - (k // 2 if k % 2 else 0)) * d for i in range(k)] for k, d in zip(kernel_size, dilation)]
-    return list(itertools.product(*axes))
+def brute_force_strided_sites(coords: Tensor, kernel_size, stride, dilation, sites: str) -> set:
+    """Output sites of a strided conv: "dense" = {o : o * s + off_k is an input for some k},
+    "floor" = {floor(c / s)}."""
+    rows = coords.tolist()
+    if sites == "floor":
+        return {(b, *(a // s for a, s in zip(xyz, stride))) for b, *xyz in rows}
+    out = set()
+    for b, *xyz in rows:
+        for off in all_offsets(kernel_size, dilation):
+            diff = [a - d for a, d in zip(xyz, off)]
+            if not any(v % s for v, s in zip(diff, stride)):
+                out.add((b, *(v // s for v, s in zip(diff, stride))))
+    return out
+
+
+def brute_force_generative_sites(coords: Tensor, kernel_size, stride, dilation) -> set:
+    """Output sites of a generative transposed conv: {i * s + off_k}."""
+    offsets = all_offsets(kernel_size, dilation)
+    return {(b, *(a * s + d for a, s, d in zip(xyz, stride, off))) for b, *xyz in coords.tolist() for off in offsets}

@@ -26,6 +26,7 @@ def select_dataflow(device: torch.device, kernel_volume: int, c_in: int, c_out: 
 def conv_kernel_map(input: SparseTensor, kernel_size, stride, dilation, transposed: bool, generative: bool, sites: str):
     """(kernel map, output stride) of a convolution on `input`."""
     ks, st, dil = as_triple(kernel_size, "kernel_size"), as_triple(stride, "stride"), as_triple(dilation, "dilation")
+    km.check_sites(sites)
     cmap = input.coordinate_map
     if not transposed:
         if generative:
@@ -89,6 +90,8 @@ def check_conv_args(input: SparseTensor, weight: Tensor, bias, kernel_size) -> N
         check_tensor(bias, "bias")
         if bias.shape != (weight.shape[2],):
             raise ValueError(f"bias must have shape [{weight.shape[2]}], got {list(bias.shape)}")
+        if bias.dtype != weight.dtype:
+            raise ValueError(f"bias dtype {bias.dtype} differs from weight dtype {weight.dtype}")
         check_same_device(feats=input.feats, bias=bias)
 
 

@@ -16,6 +16,7 @@ from .._checks import COORD_MAX, COORD_MIN, as_triple
 from ..coordinate_map import CoordinateMap
 
 Triple = tuple[int, int, int]
+SITES = ("dense", "floor")
 
 
 def kernel_offsets(kernel_size, dilation=1, device=None) -> Tensor:
@@ -103,13 +104,20 @@ def strided_output_coords(coords: Tensor, offsets: Tensor, stride: Triple, sites
         rows, ks = exact.nonzero(as_tuple=True)
         spatial = torch.div(shifted[rows, ks], s, rounding_mode="floor")
         candidates = torch.cat([coords[rows, :1], spatial], 1)
+        # An axis of stride 1 keeps coordinates on the input grid, where an offset can step out of it.
+        if len(candidates):
+            _check_range(candidates, "strided conv outputs")
     return _ops.unique_coords(candidates.contiguous())
+
+
+def check_sites(sites) -> None:
+    if sites not in SITES:
+        raise ValueError(f"sites must be one of {SITES}, got {sites!r}")
 
 
 def strided_map(cmap: CoordinateMap, kernel_size, stride, dilation=1, sites: str = "dense") -> KernelMap:
     """Outputs o on the coarser grid read inputs o * s + off_k."""
-    if sites not in ("dense", "floor"):
-        raise ValueError(f'sites must be "dense" or "floor", got {sites!r}')
+    check_sites(sites)
     key = KernelMapKey(as_triple(kernel_size, "kernel_size"), as_triple(stride, "stride"), as_triple(dilation, "dilation"), sites)
     if key not in cmap.kernel_maps:
         offsets = kernel_offsets(key.kernel_size, key.dilation, cmap.coords.device)
@@ -147,7 +155,7 @@ def transposed_map(coarse: CoordinateMap, fine: CoordinateMap, kernel_size, stri
 
 
 def _find_strided(coarse: CoordinateMap, fine: CoordinateMap, key: KernelMapKey) -> KernelMap:
-    for sites in ("dense", "floor"):
+    for sites in SITES:
         kmap = fine.kernel_maps.get(KernelMapKey(key.kernel_size, key.stride, key.dilation, sites))
         if kmap is not None and kmap.out_map is coarse:
             return kmap

@@ -1,0 +1,5 @@
+"""`python -m pointengine ...` is the `pointengine` command."""
+
+from .cli import main
+
+raise SystemExit(main())

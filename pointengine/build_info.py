@@ -1,0 +1,29 @@
+"""What this installation was built with: the answers of `pointengine info`."""
+
+from dataclasses import dataclass
+
+import torch
+
+from . import _C, __version__
+
+
+@dataclass(frozen=True)
+class BuildInfo:
+    version: str
+    torch: str
+    cuda_kernels: bool
+    openmp: bool
+    threads: int
+
+    def lines(self) -> list[str]:
+        return [
+            f"pointengine {self.version}",
+            f"torch {self.torch}",
+            f"kernels: CPU{' + CUDA' if self.cuda_kernels else ''}",
+            f"OpenMP: {'yes' if self.openmp else 'no'}, threads: {self.threads}",
+        ]
+
+
+def build_info() -> BuildInfo:
+    """Never touches a CUDA device: it only reports how the extension was compiled."""
+    return BuildInfo(__version__, torch.__version__, _C.built_with_cuda(), _C.built_with_openmp(), torch.get_num_threads())

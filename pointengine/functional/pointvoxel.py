@@ -1,0 +1,143 @@
+"""Points -> voxels and back: quantize points to integer sites, reduce the points of each site to one
+feature row, and keep the point -> voxel map that projects voxel predictions back to every point."""
+
+from __future__ import annotations
+
+import math
+import numbers
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from .. import _ops
+from .._checks import BATCH_MAX, COORD_MAX, COORD_MIN, check_feats, check_same_device, check_tensor
+from ..coordinate_map import CoordinateMap
+from ..tensor import SparseTensor
+
+REDUCTIONS = ("mean", "first", "max")
+
+
+@dataclass(frozen=True)
+class Voxels:
+    """coords int32 [M, 4] (batch, x, y, z), sorted and distinct; feats [M, 3 + C] reduced from the
+    points of each voxel; inverse int64 [N]: the voxel row of every point; coordinate_map: the
+    hashed coords."""
+
+    coords: Tensor
+    feats: Tensor
+    inverse: Tensor
+    coordinate_map: CoordinateMap
+
+    def to_sparse(self, feats: Tensor | None = None) -> SparseTensor:
+        """A stride-1 SparseTensor on these sites, with `feats` (default: the reduced point features).
+        It reuses the hash table built while voxelizing."""
+        if feats is None:
+            feats = self.feats
+        check_feats(feats, self.coords.shape[0])
+        check_same_device(feats=feats, coords=self.coords)
+        return SparseTensor.derived(feats, self.coordinate_map, (1, 1, 1), {})
+
+
+def voxelize_points(points: Tensor, voxel_size, reduce: str = "mean", batch: Tensor | None = None) -> Voxels:
+    """Quantize points [N, 3 + C] (x, y, z, extra channels) to the voxels floor(xyz / voxel_size).
+
+    `reduce` picks how the points of a voxel become its feature row: "mean", "first" (the point
+    that comes first in `points`) or "max" (per channel). `batch` (integer [N]) gives each point's
+    batch index; without it every point is in batch 0. The result is bitwise deterministic.
+    """
+    _check_points(points)
+    size = _check_voxel_size(voxel_size)
+    if reduce not in REDUCTIONS:
+        raise ValueError(f"reduce must be one of {REDUCTIONS}, got {reduce!r}")
+    batch = _check_batch(batch, points)
+
+    # float64 division: float32 points quantize as a Python-float reference would, and the range
+    # check sees the true value before any cast to int can wrap.
+    scaled = torch.floor(points[:, :3].double() / torch.tensor(size, dtype=torch.float64, device=points.device))
+    lo, hi = scaled.amin(0).tolist(), scaled.amax(0).tolist()
+    if min(lo) < COORD_MIN or max(hi) > COORD_MAX:
+        raise ValueError(
+            f"points: voxel coordinates must be in [{COORD_MIN}, {COORD_MAX}] (16-bit packed keys), got "
+            f"x [{lo[0]:.0f}, {hi[0]:.0f}], y [{lo[1]:.0f}, {hi[1]:.0f}], z [{lo[2]:.0f}, {hi[2]:.0f}] "
+            f"at voxel_size {voxel_size}; use a larger voxel_size or crop the points"
+        )
+    point_coords = torch.cat([batch.to(torch.int32)[:, None], scaled.to(torch.int32)], dim=1)
+
+    coords = _ops.unique_coords(point_coords)
+    coordinate_map = CoordinateMap(coords, validate=False)
+    inverse = coordinate_map.query(point_coords).long()
+    return Voxels(coords, _reduce(points, inverse, coords.shape[0], reduce), inverse, coordinate_map)
+
+
+def devoxelize(voxel_feats: Tensor, inverse: Tensor) -> Tensor:
+    """Per-point rows [N, C]: each point takes the features of its voxel (`Voxels.inverse`)."""
+    check_tensor(voxel_feats, "voxel_feats")
+    check_tensor(inverse, "inverse")
+    if voxel_feats.dim() < 1:
+        raise ValueError(f"voxel_feats must have a row per voxel, got shape {list(voxel_feats.shape)}")
+    if inverse.dtype != torch.int64 or inverse.dim() != 1:
+        raise ValueError(f"inverse must be int64 [N], got {inverse.dtype} {list(inverse.shape)}")
+    if inverse.numel() and (int(inverse.min()) < 0 or int(inverse.max()) >= voxel_feats.shape[0]):
+        raise ValueError(
+            f"inverse must index rows of voxel_feats in [0, {voxel_feats.shape[0] - 1}], "
+            f"got [{int(inverse.min())}, {int(inverse.max())}]"
+        )
+    return voxel_feats.index_select(0, inverse.to(voxel_feats.device))
+
+
+def _reduce(points: Tensor, inverse: Tensor, n_voxels: int, reduce: str) -> Tensor:
+    if reduce == "first":
+        # The smallest point index of each voxel: an integer minimum, so the order of the reduction
+        # cannot change the result.
+        index = torch.arange(points.shape[0], device=points.device)
+        first = torch.full((n_voxels,), points.shape[0], dtype=torch.int64, device=points.device)
+        first.scatter_reduce_(0, inverse, index, reduce="amin")
+        return points.index_select(0, first)
+    if reduce == "max":
+        out = points.new_empty(n_voxels, points.shape[1])
+        return out.scatter_reduce_(0, inverse[:, None].expand_as(points), points, reduce="amax", include_self=False)
+    # index_add_ on the CPU adds the rows in point order, one after the other: a fixed summation
+    # order whatever the thread count. float64 keeps the mean of float32 points correctly rounded.
+    sums = torch.zeros(n_voxels, points.shape[1], dtype=torch.float64, device=points.device)
+    sums.index_add_(0, inverse, points.double())
+    counts = torch.bincount(inverse, minlength=n_voxels).to(torch.float64)
+    return (sums / counts[:, None]).to(points.dtype)
+
+
+def _check_points(points) -> None:
+    check_tensor(points, "points")
+    if not points.is_floating_point():
+        raise ValueError(f"points must be a floating-point tensor, got {points.dtype}")
+    if points.dim() != 2 or points.shape[1] < 3:
+        raise ValueError(f"points must have shape [N, 3 + C] (x, y, z, ...), got {list(points.shape)}")
+    if points.shape[0] == 0:
+        raise ValueError("points is empty: voxelization needs at least one point")
+    if not bool(torch.isfinite(points).all()):
+        raise ValueError("points contains NaN or inf values")
+
+
+def _check_voxel_size(voxel_size) -> tuple[float, float, float]:
+    def is_number(v) -> bool:
+        return isinstance(v, numbers.Real) and not isinstance(v, bool)
+
+    size = (voxel_size,) * 3 if is_number(voxel_size) else voxel_size
+    if not isinstance(size, (tuple, list)) or len(size) != 3 or not all(is_number(v) for v in size):
+        raise ValueError(f"voxel_size must be a number or three numbers, got {voxel_size!r}")
+    if not all(math.isfinite(v) and v > 0 for v in size):
+        raise ValueError(f"voxel_size must be finite and > 0, got {voxel_size!r}")
+    return tuple(float(v) for v in size)
+
+
+def _check_batch(batch, points: Tensor) -> Tensor:
+    if batch is None:
+        return torch.zeros(points.shape[0], dtype=torch.int32, device=points.device)
+    check_tensor(batch, "batch")
+    if batch.dtype.is_floating_point or batch.dtype.is_complex or batch.dtype == torch.bool:
+        raise ValueError(f"batch must be an integer tensor, got {batch.dtype}")
+    if batch.shape != (points.shape[0],):
+        raise ValueError(f"batch must have shape [N] = [{points.shape[0]}], got {list(batch.shape)}")
+    lo, hi = int(batch.min()), int(batch.max())
+    if lo < 0 or hi > BATCH_MAX:
+        raise ValueError(f"batch must be in [0, {BATCH_MAX}], got [{lo}, {hi}]")
+    return batch.to(points.device)

@@ -1,0 +1,10 @@
+"""Layers on SparseTensors. Every output shares the coordinate maps of its input."""
+
+from .activation import LeakyReLU, ReLU
+from .cat import cat
+from .conv import Conv3d
+from .dense import ToDense
+from .norm import BatchNorm
+from .pool import GlobalAvgPool, GlobalMaxPool
+
+__all__ = ["BatchNorm", "Conv3d", "GlobalAvgPool", "GlobalMaxPool", "LeakyReLU", "ReLU", "ToDense", "cat"]
