@@ -20,24 +20,33 @@ struct TilePairs {
   int32_t* count;
 };
 
-inline void compact_tile(const int32_t* nbr, int64_t kvol, int64_t row_begin, int64_t n_rows, TilePairs pairs) {
+// Entries >= n_in (no such input row) are left out and make the result false.
+inline bool compact_tile(const int32_t* nbr, int64_t kvol, int64_t n_in, int64_t row_begin, int64_t n_rows,
+                         TilePairs pairs) {
+  bool valid = true;
   std::fill(pairs.count, pairs.count + kvol, 0);
   for (int64_t r = 0; r < n_rows; ++r) {
     const int32_t* t = nbr + (row_begin + r) * kvol;
     for (int64_t k = 0; k < kvol; ++k) {
       if (t[k] < 0) continue;
+      if (t[k] >= n_in) {
+        valid = false;
+        continue;
+      }
       const int64_t j = k * kTileRows + pairs.count[k]++;
       pairs.rows[j] = int32_t(r);
       pairs.inputs[j] = t[k];
     }
   }
+  return valid;
 }
 
 // Whether this CPU (and its OS) runs AVX2 and FMA.
 bool cpu_has_avx2_fma();
 
 // The same lists as compact_tile, found with vector compares.
-void compact_tile_avx2(const int32_t* nbr, int64_t kvol, int64_t row_begin, int64_t n_rows, TilePairs pairs);
+bool compact_tile_avx2(const int32_t* nbr, int64_t kvol, int64_t n_in, int64_t row_begin, int64_t n_rows,
+                       TilePairs pairs);
 
 // The weight [K, C_in, C_out] regrouped into column panels of at most 32 (C_out padded with zeros to
 // a multiple of 8), each panel [K, C_in, width], so the kernel streams one panel contiguously.

@@ -77,8 +77,9 @@ bool cpu_has_avx2_fma() { return __builtin_cpu_supports("avx2") && __builtin_cpu
 
 // Per row: the sign bits of its entries (-1 = absent) as one mask, then one step per present
 // entry; scanning entry by entry with a branch each costs twice as much on a real scan.
-PE_AVX2 void compact_tile_avx2(const int32_t* nbr, int64_t kvol, int64_t row_begin, int64_t n_rows,
+PE_AVX2 bool compact_tile_avx2(const int32_t* nbr, int64_t kvol, int64_t n_in, int64_t row_begin, int64_t n_rows,
                                TilePairs pairs) {
+  bool valid = true;
   std::fill(pairs.count, pairs.count + kvol, 0);
   const __m256i lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
   for (int64_t r = 0; r < n_rows; ++r) {
@@ -96,12 +97,17 @@ PE_AVX2 void compact_tile_avx2(const int32_t* nbr, int64_t kvol, int64_t row_beg
       while (present) {
         const int64_t k = k0 + __builtin_ctzll(present);
         present &= present - 1;
+        if (t[k] >= n_in) {
+          valid = false;
+          continue;
+        }
         const int64_t j = k * kTileRows + pairs.count[k]++;
         pairs.rows[j] = int32_t(r);
         pairs.inputs[j] = t[k];
       }
     }
   }
+  return valid;
 }
 
 int64_t packed_weight_numel(int64_t kvol, int64_t c_in, int64_t c_out) { return kvol * c_in * padded(c_out); }

@@ -1,12 +1,11 @@
-// Build and query of the hashed coordinate map, and the sorted unique set of a coordinate list.
+// Build and query of the hashed coordinate map.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
-#include <algorithm>
 #include <atomic>
-#include <vector>
 
+#include "../common/coord_rows.h"
 #include "../common/hash_table.h"
 
 namespace pointengine {
@@ -14,15 +13,9 @@ namespace {
 
 constexpr int64_t kPrefetchRows = 16;  // measured on a real scan: 16 beats 4, 8 and 32
 
-int64_t key_of_row(const int32_t* c) { return pack_key(c[0], c[1], c[2], c[3]); }
-
-bool row_in_range(const int32_t* c) {
-  return c[0] >= 0 && c[0] <= kBatchMax && axis_in_range(c[1]) && axis_in_range(c[2]) &&
-         axis_in_range(c[3]);
-}
-
 // Returns (keys, vals, duplicates): the table, and how many rows repeated an earlier coordinate.
 std::tuple<at::Tensor, at::Tensor, at::Tensor> hash_build_cpu(const at::Tensor& coords_in) {
+  check_rows_of_four(coords_in, "hash_build");
   const at::Tensor coords = coords_in.contiguous();
   const int64_t n = coords.size(0);
   const int64_t cap = table_capacity(n);
@@ -31,10 +24,14 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> hash_build_cpu(const at::Tensor& 
   int64_t* k = keys.data_ptr<int64_t>();
   int32_t* v = vals.data_ptr<int32_t>();
   const int32_t* c = coords.data_ptr<int32_t>();
-  std::atomic<int64_t> duplicates{0};
+  std::atomic<int64_t> duplicates{0}, outside{0};
   at::parallel_for(0, n, 4096, [&](int64_t begin, int64_t end) {
-    int64_t local = 0;
+    int64_t local = 0, local_outside = 0;
     for (int64_t i = begin; i < end; ++i) {
+      if (!row_in_range(c + 4 * i)) {
+        ++local_outside;
+        continue;
+      }
       // Inserts are random writes into a table larger than L2: start the one kPrefetchRows ahead.
       if (i + kPrefetchRows < end) {
         const uint64_t slot = mix_key(key_of_row(c + 4 * (i + kPrefetchRows))) & uint64_t(cap - 1);
@@ -47,11 +44,16 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> hash_build_cpu(const at::Tensor& 
       else ++local;
     }
     duplicates += local;
+    outside += local_outside;
   });
+  check_in_range(outside.load(), "hash_build");
   return {keys, vals, at::scalar_tensor(duplicates.load(), coords.options().dtype(at::kLong))};
 }
 
 at::Tensor hash_query_cpu(const at::Tensor& keys, const at::Tensor& vals, const at::Tensor& queries_in) {
+  check_rows_of_four(queries_in, "hash_query");
+  TORCH_CHECK(keys.dim() == 1 && vals.sizes() == keys.sizes() && keys.numel() > 0 && (keys.numel() & (keys.numel() - 1)) == 0,
+              "hash_query: expected keys and vals of one power-of-two length, got ", keys.sizes(), " and ", vals.sizes());
   const at::Tensor queries = queries_in.contiguous();
   const int64_t m = queries.size(0);
   at::Tensor out = at::empty({m}, queries.options().dtype(at::kInt));
@@ -68,39 +70,11 @@ at::Tensor hash_query_cpu(const at::Tensor& keys, const at::Tensor& vals, const 
   return out;
 }
 
-// Unique rows, sorted by packed key (batch, then x, y, z): a deterministic order whatever the
-// thread count, since the hash set only removes repeats and the sort fixes the order.
-at::Tensor unique_coords_cpu(const at::Tensor& coords_in) {
-  const at::Tensor coords = coords_in.contiguous();
-  const int64_t n = coords.size(0);
-  const int64_t cap = table_capacity(n);
-  std::vector<int64_t> slots(cap, kEmptyKey);
-  const int32_t* c = coords.data_ptr<int32_t>();
-  at::parallel_for(0, n, 4096, [&](int64_t begin, int64_t end) {
-    bool inserted;
-    for (int64_t i = begin; i < end; ++i) insert_key(slots.data(), uint64_t(cap - 1), key_of_row(c + 4 * i), &inserted);
-  });
-  std::vector<int64_t> unique;
-  unique.reserve(n);
-  for (int64_t key : slots)
-    if (key != kEmptyKey) unique.push_back(key);
-  // Keys compare as unsigned so that batch ids above 32767 still sort after smaller ones.
-  std::sort(unique.begin(), unique.end(),
-            [](int64_t a, int64_t b) { return uint64_t(a) < uint64_t(b); });
-  at::Tensor out = at::empty({int64_t(unique.size()), 4}, coords.options());
-  int32_t* o = out.data_ptr<int32_t>();
-  at::parallel_for(0, int64_t(unique.size()), 4096, [&](int64_t begin, int64_t end) {
-    for (int64_t i = begin; i < end; ++i) unpack_key(unique[i], o + 4 * i);
-  });
-  return out;
-}
-
 }  // namespace
 
 TORCH_LIBRARY_IMPL(pointengine, CPU, m) {
   m.impl("hash_build", &hash_build_cpu);
   m.impl("hash_query", &hash_query_cpu);
-  m.impl("unique_coords", &unique_coords_cpu);
 }
 
 }  // namespace pointengine

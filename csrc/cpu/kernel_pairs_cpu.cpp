@@ -10,6 +10,7 @@ namespace pointengine {
 namespace {
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> kernel_pairs_cpu(const at::Tensor& nbr_in) {
+  TORCH_CHECK(nbr_in.dim() == 2, "kernel_pairs: expected nbr int32 [N_out, K], got shape ", nbr_in.sizes());
   const at::Tensor nbr = nbr_in.contiguous();
   const int64_t m = nbr.size(0), kvol = nbr.size(1);
   const int32_t* t = nbr.data_ptr<int32_t>();

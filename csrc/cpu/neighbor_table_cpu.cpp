@@ -100,7 +100,12 @@ void submanifold_by_merge(const MergePlan& plan, const std::vector<uint64_t>& ke
 at::Tensor neighbor_table_cpu(const at::Tensor& keys, const at::Tensor& vals, const at::Tensor& out_coords_in,
                               const at::Tensor& offsets_in, at::IntArrayRef stride, bool transposed,
                               bool submanifold) {
-  TORCH_CHECK(stride.size() == 3, "neighbor_table: stride must have 3 entries");
+  TORCH_CHECK(stride.size() == 3 && out_coords_in.dim() == 2 && out_coords_in.size(1) == 4 && offsets_in.dim() == 2 &&
+                  offsets_in.size(1) == 3 && keys.dim() == 1 && vals.sizes() == keys.sizes() &&
+                  (!submanifold || keys.size(0) == table_capacity(out_coords_in.size(0))),
+              "neighbor_table: expected out_coords [M, 4], offsets [K, 3], 3 strides and the table (keys, vals) ",
+              submanifold ? "of out_coords itself" : "of the input sites", ", got ", out_coords_in.sizes(), ", ",
+              offsets_in.sizes(), ", ", stride.size(), " and ", keys.sizes(), ", ", vals.sizes());
   const at::Tensor out_coords = out_coords_in.contiguous();
   const at::Tensor offsets = offsets_in.contiguous();
   const int64_t m = out_coords.size(0), kvol = offsets.size(0);
@@ -131,7 +136,7 @@ at::Tensor neighbor_table_cpu(const at::Tensor& keys, const at::Tensor& vals, co
         t[o * kvol + centre] = int32_t(o);
         for (int64_t k = 0; k < centre; ++k) {
           const int32_t i = query.lookup(oc + 4 * o, k);
-          if (i < 0) continue;
+          if (i < 0 || i >= m) continue;
           t[o * kvol + k] = i;
           t[int64_t(i) * kvol + (kvol - 1 - k)] = int32_t(o);
         }
