@@ -12,13 +12,6 @@ struct TableView {
   const int32_t* vals;
   uint64_t mask;
 
-  // Starts loading the lines `find(key)` reads first, so several lookups overlap their misses.
-  void prefetch(int64_t key) const {
-    const uint64_t slot = mix_key(key) & mask;
-    __builtin_prefetch(keys + slot);
-    __builtin_prefetch(vals + slot);
-  }
-
   int32_t find(int64_t key) const {
     for (uint64_t slot = mix_key(key) & mask;; slot = (slot + 1) & mask) {
       const int64_t k = keys[slot];

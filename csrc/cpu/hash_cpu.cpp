@@ -11,8 +11,6 @@
 namespace pointengine {
 namespace {
 
-constexpr int64_t kPrefetchRows = 16;  // measured on a real scan: 16 beats 4, 8 and 32
-
 // Returns (keys, vals, duplicates): the table, and how many rows repeated an earlier coordinate.
 std::tuple<at::Tensor, at::Tensor, at::Tensor> hash_build_cpu(const at::Tensor& coords_in) {
   check_rows_of_four(coords_in, "hash_build");
@@ -31,12 +29,6 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> hash_build_cpu(const at::Tensor& 
       if (!row_in_range(c + 4 * i)) {
         ++local_outside;
         continue;
-      }
-      // Inserts are random writes into a table larger than L2: start the one kPrefetchRows ahead.
-      if (i + kPrefetchRows < end) {
-        const uint64_t slot = mix_key(key_of_row(c + 4 * (i + kPrefetchRows))) & uint64_t(cap - 1);
-        __builtin_prefetch(k + slot, 1);
-        __builtin_prefetch(v + slot, 1);
       }
       bool inserted;
       const uint64_t slot = insert_key(k, uint64_t(cap - 1), key_of_row(c + 4 * i), &inserted);
@@ -61,11 +53,7 @@ at::Tensor hash_query_cpu(const at::Tensor& keys, const at::Tensor& vals, const 
   const int32_t* q = queries.data_ptr<int32_t>();
   int32_t* o = out.data_ptr<int32_t>();
   at::parallel_for(0, m, 4096, [&](int64_t begin, int64_t end) {
-    for (int64_t i = begin; i < end; ++i) {
-      if (i + kPrefetchRows < end && row_in_range(q + 4 * (i + kPrefetchRows)))
-        table.prefetch(key_of_row(q + 4 * (i + kPrefetchRows)));
-      o[i] = row_in_range(q + 4 * i) ? table.find(key_of_row(q + 4 * i)) : -1;
-    }
+    for (int64_t i = begin; i < end; ++i) o[i] = row_in_range(q + 4 * i) ? table.find(key_of_row(q + 4 * i)) : -1;
   });
   return out;
 }
