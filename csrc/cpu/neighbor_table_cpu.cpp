@@ -12,9 +12,11 @@
 
 #include <algorithm>
 #include <atomic>
+#include <memory>
 #include <mutex>
 #include <vector>
 
+#include "../common/coord_rows.h"
 #include "../common/hash_table.h"
 #include "submanifold_merge.h"
 
@@ -59,27 +61,39 @@ struct Query {
   }
 };
 
-// Packed keys of the rows followed by the merge's sentinels, or an empty vector when the rows are
-// not strictly ascending (then the table answers instead).
-std::vector<uint64_t> sorted_keys(const int32_t* coords, int64_t m) {
-  std::vector<uint64_t> keys(m + kMaxColumnSpan, ~uint64_t(0));
+// Packed keys of the rows followed by the merge's sentinels, or null when the rows are not
+// strictly ascending (then the table answers instead).
+std::unique_ptr<uint64_t[]> sorted_keys(const int32_t* coords, int64_t m) {
+  std::unique_ptr<uint64_t[]> keys(new uint64_t[m + kMaxColumnSpan]);  // every entry written below
+  std::fill(keys.get() + m, keys.get() + m + kMaxColumnSpan, ~uint64_t(0));
   std::atomic<bool> ascending{true};
   at::parallel_for(0, m, 16384, [&](int64_t begin, int64_t end) {
-    for (int64_t i = begin; i < end; ++i) keys[i] = uint64_t(pack_key(coords[4 * i], coords[4 * i + 1], coords[4 * i + 2], coords[4 * i + 3]));
-    for (int64_t i = std::max<int64_t>(begin, 1); i < end; ++i)
-      if (uint64_t(pack_key(coords[4 * i - 4], coords[4 * i - 3], coords[4 * i - 2], coords[4 * i - 1])) >= keys[i]) ascending = false;
+    uint64_t previous = begin == 0 ? 0 : uint64_t(key_of_row(coords + 4 * (begin - 1)));
+    bool local = true;
+    for (int64_t i = begin; i < end; ++i) {
+      keys[i] = uint64_t(key_of_row(coords + 4 * i));
+      local &= i == 0 || keys[i] > previous;
+      previous = keys[i];
+    }
+    if (!local) ascending = false;
   });
-  if (!ascending) keys.clear();
+  if (!ascending) keys.reset();
   return keys;
 }
 
-void submanifold_by_merge(const MergePlan& plan, const std::vector<uint64_t>& keys, const int32_t* coords,
-                          const int32_t* offsets, const TableView& table, int64_t m, int32_t* nbr) {
+// Rows go out in fixed chunks from a shared counter, so that a thread done early takes more; the
+// table does not depend on who walks which chunk.
+void submanifold_by_merge(const MergePlan& plan, const uint64_t* keys, const int32_t* coords, const int32_t* offsets,
+                          const TableView& table, int64_t m, int32_t* nbr) {
+  constexpr int64_t kChunkRows = 8192;
+  const int64_t n_chunks = (m + kChunkRows - 1) / kChunkRows;
+  std::atomic<int64_t> next{0};
   std::vector<int64_t> deferred;
   std::mutex deferred_lock;
-  at::parallel_for(0, m, 4096, [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, std::min<int64_t>(n_chunks, at::get_num_threads()), 1, [&](int64_t, int64_t) {
     std::vector<int64_t> local;
-    merge_rows(plan, keys.data(), coords, offsets, table, begin, end, nbr, &local);
+    for (int64_t c; (c = next.fetch_add(1)) < n_chunks;)
+      merge_rows(plan, keys, coords, offsets, table, c * kChunkRows, std::min(m, (c + 1) * kChunkRows), nbr, &local);
     const std::lock_guard<std::mutex> guard(deferred_lock);
     deferred.insert(deferred.end(), local.begin(), local.end());
   });
@@ -105,10 +119,10 @@ at::Tensor neighbor_table_cpu(const at::Tensor& keys, const at::Tensor& vals, co
     TORCH_CHECK(kvol % 2 == 1, "neighbor_table: a submanifold table needs an odd kernel volume");
     MergePlan plan;
     if (make_merge_plan(offsets.data_ptr<int32_t>(), kvol, &plan)) {
-      const std::vector<uint64_t> sorted = sorted_keys(oc, m);
-      if (!sorted.empty()) {
+      const std::unique_ptr<uint64_t[]> sorted = sorted_keys(oc, m);
+      if (sorted) {
         at::Tensor nbr = at::empty({m, kvol}, out_coords.options().dtype(at::kInt));
-        submanifold_by_merge(plan, sorted, oc, offsets.data_ptr<int32_t>(), table, m, nbr.data_ptr<int32_t>());
+        submanifold_by_merge(plan, sorted.get(), oc, offsets.data_ptr<int32_t>(), table, m, nbr.data_ptr<int32_t>());
         return nbr;
       }
     }
