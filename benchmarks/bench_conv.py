@@ -22,21 +22,21 @@ import os
 # here. Passive waiting lets idle pools sleep. It must be set before either runtime starts.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-import argparse  # noqa: E402
-import json  # noqa: E402
-import statistics  # noqa: E402
-import time  # noqa: E402
-from dataclasses import asdict, dataclass  # noqa: E402
-from pathlib import Path  # noqa: E402
+import argparse
+import json
+import statistics
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
 
-import torch  # noqa: E402
+import torch
 
-from pointengine import _C  # noqa: E402
-from pointengine.coordinate_map import CoordinateMap  # noqa: E402
-from pointengine.datasets import generate_scan, read_points  # noqa: E402
-from pointengine.functional import conv as conv_ops  # noqa: E402
-from pointengine.functional import kmap as km  # noqa: E402
-from pointengine.functional import voxelize_points  # noqa: E402
+from pointengine import _C
+from pointengine.coordinate_map import CoordinateMap
+from pointengine.datasets import generate_scan, read_points
+from pointengine.functional import conv as conv_ops
+from pointengine.functional import kmap as km
+from pointengine.functional import voxelize_points
 
 ROOT = Path(__file__).resolve().parents[1]
 SCANS = ROOT.parent / "shared" / "data" / "semantickitti" / "sequences" / "00" / "velodyne"
@@ -62,8 +62,11 @@ LAYERS = (
 
 
 def machine() -> str:
-    lines = Path("/proc/cpuinfo").read_text().splitlines()
-    cpu = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), "unknown CPU")
+    """CPU model (with family and model numbers: a VM may hide the marketing name), cores, torch, and
+    the path conv_fused takes on this CPU."""
+    info = dict(line.split(":", 1) for line in Path("/proc/cpuinfo").read_text().splitlines() if ":" in line)
+    info = {key.strip(): value.strip() for key, value in info.items()}
+    cpu = f"{info.get('model name', 'unknown CPU')} (family {info.get('cpu family', '?')} model {info.get('model', '?')})"
     return f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__}, conv_fused path {_C.conv_fused_isa()}"
 
 

@@ -8,7 +8,13 @@ import torch
 from pointengine import _C
 from pointengine.coordinate_map import CoordinateMap
 from pointengine.functional import kmap as km
-from pointengine.testing import RELATIVE_TOLERANCE, dense_conv_reference, random_sites, read_sites, relative_error
+from pointengine.testing import (
+    RELATIVE_TOLERANCE,
+    dense_conv_reference,
+    random_sites,
+    read_sites,
+    relative_error,
+)
 
 PATHS = {"default": torch.ops.pointengine.conv_fused, "portable": _C.conv_fused_portable}
 CHANNELS = [(1, 1), (3, 7), (5, 9), (8, 33), (33, 40), (17, 64)]
