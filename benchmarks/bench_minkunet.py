@@ -31,7 +31,14 @@ RESULTS = ROOT / "benchmarks" / "results" / "bench_minkunet.jsonl"
 
 
 def machine() -> str:
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")), "unknown CPU")
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        "unknown CPU",
+    )
     return f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__}"
 
 
@@ -74,7 +81,9 @@ def _spconv_conv(conv: pe.nn.Conv3d, level: int) -> torch.nn.Module:
     if conv.transposed:
         layer = sp.SparseInverseConv3d(conv.in_channels, conv.out_channels, k, indice_key=f"down{level}", bias=False)
     elif conv.stride != (1, 1, 1):
-        layer = sp.SparseConv3d(conv.in_channels, conv.out_channels, k, conv.stride[0], bias=False, indice_key=f"down{level}")
+        layer = sp.SparseConv3d(
+            conv.in_channels, conv.out_channels, k, conv.stride[0], bias=False, indice_key=f"down{level}"
+        )
     else:
         layer = sp.SubMConv3d(conv.in_channels, conv.out_channels, k, bias=False, indice_key=f"subm{k}_{level}")
     # ours: [K, C_in, C_out] with K = (kx, ky, kz), x slowest; spconv 2.x: [C_out, kx, ky, kz, C_in].
@@ -157,14 +166,14 @@ def spconv_input(feats: torch.Tensor, coords: torch.Tensor):
 # --- measurements -----------------------------------------------------------------------------------
 
 
-def timed(run, repeats: int) -> list[float]:
-    """Wall times of `repeats` runs after one warm-up run."""
+def timed(run, repeats: int) -> tuple[list[float], object]:
+    """(wall times of `repeats` runs after one warm-up run, the last run's result)."""
     times = []
     for _ in range(repeats + 1):
         start = time.perf_counter()
-        run()
+        result = run()
         times.append(time.perf_counter() - start)
-    return times[1:]
+    return times[1:], result
 
 
 def randomize_statistics(model: torch.nn.Module, seed: int) -> None:
@@ -194,16 +203,35 @@ def split(model: torch.nn.Module, feats: torch.Tensor, coords: torch.Tensor) -> 
     total = time.perf_counter() - start + hash_s
     map_s = hash_s + sum(r.map_s for r in rows)
     conv_s = sum(r.compute_s for r in rows if r.kind == "conv")
-    return {"map_s": map_s, "conv_s": conv_s, "other_s": total - map_s - conv_s, "gmacs": sum(r.macs for r in rows) / 1e9}
+    return {
+        "map_s": map_s,
+        "conv_s": conv_s,
+        "other_s": total - map_s - conv_s,
+        "gmacs": sum(r.macs for r in rows) / 1e9,
+    }
 
 
 def bench_scan(name, points, model, sp_model, cr, args) -> list[dict]:
     feats, coords = voxelize(points, args.voxel_size)
-    common = {"bench": "minkunet", "machine": machine(), "scan": name, "cr": cr, "points": len(points), "voxels": len(coords), "threads": args.threads}
+    common = {
+        "bench": "minkunet",
+        "machine": machine(),
+        "scan": name,
+        "cr": cr,
+        "points": len(points),
+        "voxels": len(coords),
+        "threads": args.threads,
+    }
     torch.set_num_threads(args.threads)
     with torch.no_grad():
-        ours = timed(lambda: model(pe.SparseTensor(feats, coords)), args.repeats)
-        record = {**common, "engine": "pointengine", "median_s": statistics.median(ours), "runs_s": ours, **split(model, feats, coords)}
+        ours, logits = timed(lambda: model(pe.SparseTensor(feats, coords)).feats, args.repeats)
+        record = {
+            **common,
+            "engine": "pointengine",
+            "median_s": statistics.median(ours),
+            "runs_s": ours,
+            **split(model, feats, coords),
+        }
         records = [record]
         if sp_model is None:
             return records
@@ -212,11 +240,10 @@ def bench_scan(name, points, model, sp_model, cr, args) -> list[dict]:
         indices, shape = spconv_input(feats, coords)
         batches = int(coords[:, 0].max()) + 1
         torch.set_num_threads(1)
-        reference = model(pe.SparseTensor(feats, coords)).feats
         theirs_1t = sp_model(sp.SparseConvTensor(feats, indices, shape, batches))
-        record["rel_err_spconv_1thread"] = relative_error(theirs_1t, reference)
+        record["rel_err_spconv_1thread"] = relative_error(theirs_1t, logits)
         torch.set_num_threads(args.threads)
-        theirs = timed(lambda: sp_model(sp.SparseConvTensor(feats, indices, shape, batches)), args.repeats)
+        theirs, _ = timed(lambda: sp_model(sp.SparseConvTensor(feats, indices, shape, batches)), args.repeats)
         records.append({**common, "engine": "spconv", "median_s": statistics.median(theirs), "runs_s": theirs})
     return records
 
@@ -236,16 +263,51 @@ def float64_check(model: MinkUNet, sp_model, points, args) -> dict:
     return {"ours_vs_float64": relative_error(ours, exact), "spconv_vs_float64": relative_error(theirs, exact)}
 
 
+def markdown_row(*cells) -> str:
+    return "| " + " | ".join(str(c) for c in cells) + " |"
+
+
 def table(records: list[dict]) -> str:
     lines = [
-        "| scan | voxels | cr | engine | threads | median s | map s | conv s | other s | GMACs | rel. err. vs ours |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        markdown_row(
+            "scan",
+            "voxels",
+            "cr",
+            "engine",
+            "threads",
+            "median s",
+            "map s",
+            "conv s",
+            "other s",
+            "GMACs",
+            "spconv (1 thread) vs ours, rel. err.",
+        ),
+        markdown_row(*["---"] * 11),
     ]
     for r in records:
-        split_cols = [f"{r[k]:.3f}" for k in ("map_s", "conv_s", "other_s")] + [f"{r['gmacs']:.1f}"] if "map_s" in r else ["", "", "", ""]
-        err = f"{r['rel_err_spconv_1thread']:.1e} (spconv, 1 thread)" if "rel_err_spconv_1thread" in r else ""
-        lines.append(f"| {r['scan']} | {r['voxels']} | {r['cr']} | {r['engine']} | {r['threads']} | {r['median_s']:.3f} | {' | '.join(split_cols)} | {err} |")
+        ours = (
+            [f"{r[k]:.3f}" for k in ("map_s", "conv_s", "other_s")] + [f"{r['gmacs']:.1f}"]
+            if "map_s" in r
+            else [""] * 4
+        )
+        err = f"{r['rel_err_spconv_1thread']:.1e}" if "rel_err_spconv_1thread" in r else ""
+        lines.append(
+            markdown_row(r["scan"], r["voxels"], r["cr"], r["engine"], r["threads"], f"{r['median_s']:.3f}", *ours, err)
+        )
     return "\n".join(lines)
+
+
+def print_profile(model: torch.nn.Module, feats: torch.Tensor, coords: torch.Tensor) -> None:
+    with torch.no_grad():
+        model(pe.SparseTensor(feats, coords))  # warm-up
+    rows = profile(model, pe.SparseTensor(feats, coords))
+    print(markdown_row("layer", "C_in -> C_out", "sites out", "pairs", "GMACs", "map ms", "compute ms", "GFLOP/s"))
+    print(markdown_row(*["---"] * 8))
+    for r in rows:
+        if r.kind != "other":
+            flops = 2 * r.macs / r.compute_s / 1e9
+            cells = (r.name, f"{r.channels[0]} -> {r.channels[1]}", r.sites, r.pairs, f"{r.macs / 1e9:.2f}")
+            print(markdown_row(*cells, f"{r.map_s * 1e3:.1f}", f"{r.compute_s * 1e3:.1f}", f"{flops:.1f}"))
 
 
 def main() -> None:
@@ -289,18 +351,6 @@ def main() -> None:
             f.write(json.dumps({**r, "float64_check": checks.get(r["cr"])}) + "\n")
     print(f"\nmachine: {machine()}\n")
     print(table(records))
-
-
-def print_profile(model: torch.nn.Module, feats: torch.Tensor, coords: torch.Tensor) -> None:
-    with torch.no_grad():
-        model(pe.SparseTensor(feats, coords))  # warm-up
-    rows = profile(model, pe.SparseTensor(feats, coords))
-    print("| layer | C_in -> C_out | sites out | pairs | GMACs | map ms | compute ms | GFLOP/s |")
-    print("|---|---|---|---|---|---|---|---|")
-    for r in rows:
-        if r.kind != "other":
-            flops = 2 * r.macs / r.compute_s / 1e9
-            print(f"| {r.name} | {r.channels[0]} -> {r.channels[1]} | {r.sites} | {r.pairs} | {r.macs / 1e9:.2f} | {r.map_s * 1e3:.1f} | {r.compute_s * 1e3:.1f} | {flops:.1f} |")
 
 
 if __name__ == "__main__":

@@ -3,7 +3,6 @@
 import math
 
 import torch
-from torch import Tensor
 
 from .._checks import as_triple
 from ..functional import conv as F
@@ -74,7 +73,9 @@ class Conv3d(torch.nn.Module):
 
     def kernel_map(self, input: SparseTensor) -> tuple[KernelMap, tuple[int, int, int]]:
         """(kernel map, output stride) this layer uses on `input`; built once, then cached."""
-        return F.conv_kernel_map(input, self.kernel_size, self.stride, self.dilation, self.transposed, self.generative, self.sites)
+        return F.conv_kernel_map(
+            input, self.kernel_size, self.stride, self.dilation, self.transposed, self.generative, self.sites
+        )
 
     def forward(self, input: SparseTensor) -> SparseTensor:
         return F.conv3d(
