@@ -77,7 +77,7 @@ def test_conv3d_dataflow_travels_with_the_state_dict():
         ({"in_channels": 3, "out_channels": 2.0}, "out_channels must be a positive int"),
         ({"in_channels": 3, "out_channels": 4, "kernel_size": 0}, "kernel_size must be >= 1"),
         ({"in_channels": 3, "out_channels": 4, "generative": True}, "generative=True needs transposed=True"),
-        ({"in_channels": 3, "out_channels": 4, "sites": "ceil"}, 'sites must be "dense" or "floor"'),
+        ({"in_channels": 3, "out_channels": 4, "sites": "ceil"}, r"sites must be one of \('dense', 'floor'\), got 'ceil'"),
         ({"in_channels": 3, "out_channels": 4, "dataflow": "winograd"}, "dataflow must be None or one of"),
     ],
 )
