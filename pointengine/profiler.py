@@ -49,7 +49,7 @@ class _Recorder:
             kind, channels = "linear", (module.in_features, module.out_features)
             pairs = args[0].numel() // module.in_features
         else:
-            kind, channels, pairs, self.map_s = "other", (0, 0), 0, 0.0
+            kind, channels, pairs = "other", (0, 0), 0
         macs = pairs * channels[0] * channels[1]
         self.rows.append(LayerProfile(self.name, kind, channels, sites, pairs, macs, self.map_s, compute_s))
         self.kmap, self.map_s = None, 0.0

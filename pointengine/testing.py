@@ -49,7 +49,15 @@ def random_sites(n: int, batches: int, extent: int, generator: torch.Generator, 
     return unique[torch.randperm(len(unique), generator=generator)].int()
 
 
-def random_input(generator: torch.Generator, n: int, channels: int, dtype=torch.float64, batches: int = 3, extent: int = 9, low: int = -4):
+def random_input(
+    generator: torch.Generator,
+    n: int,
+    channels: int,
+    dtype=torch.float64,
+    batches: int = 3,
+    extent: int = 9,
+    low: int = -4,
+) -> tuple[Tensor, Tensor]:
     """(feats [N, channels] standard normal, coords int32 [N, 4]) on up to n random distinct sites."""
     coords = random_sites(n, batches, extent, generator, low)
     return torch.randn(len(coords), channels, generator=generator, dtype=torch.float64).to(dtype), coords

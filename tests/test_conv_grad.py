@@ -46,7 +46,8 @@ def conv_input(kind: str, kernel_size, stride, dilation) -> tuple[SparseTensor, 
 def test_gradcheck(dataflow, kind, kernel_size, stride, dilation):
     x, args = conv_input(kind, kernel_size, stride, dilation)
     g = torch.Generator().manual_seed(1)
-    weight = torch.randn(math.prod(triple(kernel_size)), x.feats.shape[1], 2, generator=g, dtype=torch.float64, requires_grad=True)
+    volume = math.prod(triple(kernel_size))
+    weight = torch.randn(volume, x.feats.shape[1], 2, generator=g, dtype=torch.float64, requires_grad=True)
     bias = torch.randn(2, generator=g, dtype=torch.float64, requires_grad=True)
     feats = x.feats.detach().clone().requires_grad_()
 

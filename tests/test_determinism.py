@@ -31,7 +31,8 @@ def run(feats, coords, kind: str, dataflow: str) -> list[torch.Tensor]:
     if kind == "submanifold":
         y = conv3d(x, weight, kernel_size=3, dataflow=dataflow)
     elif kind in ("strided", "floor"):
-        y = conv3d(x, weight, kernel_size=3, stride=2, sites="dense" if kind == "strided" else "floor", dataflow=dataflow)
+        sites = "dense" if kind == "strided" else "floor"
+        y = conv3d(x, weight, kernel_size=3, stride=2, sites=sites, dataflow=dataflow)
     elif kind == "transposed":
         coarse = conv3d(x, weight[:, :, :4], kernel_size=3, stride=2)
         y = conv3d(coarse, weight[:, :4], kernel_size=3, stride=2, transposed=True, dataflow=dataflow)

@@ -93,15 +93,21 @@ def test_feats_and_coords_on_different_devices():
 @pytest.mark.parametrize(
     "args,message",
     [
-        (dict(weight=weight(26)), r"weight must have shape \[27, 2, C_out\] \(kernel volume, C_in, C_out\), got \[26, 2, 3\]"),
+        (
+            dict(weight=weight(26)),
+            r"weight must have shape \[27, 2, C_out\] \(kernel volume, C_in, C_out\), got \[26, 2, 3\]",
+        ),
         (dict(weight=weight(c_in=3)), r"weight must have shape \[27, 2, C_out\]"),
         (dict(weight=weight()[:, :, 0]), r"weight must have shape \[27, 2, C_out\]"),
-        (dict(weight=weight(dtype=torch.float32)), r"weight dtype torch.float32 differs from feats dtype torch.float64"),
+        (dict(weight=weight(dtype=torch.float32)), r"weight dtype torch.float32 differs from feats dtype"),
         (dict(weight=weight().to("meta")), r"tensors must be on one device, got feats on cpu, weight on meta"),
         (dict(bias=torch.zeros(2, dtype=torch.float64)), r"bias must have shape \[3\], got \[2\]"),
         (dict(bias=torch.zeros(3, 1, dtype=torch.float64)), r"bias must have shape \[3\], got \[3, 1\]"),
         (dict(bias=torch.zeros(3)), r"bias dtype torch.float32 differs from weight dtype torch.float64"),
-        (dict(bias=torch.zeros(3, dtype=torch.float64, device="meta")), r"tensors must be on one device, got feats on cpu, bias on meta"),
+        (
+            dict(bias=torch.zeros(3, dtype=torch.float64, device="meta")),
+            r"tensors must be on one device, got feats on cpu, bias on meta",
+        ),
         (dict(dataflow="im2col"), r"dataflow must be one of \('fused', 'gather_scatter'\), got 'im2col'"),
         (dict(stride=2, sites="ceil"), r"sites must be one of \('dense', 'floor'\), got 'ceil'"),
         (dict(sites="ceil"), r"sites must be one of \('dense', 'floor'\), got 'ceil'"),
@@ -148,7 +154,8 @@ def test_bad_tensor_stride():
 
 def test_generative_outputs_outside_the_range():
     x = SparseTensor(torch.zeros(2, 2, dtype=torch.float64), coords_of([0, 20000, 0, 0], [0, -3, 0, 0]), stride=2)
-    with pytest.raises(ValueError, match=r"generative transposed conv outputs leave the coordinate range \[-32768, 32767\]"):
+    message = r"generative transposed conv outputs leave the coordinate range \[-32768, 32767\]"
+    with pytest.raises(ValueError, match=message):
         conv3d(x, weight(8), kernel_size=2, stride=2, transposed=True, generative=True)
 
 
@@ -166,7 +173,8 @@ def test_transposed_without_a_finer_level():
 
 def test_transposed_with_another_kernel_than_the_strided_conv():
     coarse = conv3d(tensor(), weight(8), kernel_size=2, stride=2)
-    with pytest.raises(ValueError, match=r"were not made by a strided conv with kernel_size=\(3, 3, 3\), stride=\(2, 2, 2\)"):
+    message = r"were not made by a strided conv with kernel_size=\(3, 3, 3\), stride=\(2, 2, 2\)"
+    with pytest.raises(ValueError, match=message):
         conv3d(coarse, weight(27, 3, 2), kernel_size=3, stride=2, transposed=True)
 
 

@@ -3,13 +3,16 @@
 import itertools
 
 import torch
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pointengine import CoordinateMap
 from pointengine import _ops
 
 BATCH_MAX, AXIS_MIN, AXIS_MAX = 65534, -32768, 32767
+
+# These properties are cheap: three times the examples of the active profile.
+CHEAP = settings(max_examples=3 * settings.default.max_examples)
 
 
 @st.composite
@@ -43,6 +46,7 @@ def out_of_range_aliases(rows) -> list[tuple[int, int, int, int]]:
     ]
 
 
+@CHEAP
 @given(rows=coordinate_rows())
 def test_build_and_query_match_dict(rows):
     distinct = list(dict.fromkeys(rows))
@@ -51,6 +55,7 @@ def test_build_and_query_match_dict(rows):
     assert cmap.query(as_coords(distinct)).tolist() == [expected[r] for r in distinct]
 
 
+@CHEAP
 @given(rows=coordinate_rows(), missing=coordinate_rows(min_size=0))
 def test_missing_and_out_of_range_queries_are_minus_one(rows, missing):
     stored = set(rows)
@@ -61,6 +66,7 @@ def test_missing_and_out_of_range_queries_are_minus_one(rows, missing):
     assert result.tolist() == [-1] * len(absent)
 
 
+@CHEAP
 @given(rows=coordinate_rows())
 def test_build_counts_duplicates_and_keeps_one_row_per_site(rows):
     keys, vals, duplicates = _ops.hash_build(as_coords(rows))
@@ -76,6 +82,7 @@ def test_build_counts_duplicates_and_keeps_one_row_per_site(rows):
     assert [rows[i] for i in found.tolist()] == rows
 
 
+@CHEAP
 @given(rows=coordinate_rows(max_size=80))
 def test_unique_coords_is_the_sorted_set(rows):
     out = _ops.unique_coords(as_coords(rows))
@@ -84,7 +91,8 @@ def test_unique_coords_is_the_sorted_set(rows):
 
 
 def test_range_corners_are_distinct_keys(device):
-    corners = list(itertools.product((0, BATCH_MAX), (AXIS_MIN, AXIS_MAX), (AXIS_MIN, 0, AXIS_MAX), (AXIS_MIN, AXIS_MAX)))
+    extremes = (AXIS_MIN, AXIS_MAX)
+    corners = list(itertools.product((0, BATCH_MAX), extremes, (AXIS_MIN, 0, AXIS_MAX), extremes))
     coords = as_coords(corners).to(device)
     cmap = CoordinateMap(coords)
     assert cmap.query(coords).cpu().tolist() == list(range(len(corners)))

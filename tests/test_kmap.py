@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pointengine import CoordinateMap
@@ -19,6 +19,11 @@ from pointengine.testing import (
 triples = st.tuples(st.integers(1, 4), st.integers(1, 4), st.integers(1, 4))
 strides = st.tuples(st.integers(1, 3), st.integers(1, 3), st.integers(1, 3)).filter(lambda s: s != (1, 1, 1))
 dilations = st.tuples(st.integers(1, 3), st.integers(1, 3), st.integers(1, 3))
+site_kinds = st.sampled_from(["dense", "floor"])
+shifts = st.tuples(*[st.integers(-4, 4)] * 3)
+
+# These properties are cheap: three times the examples of the active profile.
+CHEAP = settings(max_examples=3 * settings.default.max_examples)
 
 
 @st.composite
@@ -70,6 +75,7 @@ def test_kernel_offsets_examples():
     assert kernel_offsets((1, 1, 3), (1, 1, 2)).tolist() == [[0, 0, -2], [0, 0, 0], [0, 0, 2]]
 
 
+@CHEAP
 @given(coords=site_sets(), kernel_size=triples, dilation=dilations)
 def test_submanifold_map_is_brute_force(coords, kernel_size, dilation):
     cmap = CoordinateMap(coords)
@@ -81,7 +87,8 @@ def test_submanifold_map_is_brute_force(coords, kernel_size, dilation):
     assert_pairs_match_table(kmap)
 
 
-@given(coords=site_sets(), kernel_size=triples, stride=strides, dilation=dilations, sites=st.sampled_from(["dense", "floor"]))
+@CHEAP
+@given(coords=site_sets(), kernel_size=triples, stride=strides, dilation=dilations, sites=site_kinds)
 def test_strided_map_is_brute_force(coords, kernel_size, stride, dilation, sites):
     kmap = km.strided_map(CoordinateMap(coords), kernel_size, stride, dilation, sites)
     out = kmap.out_map.coords
@@ -92,6 +99,7 @@ def test_strided_map_is_brute_force(coords, kernel_size, stride, dilation, sites
     assert_pairs_match_table(kmap)
 
 
+@CHEAP
 @given(coords=site_sets(max_size=25), kernel_size=triples, stride=strides, dilation=dilations)
 def test_generative_map_is_brute_force(coords, kernel_size, stride, dilation):
     kmap = km.generative_map(CoordinateMap(coords), kernel_size, stride, dilation)
@@ -103,7 +111,8 @@ def test_generative_map_is_brute_force(coords, kernel_size, stride, dilation):
     assert_pairs_match_table(kmap)
 
 
-@given(coords=site_sets(), kernel_size=triples, stride=strides, dilation=dilations, sites=st.sampled_from(["dense", "floor"]))
+@CHEAP
+@given(coords=site_sets(), kernel_size=triples, stride=strides, dilation=dilations, sites=site_kinds)
 def test_transposed_map_is_brute_force(coords, kernel_size, stride, dilation, sites):
     fine = CoordinateMap(coords)
     coarse = km.strided_map(fine, kernel_size, stride, dilation, sites).out_map
@@ -114,7 +123,8 @@ def test_transposed_map_is_brute_force(coords, kernel_size, stride, dilation, si
     assert_pairs_match_table(kmap)
 
 
-@given(coords=site_sets(), kernel_size=triples, stride=strides, dilation=dilations, shift=st.tuples(*[st.integers(-4, 4)] * 3))
+@CHEAP
+@given(coords=site_sets(), kernel_size=triples, stride=strides, dilation=dilations, shift=shifts)
 def test_maps_are_translation_equivariant(coords, kernel_size, stride, dilation, shift):
     """Moving every site by stride * t moves the strided outputs by t and the generative outputs by
     stride^2 * t, with the same neighbour tables row for row."""

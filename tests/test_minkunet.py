@@ -80,7 +80,9 @@ def test_forward_is_bitwise_deterministic(half_model):
 def test_up_stages_return_the_skip_sites(half_model):
     outputs = {}
     stages = [half_model.stem, *half_model.down, *half_model.up]
-    handles = [stage.register_forward_hook(lambda m, i, o, j=j: outputs.setdefault(j, o)) for j, stage in enumerate(stages)]
+    handles = [
+        stage.register_forward_hook(lambda m, i, o, j=j: outputs.setdefault(j, o)) for j, stage in enumerate(stages)
+    ]
     with torch.no_grad():
         half_model(scan())
     for handle in handles:
@@ -120,7 +122,13 @@ def test_profile_rows_in_call_order():
     model = torch.nn.Sequential(nn.Conv3d(4, 8, 3), nn.ReLU(), torch.nn.Identity())
     head = torch.nn.Linear(8, 3)
     rows = profile(torch.nn.Sequential(model, _Feats(), head), x)
-    assert [(r.name, r.kind) for r in rows] == [("0.0", "conv"), ("0.1", "other"), ("0.2", "other"), ("1", "other"), ("2", "linear")]
+    assert [(r.name, r.kind) for r in rows] == [
+        ("0.0", "conv"),
+        ("0.1", "other"),
+        ("0.2", "other"),
+        ("1", "other"),
+        ("2", "linear"),
+    ]
     assert rows[0].pairs > x.num_sites and rows[0].macs == rows[0].pairs * 4 * 8
     assert rows[-1].macs == x.num_sites * 8 * 3
 

@@ -24,7 +24,9 @@ def test_conv3d_matches_dense_reference(kernel_size, stride, dilation, bias):
     x = random_tensor()
     conv = nn.Conv3d(3, 5, kernel_size, stride, dilation, bias=bias).double()
     out = conv(x)
-    ref_coords, ref_feats = dense_conv_reference(x.feats, x.coords, conv.weight.detach(), conv.kernel_size, conv.stride, conv.dilation)
+    ref_coords, ref_feats = dense_conv_reference(
+        x.feats, x.coords, conv.weight.detach(), conv.kernel_size, conv.stride, conv.dilation
+    )
     if conv.stride == (1, 1, 1):
         assert out.coordinate_map is x.coordinate_map
     else:
@@ -71,12 +73,12 @@ def test_conv3d_dataflow_travels_with_the_state_dict():
 @pytest.mark.parametrize(
     "kwargs, message",
     [
-        (dict(in_channels=0, out_channels=4), "in_channels must be a positive int"),
-        (dict(in_channels=3, out_channels=2.0), "out_channels must be a positive int"),
-        (dict(in_channels=3, out_channels=4, kernel_size=0), "kernel_size must be >= 1"),
-        (dict(in_channels=3, out_channels=4, generative=True), "generative=True needs transposed=True"),
-        (dict(in_channels=3, out_channels=4, sites="ceil"), 'sites must be "dense" or "floor"'),
-        (dict(in_channels=3, out_channels=4, dataflow="winograd"), "dataflow must be None or one of"),
+        ({"in_channels": 0, "out_channels": 4}, "in_channels must be a positive int"),
+        ({"in_channels": 3, "out_channels": 2.0}, "out_channels must be a positive int"),
+        ({"in_channels": 3, "out_channels": 4, "kernel_size": 0}, "kernel_size must be >= 1"),
+        ({"in_channels": 3, "out_channels": 4, "generative": True}, "generative=True needs transposed=True"),
+        ({"in_channels": 3, "out_channels": 4, "sites": "ceil"}, r"sites must be one of \('dense', 'floor'\), got 'ceil'"),
+        ({"in_channels": 3, "out_channels": 4, "dataflow": "winograd"}, "dataflow must be None or one of"),
     ],
 )
 def test_conv3d_rejects_bad_arguments(kwargs, message):
@@ -107,7 +109,9 @@ def test_batchnorm_matches_torch_on_feats(train):
     torch.testing.assert_close(ours.running_mean, ref.running_mean)
 
 
-@pytest.mark.parametrize("module, function", [(nn.ReLU(), torch.relu), (nn.LeakyReLU(0.1), lambda t: torch.nn.functional.leaky_relu(t, 0.1))])
+@pytest.mark.parametrize(
+    "module, function", [(nn.ReLU(), torch.relu), (nn.LeakyReLU(0.1), lambda t: torch.nn.functional.leaky_relu(t, 0.1))]
+)
 def test_activations(module, function):
     x = random_tensor()
     out = module(x)

@@ -14,6 +14,10 @@ def sites() -> torch.Tensor:
     )
 
 
+def coarse_sites() -> torch.Tensor:
+    return torch.tensor([[0, 0, 0, 0], [1, -1, 1, 0]], dtype=torch.int32)
+
+
 def table():
     keys, vals, _ = _ops.hash_build(sites())
     return keys, vals
@@ -52,8 +56,8 @@ CASES = {
     "neighbor_table": [
         lambda: (*table(), sites(), kernel_offsets(3), [1, 1, 1], False, True),
         lambda: (*table(), sites(), kernel_offsets(2), [1, 1, 1], False, False),
-        lambda: (*table(), torch.tensor([[0, 0, 0, 0], [1, -1, 1, 0]], dtype=torch.int32), kernel_offsets(3), [2, 2, 2], False, False),
-        lambda: (*table(), torch.tensor([[0, 1, 1, -1], [1, -3, 6, 2]], dtype=torch.int32), kernel_offsets(2), [2, 1, 2], True, False),
+        lambda: (*table(), coarse_sites(), kernel_offsets(3), [2, 2, 2], False, False),
+        lambda: (*table(), coarse_sites() * 2, kernel_offsets(2), [2, 1, 2], True, False),
     ],
     "kernel_pairs": [
         lambda: (neighbours(),),

@@ -20,7 +20,8 @@ def test_fields_and_aliases():
     assert x.num_sites == len(x.coords) == len(x.coordinate_map)
     assert x.batch_size == int(x.coords[:, 0].max()) + 1
     assert x.levels == {(1, 2, 4): x.coordinate_map}
-    assert repr(x) == f"SparseTensor(sites={x.num_sites}, channels=3, stride=(1, 2, 4), dtype=torch.float64, device=cpu)"
+    expected = f"SparseTensor(sites={x.num_sites}, channels=3, stride=(1, 2, 4), dtype=torch.float64, device=cpu)"
+    assert repr(x) == expected
 
 
 def test_int_stride_becomes_a_triple():
@@ -46,7 +47,10 @@ def test_replace_feats_keeps_the_sites():
     assert torch.equal(y.feats, x.feats * 2)
 
 
-@pytest.mark.parametrize("convert,dtype", [("double", torch.float64), ("float", torch.float32), ("half", torch.float16)])
+CONVERSIONS = [("double", torch.float64), ("float", torch.float32), ("half", torch.float16)]
+
+
+@pytest.mark.parametrize("convert,dtype", CONVERSIONS)
 def test_dtype_conversions_keep_the_maps(convert, dtype):
     x = make(dtype=torch.float32)
     y = getattr(x, convert)()

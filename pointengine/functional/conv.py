@@ -23,14 +23,20 @@ def select_dataflow(device: torch.device, kernel_volume: int, c_in: int, c_out: 
     return "fused"
 
 
-def conv_kernel_map(input: SparseTensor, kernel_size, stride, dilation, transposed: bool, generative: bool, sites: str):
-    """(kernel map, output stride) of a convolution on `input`."""
+def conv_geometry(kernel_size, stride, dilation, transposed: bool, generative: bool, sites: str):
+    """Validated (kernel_size, stride, dilation) triples of a convolution."""
     ks, st, dil = as_triple(kernel_size, "kernel_size"), as_triple(stride, "stride"), as_triple(dilation, "dilation")
     km.check_sites(sites)
+    if generative and not transposed:
+        raise ValueError("generative=True needs transposed=True")
+    return ks, st, dil
+
+
+def conv_kernel_map(input: SparseTensor, kernel_size, stride, dilation, transposed: bool, generative: bool, sites: str):
+    """(kernel map, output stride) of a convolution on `input`."""
+    ks, st, dil = conv_geometry(kernel_size, stride, dilation, transposed, generative, sites)
     cmap = input.coordinate_map
     if not transposed:
-        if generative:
-            raise ValueError("generative=True needs transposed=True")
         if st == (1, 1, 1):
             return km.submanifold_map(cmap, ks, dil), input.stride
         return km.strided_map(cmap, ks, st, dil, sites), tuple(a * b for a, b in zip(input.stride, st))
@@ -115,10 +121,19 @@ def conv3d(
     strided conv that made the input, returning its input sites; generative: new sites o * s + off.
     """
     check_conv_args(input, weight, bias, kernel_size)
-    kmap, out_stride = conv_kernel_map(input, kernel_size, stride, dilation, transposed, generative, sites)
-    if dataflow is None:
-        dataflow = select_dataflow(input.feats.device, weight.shape[0], weight.shape[1], weight.shape[2])
-    feats = apply_kernel_map(input.feats.contiguous(), weight, kmap, dataflow)
+    if dataflow is not None and dataflow not in DATAFLOWS:
+        raise ValueError(f"dataflow must be one of {DATAFLOWS}, got {dataflow!r}")
+    _, st, _ = conv_geometry(kernel_size, stride, dilation, transposed, generative, sites)
+    if weight.shape[0] == 1 and st == (1, 1, 1) and not generative:
+        # A 1x1x1 submanifold conv (or its transpose) reads each site alone: one dense GEMM, no map.
+        feats = input.feats @ weight[0]
+        coordinate_map, out_stride = input.coordinate_map, input.stride
+    else:
+        kmap, out_stride = conv_kernel_map(input, kernel_size, stride, dilation, transposed, generative, sites)
+        if dataflow is None:
+            dataflow = select_dataflow(input.feats.device, weight.shape[0], weight.shape[1], weight.shape[2])
+        feats = apply_kernel_map(input.feats.contiguous(), weight, kmap, dataflow)
+        coordinate_map = kmap.out_map
     if bias is not None:
         feats = feats + bias
-    return SparseTensor.derived(feats, kmap.out_map, out_stride, input.levels)
+    return SparseTensor.derived(feats, coordinate_map, out_stride, input.levels)

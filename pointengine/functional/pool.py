@@ -1,6 +1,5 @@
 """Global pooling: one row per batch index, over all the sites of that batch."""
 
-import torch
 from torch import Tensor
 
 from ..tensor import SparseTensor

@@ -8,13 +8,15 @@ from ..tensor import SparseTensor
 
 
 class ConvBlock(torch.nn.Sequential):
-    """Conv3d, BatchNorm, ReLU (a transposed conv with transposed=True)."""
+    """Conv3d, BatchNorm, ReLU (a transposed conv with transposed=True). The ReLU works in place on
+    the BatchNorm output, which nothing else reads (BatchNorm's backward keeps its input, not its
+    output)."""
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size=3, stride=1, transposed: bool = False):
         super().__init__(
             nn.Conv3d(in_channels, out_channels, kernel_size, stride, transposed=transposed),
             nn.BatchNorm(out_channels),
-            nn.ReLU(),
+            nn.ReLU(inplace=True),
         )
 
 
@@ -27,7 +29,7 @@ class ResidualBlock(torch.nn.Module):
         self.main = torch.nn.Sequential(
             nn.Conv3d(in_channels, out_channels, kernel_size),
             nn.BatchNorm(out_channels),
-            nn.ReLU(),
+            nn.ReLU(inplace=True),
             nn.Conv3d(out_channels, out_channels, kernel_size),
             nn.BatchNorm(out_channels),
         )
@@ -38,4 +40,4 @@ class ResidualBlock(torch.nn.Module):
 
     def forward(self, input: SparseTensor) -> SparseTensor:
         main = self.main(input)
-        return main.replace_feats(torch.relu(main.feats + self.shortcut(input).feats))
+        return main.replace_feats((main.feats + self.shortcut(input).feats).relu_())

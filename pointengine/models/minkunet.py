@@ -29,7 +29,9 @@ class MinkUNet(torch.nn.Module):
             raise ValueError(f"cr={cr} leaves a stage with no channels: widths {w}")
         self.stem = torch.nn.Sequential(ConvBlock(in_channels, w[0]), ConvBlock(w[0], w[0]))
         self.down = torch.nn.ModuleList(
-            torch.nn.Sequential(ConvBlock(w[i], w[i], 2, 2), ResidualBlock(w[i], w[i + 1]), ResidualBlock(w[i + 1], w[i + 1]))
+            torch.nn.Sequential(
+                ConvBlock(w[i], w[i], 2, 2), ResidualBlock(w[i], w[i + 1]), ResidualBlock(w[i + 1], w[i + 1])
+            )
             for i in range(4)
         )
         self.up = torch.nn.ModuleList()
@@ -37,7 +39,9 @@ class MinkUNet(torch.nn.Module):
         for i in range(4):
             c_in, c_out, c_skip = w[4 + i], w[5 + i], w[3 - i]
             self.up.append(ConvBlock(c_in, c_out, 2, 2, transposed=True))
-            self.up_blocks.append(torch.nn.Sequential(ResidualBlock(c_out + c_skip, c_out), ResidualBlock(c_out, c_out)))
+            self.up_blocks.append(
+                torch.nn.Sequential(ResidualBlock(c_out + c_skip, c_out), ResidualBlock(c_out, c_out))
+            )
         self.classifier = torch.nn.Linear(w[8], num_classes)
 
     def forward(self, input: SparseTensor) -> SparseTensor:

@@ -3,9 +3,7 @@
 import math
 
 import torch
-from torch import Tensor
 
-from .._checks import as_triple
 from ..functional import conv as F
 from ..functional.kmap import KernelMap
 from ..tensor import SparseTensor
@@ -41,13 +39,7 @@ class Conv3d(torch.nn.Module):
         super().__init__()
         self.in_channels = _check_channels(in_channels, "in_channels")
         self.out_channels = _check_channels(out_channels, "out_channels")
-        self.kernel_size = as_triple(kernel_size, "kernel_size")
-        self.stride = as_triple(stride, "stride")
-        self.dilation = as_triple(dilation, "dilation")
-        if generative and not transposed:
-            raise ValueError("generative=True needs transposed=True")
-        if sites not in ("dense", "floor"):
-            raise ValueError(f'sites must be "dense" or "floor", got {sites!r}')
+        self.kernel_size, self.stride, self.dilation = F.conv_geometry(kernel_size, stride, dilation, transposed, generative, sites)
         self.transposed, self.generative, self.sites = transposed, generative, sites
         self.dataflow = dataflow
         volume = math.prod(self.kernel_size)
@@ -74,7 +66,9 @@ class Conv3d(torch.nn.Module):
 
     def kernel_map(self, input: SparseTensor) -> tuple[KernelMap, tuple[int, int, int]]:
         """(kernel map, output stride) this layer uses on `input`; built once, then cached."""
-        return F.conv_kernel_map(input, self.kernel_size, self.stride, self.dilation, self.transposed, self.generative, self.sites)
+        return F.conv_kernel_map(
+            input, self.kernel_size, self.stride, self.dilation, self.transposed, self.generative, self.sites
+        )
 
     def forward(self, input: SparseTensor) -> SparseTensor:
         return F.conv3d(

@@ -1,0 +1,357 @@
+"""MinkUNet end to end: pointengine next to the same network built from spconv's layers.
+
+Each timed run starts from voxel coordinates and features: the SparseTensor (hash table) and every
+kernel map are built inside the timed region, as in deployment. Eval mode, torch.no_grad. Scans:
+SemanticKITTI sequence 00 from ../shared/data (skipped when absent) and the seeded synthetic scan,
+voxelized at 0.05 m. spconv gets the same weights; its numbers are compared at 1 thread (its CPU
+build races with more) and its speed is timed at --threads like ours.
+
+Writes JSON lines to benchmarks/results/bench_minkunet.jsonl and prints a markdown table.
+"""
+
+import argparse
+import copy
+import json
+import os
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+import pointengine as pe
+from pointengine.datasets import generate_scan, read_points
+from pointengine.models import MinkUNet, build_model
+from pointengine.models.blocks import ResidualBlock
+from pointengine.profiler import profile
+
+ROOT = Path(__file__).resolve().parents[1]
+SCANS = ROOT.parent / "shared" / "data" / "semantickitti" / "sequences" / "00" / "velodyne"
+RESULTS = ROOT / "benchmarks" / "results" / "bench_minkunet.jsonl"
+
+
+def machine() -> str:
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        "unknown CPU",
+    )
+    return f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__}"
+
+
+def voxelize(points: torch.Tensor, voxel_size: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(feats [M, 4] = mean x, y, z, remission of each voxel, coords int32 [M, 4])."""
+    voxels = pe.functional.voxelize_points(points, voxel_size)
+    return voxels.feats, voxels.coords
+
+
+def load_scans(count: int) -> list[tuple[str, torch.Tensor]]:
+    """(name, points [N, 4]): the first `count` scans of sequence 00, then the synthetic scan."""
+    paths = sorted(SCANS.glob("*.bin"))[:count]
+    if not paths:
+        print(f"no SemanticKITTI scans under {SCANS}: real scans skipped")
+    scans = [(f"kitti/00/{path.stem}", read_points(path)) for path in paths]
+    return scans + [("synthetic/seed0", generate_scan(seed=0).points)]
+
+
+# --- the same network from spconv's layers --------------------------------------------------------
+
+
+class _OnFeatures(torch.nn.Module):
+    """A dense module (BatchNorm1d, ReLU) applied to the features of a spconv tensor."""
+
+    def __init__(self, module: torch.nn.Module):
+        super().__init__()
+        self.module = module
+
+    def forward(self, x):
+        return x.replace_feature(self.module(x.features))
+
+
+def _spconv_conv(conv: pe.nn.Conv3d, level: int) -> torch.nn.Module:
+    """spconv twin of a Conv3d at `level` (0 = input resolution). Indice keys make the transposed
+    convs reuse the maps of the strided convs they invert, and submanifold convs share one map per
+    level, as ours do."""
+    import spconv.pytorch as sp
+
+    k = conv.kernel_size[0]
+    if conv.transposed:
+        layer = sp.SparseInverseConv3d(conv.in_channels, conv.out_channels, k, indice_key=f"down{level}", bias=False)
+    elif conv.stride != (1, 1, 1):
+        layer = sp.SparseConv3d(
+            conv.in_channels, conv.out_channels, k, conv.stride[0], bias=False, indice_key=f"down{level}"
+        )
+    else:
+        layer = sp.SubMConv3d(conv.in_channels, conv.out_channels, k, bias=False, indice_key=f"subm{k}_{level}")
+    # ours: [K, C_in, C_out] with K = (kx, ky, kz), x slowest; spconv 2.x: [C_out, kx, ky, kz, C_in].
+    weight = conv.weight.detach().reshape(*conv.kernel_size, conv.in_channels, conv.out_channels).permute(4, 0, 1, 2, 3)
+    if layer.conv1x1:
+        # spconv 2.3's 1x1 fast path multiplies by weight.view(C_in, C_out): the same memory read as
+        # [C_in, C_out], whatever the declared shape.
+        weight = conv.weight.detach()[0].reshape(layer.weight.shape)
+    with torch.no_grad():
+        layer.weight.copy_(weight)
+    return layer
+
+
+def _spconv_module(module: torch.nn.Module, level: int) -> torch.nn.Module:
+    if isinstance(module, pe.nn.Conv3d):
+        return _spconv_conv(module, level)
+    if isinstance(module, pe.nn.BatchNorm):
+        bn = torch.nn.BatchNorm1d(module.num_features, eps=module.eps, momentum=module.momentum)
+        bn.load_state_dict(module.state_dict())
+        return _OnFeatures(bn)
+    if isinstance(module, pe.nn.ReLU):
+        return _OnFeatures(torch.nn.ReLU())
+    if isinstance(module, ResidualBlock):
+        return _SpconvResidual(module, level)
+    if isinstance(module, torch.nn.Identity):
+        return torch.nn.Identity()
+    if isinstance(module, torch.nn.Sequential):
+        return torch.nn.Sequential(*(_spconv_module(m, level) for m in module))
+    raise TypeError(f"no spconv twin for {type(module).__name__}")
+
+
+class _SpconvResidual(torch.nn.Module):
+    def __init__(self, block: ResidualBlock, level: int):
+        super().__init__()
+        self.main, self.shortcut = _spconv_module(block.main, level), _spconv_module(block.shortcut, level)
+
+    def forward(self, x):
+        main = self.main(x)
+        return main.replace_feature(torch.relu(main.features + self.shortcut(x).features))
+
+
+class SpconvMinkUNet(torch.nn.Module):
+    """Our MinkUNet's layers rebuilt from spconv's, with a copy of its weights and statistics."""
+
+    def __init__(self, model: MinkUNet):
+        super().__init__()
+        self.stem = _spconv_module(model.stem, 0)
+        # Down stage i: its strided conv leaves level i, its blocks run on level i + 1.
+        self.down = torch.nn.ModuleList(
+            torch.nn.Sequential(_spconv_module(stage[0], i), *(_spconv_module(m, i + 1) for m in stage[1:]))
+            for i, stage in enumerate(model.down)
+        )
+        self.up = torch.nn.ModuleList(_spconv_module(up, 3 - i) for i, up in enumerate(model.up))
+        self.up_blocks = torch.nn.ModuleList(_spconv_module(blocks, 3 - i) for i, blocks in enumerate(model.up_blocks))
+        self.classifier = torch.nn.Linear(model.classifier.in_features, model.classifier.out_features)
+        self.classifier.load_state_dict(model.classifier.state_dict())
+
+    def forward(self, x):
+        x = self.stem(x)
+        skips = [x]
+        for stage in self.down:
+            x = stage(x)
+            skips.append(x)
+        skips.pop()
+        for up, blocks in zip(self.up, self.up_blocks):
+            y, skip = up(x), skips.pop()
+            x = blocks(y.replace_feature(torch.cat([y.features, skip.features], 1)))
+        return self.classifier(x.features)
+
+
+def spconv_input(feats: torch.Tensor, coords: torch.Tensor):
+    """(indices, spatial shape) for spconv: non-negative, shifted by a multiple of 16 so the four
+    stride-2 levels pair the same voxels as in our grid."""
+    lo = torch.div(coords[:, 1:].amin(0), 16, rounding_mode="floor") * 16
+    indices = torch.cat([coords[:, :1], coords[:, 1:] - lo], 1).contiguous()
+    shape = ((indices[:, 1:].amax(0) // 16 + 1) * 16).tolist()
+    return indices, shape
+
+
+# --- measurements -----------------------------------------------------------------------------------
+
+
+def timed(run, repeats: int) -> tuple[list[float], object]:
+    """(wall times of `repeats` runs after one warm-up run, the last run's result)."""
+    times = []
+    for _ in range(repeats + 1):
+        start = time.perf_counter()
+        result = run()
+        times.append(time.perf_counter() - start)
+    return times[1:], result
+
+
+def randomize_statistics(model: torch.nn.Module, seed: int) -> None:
+    """Non-trivial BatchNorm statistics, so that a wrong weight layout cannot hide behind BN."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, pe.nn.BatchNorm):
+                n = module.num_features
+                module.running_mean.copy_(torch.rand(n, generator=gen) * 0.2 - 0.1)
+                module.running_var.copy_(torch.rand(n, generator=gen) + 0.5)
+                module.weight.copy_(torch.rand(n, generator=gen) + 0.5)
+                module.bias.copy_(torch.rand(n, generator=gen) * 0.2 - 0.1)
+
+
+def relative_error(actual: torch.Tensor, expected: torch.Tensor) -> float:
+    return ((actual.double() - expected.double()).abs().max() / expected.double().abs().max()).item()
+
+
+def split(model: torch.nn.Module, feats: torch.Tensor, coords: torch.Tensor) -> dict:
+    """Seconds spent building maps (input hash table + kernel maps), in convolutions, and elsewhere."""
+    start = time.perf_counter()
+    x = pe.SparseTensor(feats, coords)
+    hash_s = time.perf_counter() - start
+    start = time.perf_counter()
+    rows = profile(model, x)
+    total = time.perf_counter() - start + hash_s
+    map_s = hash_s + sum(r.map_s for r in rows)
+    conv_s = sum(r.compute_s for r in rows if r.kind == "conv")
+    return {
+        "map_s": map_s,
+        "conv_s": conv_s,
+        "other_s": total - map_s - conv_s,
+        "gmacs": sum(r.macs for r in rows) / 1e9,
+    }
+
+
+def bench_scan(name, points, model, sp_model, cr, args) -> list[dict]:
+    feats, coords = voxelize(points, args.voxel_size)
+    common = {
+        "bench": "minkunet",
+        "machine": machine(),
+        "scan": name,
+        "cr": cr,
+        "points": len(points),
+        "voxels": len(coords),
+        "threads": args.threads,
+    }
+    torch.set_num_threads(args.threads)
+    with torch.no_grad():
+        ours, logits = timed(lambda: model(pe.SparseTensor(feats, coords)).feats, args.repeats)
+        record = {
+            **common,
+            "engine": "pointengine",
+            "median_s": statistics.median(ours),
+            "runs_s": ours,
+            **split(model, feats, coords),
+        }
+        records = [record]
+        if sp_model is None:
+            return records
+        import spconv.pytorch as sp
+
+        indices, shape = spconv_input(feats, coords)
+        batches = int(coords[:, 0].max()) + 1
+        torch.set_num_threads(1)
+        theirs_1t = sp_model(sp.SparseConvTensor(feats, indices, shape, batches))
+        record["rel_err_spconv_1thread"] = relative_error(theirs_1t, logits)
+        torch.set_num_threads(args.threads)
+        theirs, _ = timed(lambda: sp_model(sp.SparseConvTensor(feats, indices, shape, batches)), args.repeats)
+        records.append({**common, "engine": "spconv", "median_s": statistics.median(theirs), "runs_s": theirs})
+    return records
+
+
+def float64_check(model: MinkUNet, sp_model, points, args) -> dict:
+    """Relative errors of both float32 engines against our float64 forward (our conv is tested
+    against the dense float64 reference)."""
+    import spconv.pytorch as sp
+
+    feats, coords = voxelize(points, args.voxel_size)
+    torch.set_num_threads(1)
+    with torch.no_grad():
+        exact = copy.deepcopy(model).double()(pe.SparseTensor(feats.double(), coords)).feats
+        ours = model(pe.SparseTensor(feats, coords)).feats
+        indices, shape = spconv_input(feats, coords)
+        theirs = sp_model(sp.SparseConvTensor(feats, indices, shape, 1))
+    return {"ours_vs_float64": relative_error(ours, exact), "spconv_vs_float64": relative_error(theirs, exact)}
+
+
+def markdown_row(*cells) -> str:
+    return "| " + " | ".join(str(c) for c in cells) + " |"
+
+
+def table(records: list[dict]) -> str:
+    lines = [
+        markdown_row(
+            "scan",
+            "voxels",
+            "cr",
+            "engine",
+            "threads",
+            "median s",
+            "map s",
+            "conv s",
+            "other s",
+            "GMACs",
+            "spconv (1 thread) vs ours, rel. err.",
+        ),
+        markdown_row(*["---"] * 11),
+    ]
+    for r in records:
+        ours = (
+            [f"{r[k]:.3f}" for k in ("map_s", "conv_s", "other_s")] + [f"{r['gmacs']:.1f}"]
+            if "map_s" in r
+            else [""] * 4
+        )
+        err = f"{r['rel_err_spconv_1thread']:.1e}" if "rel_err_spconv_1thread" in r else ""
+        lines.append(
+            markdown_row(r["scan"], r["voxels"], r["cr"], r["engine"], r["threads"], f"{r['median_s']:.3f}", *ours, err)
+        )
+    return "\n".join(lines)
+
+
+def print_profile(model: torch.nn.Module, feats: torch.Tensor, coords: torch.Tensor) -> None:
+    with torch.no_grad():
+        model(pe.SparseTensor(feats, coords))  # warm-up
+    rows = profile(model, pe.SparseTensor(feats, coords))
+    print(markdown_row("layer", "C_in -> C_out", "sites out", "pairs", "GMACs", "map ms", "compute ms", "GFLOP/s"))
+    print(markdown_row(*["---"] * 8))
+    for r in rows:
+        if r.kind != "other":
+            flops = 2 * r.macs / r.compute_s / 1e9
+            cells = (r.name, f"{r.channels[0]} -> {r.channels[1]}", r.sites, r.pairs, f"{r.macs / 1e9:.2f}")
+            print(markdown_row(*cells, f"{r.map_s * 1e3:.1f}", f"{r.compute_s * 1e3:.1f}", f"{flops:.1f}"))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=3, help="timed runs per scan, after one warm-up run")
+    parser.add_argument("--scans", type=int, default=3, help="how many SemanticKITTI scans of sequence 00")
+    parser.add_argument("--cr", type=float, nargs="+", default=[0.5, 1.0])
+    parser.add_argument("--voxel-size", type=float, default=0.05)
+    parser.add_argument("--no-spconv", action="store_true", help="skip the spconv baseline")
+    parser.add_argument("--profile", action="store_true", help="print the per-layer profile of the first scan")
+    args = parser.parse_args()
+
+    sp_available = not args.no_spconv
+    if sp_available:
+        try:
+            import spconv.pytorch  # noqa: F401
+        except ImportError:
+            print("spconv is not installed (pip install --no-deps spconv cumm pccm ccimport ...): baseline skipped")
+            sp_available = False
+    scans = load_scans(args.scans)
+    print(f"machine: {machine()}")
+    records, checks = [], {}
+    for cr in args.cr:
+        torch.manual_seed(0)
+        model = build_model(f"minkunet_cr{cr}").eval()
+        randomize_statistics(model, seed=1)
+        sp_model = SpconvMinkUNet(model).eval() if sp_available else None
+        if sp_model is not None:
+            checks[cr] = float64_check(model, sp_model, scans[0][1], args)
+            print(f"cr {cr}, {scans[0][0]}: relative error vs our float64 forward: {checks[cr]}")
+        for name, points in scans:
+            for record in bench_scan(name, points, model, sp_model, cr, args):
+                print(json.dumps({k: v for k, v in record.items() if k != "machine"}), flush=True)
+                records.append(record)
+        if args.profile:
+            print_profile(model, *voxelize(scans[0][1], args.voxel_size))
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    with RESULTS.open("a") as f:
+        for r in records:
+            f.write(json.dumps({**r, "float64_check": checks.get(r["cr"])}) + "\n")
+    print(f"\nmachine: {machine()}\n")
+    print(table(records))
+
+
+if __name__ == "__main__":
+    main()
