@@ -207,31 +207,23 @@ def test_ops_reject_wrong_dtypes():
         ops.conv_fused(torch.zeros(3, 2, dtype=torch.float64), torch.zeros(27, 2, 3), nbr)
 
 
-# The C++ backstops (one TORCH_CHECK per kernel, DESIGN.md) are missing: the raw ops accept inputs
-# that the Python wrappers would reject and answer with wrapped or wrong values. Only inputs that
-# stay inside their buffers are exercised here.
-BACKSTOP = pytest.mark.xfail(strict=True, reason="csrc/cpu: no TORCH_CHECK backstop on shapes and ranges yet")
-
-
-@BACKSTOP
+# The C++ backstops (one TORCH_CHECK per kernel, DESIGN.md): the raw ops reject inputs that the
+# Python wrappers would reject. Only inputs that stay inside their buffers are exercised here.
 def test_hash_build_rejects_out_of_range_coords():
     with pytest.raises(RuntimeError, match="coords"):
         ops.hash_build(coords_of([0, 40000, 0, 0]))
 
 
-@BACKSTOP
 def test_hash_build_rejects_rows_of_five():
     with pytest.raises(RuntimeError, match="coords"):
         ops.hash_build(torch.zeros(3, 5, dtype=torch.int32))
 
 
-@BACKSTOP
 def test_conv_fused_rejects_mismatched_channels():
     with pytest.raises(RuntimeError, match="weight|feats"):
         ops.conv_fused(torch.zeros(3, 4), torch.zeros(27, 2, 3), torch.zeros(3, 27, dtype=torch.int32))
 
 
-@BACKSTOP
 def test_conv_fused_rejects_mismatched_kernel_volume():
     with pytest.raises(RuntimeError, match="weight|nbr"):
         ops.conv_fused(torch.zeros(3, 2), torch.zeros(27, 2, 3), torch.zeros(3, 8, dtype=torch.int32))
