@@ -5,6 +5,7 @@ CoordinateMap, so every layer with the same geometry shares one map.
 """
 
 import itertools
+import math
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -96,7 +97,7 @@ def strided_output_coords(coords: Tensor, offsets: Tensor, stride: Triple, sites
     """Output sites of a strided conv: "dense" = dense-convolution support (o * s + off_k is an
     input for some k), "floor" = unique(floor(c / s))."""
     s = torch.tensor(stride, dtype=torch.int32, device=coords.device)
-    if sites == "floor":
+    if sites == "floor" or _tiles_stride(offsets, stride):
         candidates = torch.cat([coords[:, :1], torch.div(coords[:, 1:], s, rounding_mode="floor")], 1)
     else:
         shifted = coords[:, None, 1:] - offsets[None]
@@ -108,6 +109,13 @@ def strided_output_coords(coords: Tensor, offsets: Tensor, stride: Triple, sites
         if len(candidates):
             _check_range(candidates, "strided conv outputs")
     return _ops.unique_coords(candidates.contiguous())
+
+
+def _tiles_stride(offsets: Tensor, stride: Triple) -> bool:
+    """Whether the offsets are exactly {0..s-1} on every axis (kernel = stride, starting at 0): then
+    every input lies in the field of exactly one output, floor(c / s), and both site modes agree."""
+    axes = [sorted(set(offsets[:, d].tolist())) for d in range(3)]
+    return offsets.shape[0] == math.prod(stride) and all(a == list(range(s)) for a, s in zip(axes, stride))
 
 
 def check_sites(sites) -> None:
