@@ -151,7 +151,7 @@ def test_bad_config(tmp_path, edit, message):
 
 
 def test_missing_config():
-    with pytest.raises(ValueError, match="dataset config 'nope': no file at"):
+    with pytest.raises(ValueError, match="unknown dataset 'nope': expected one of \\['semantickitti'\\]"):
         load_dataset_config("nope")
 
 

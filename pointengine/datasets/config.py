@@ -8,10 +8,9 @@ from functools import cached_property
 from pathlib import Path
 
 import torch
-import yaml
 from torch import Tensor
 
-CONFIG_DIR = Path(__file__).resolve().parents[2] / "datasets"
+from ..config_files import read_config
 
 
 @dataclass(frozen=True)
@@ -51,12 +50,7 @@ class DatasetConfig:
 
 def load_dataset_config(name_or_path: str | Path) -> DatasetConfig:
     """The config named `name_or_path` in datasets/ (e.g. "semantickitti"), or the YAML file at that path."""
-    path = Path(name_or_path)
-    if path.suffix not in (".yaml", ".yml"):
-        path = CONFIG_DIR / f"{name_or_path}.yaml"
-    if not path.is_file():
-        raise ValueError(f"dataset config {name_or_path!r}: no file at {path}")
-    raw = yaml.safe_load(path.read_text())
+    path, raw = read_config(name_or_path, "datasets", "dataset")
     config = DatasetConfig(
         name=raw["name"],
         classes=tuple(raw["classes"]),

@@ -7,29 +7,21 @@
 from pathlib import Path
 
 import torch
-import yaml
 
+from ..config_files import available_configs, read_config
 from .minkunet import MinkUNet
 
 MODELS: dict[str, type[torch.nn.Module]] = {"minkunet": MinkUNet}
-ZOO = Path(__file__).resolve().parents[2] / "models"
 
 
 def available() -> list[str]:
     """Names of the configs in the zoo folder."""
-    return sorted(p.stem for p in ZOO.glob("*.yaml"))
+    return available_configs("models")
 
 
 def load_config(name_or_path: str | Path) -> dict:
     """The config of a zoo name, or of a YAML file path."""
-    path = Path(name_or_path)
-    if path.suffix not in (".yaml", ".yml"):
-        path = ZOO / f"{name_or_path}.yaml"
-        if not path.is_file():
-            raise ValueError(f"unknown model {name_or_path!r}: expected one of {available()} or a .yaml path")
-    if not path.is_file():
-        raise ValueError(f"model config {str(path)!r} does not exist")
-    config = yaml.safe_load(path.read_text())
+    path, config = read_config(name_or_path, "models", "model")
     if not isinstance(config, dict) or config.get("model") not in MODELS:
         got = config.get("model") if isinstance(config, dict) else config
         raise ValueError(f"{path}: `model` must be one of {sorted(MODELS)}, got {got!r}")
