@@ -9,10 +9,15 @@ build races with more) and its speed is timed at --threads like ours.
 Writes JSON lines to benchmarks/results/bench_minkunet.jsonl and prints a markdown table.
 """
 
+import os
+
+# spconv's own OpenMP runtime and torch's fight over the cores unless idle threads sleep (see
+# bench_conv.py); it must be set before either runtime starts.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 import argparse
 import copy
 import json
-import os
 import statistics
 import time
 from pathlib import Path
