@@ -14,6 +14,7 @@ class BuildInfo:
     cuda_kernels: bool
     openmp: bool
     threads: int
+    conv_isa: str
 
     def lines(self) -> list[str]:
         return [
@@ -21,9 +22,13 @@ class BuildInfo:
             f"torch {self.torch}",
             f"kernels: CPU{' + CUDA' if self.cuda_kernels else ''}",
             f"OpenMP: {'yes' if self.openmp else 'no'}, threads: {self.threads}",
+            f"float32 conv kernel on this CPU: {self.conv_isa}",
         ]
 
 
 def build_info() -> BuildInfo:
     """Never touches a CUDA device: it only reports how the extension was compiled."""
-    return BuildInfo(__version__, torch.__version__, _C.built_with_cuda(), _C.built_with_openmp(), torch.get_num_threads())
+    return BuildInfo(
+        __version__, torch.__version__, _C.built_with_cuda(), _C.built_with_openmp(), torch.get_num_threads(),
+        _C.conv_fused_isa(),
+    )
