@@ -20,6 +20,16 @@ struct TilePairs {
   int32_t* count;
 };
 
+// Appends the pair (tile row r, input i) to offset k's list; false, and nothing appended, when i
+// is not an input row.
+inline bool add_tile_pair(TilePairs pairs, int64_t k, int64_t r, int32_t i, int64_t n_in) {
+  if (i >= n_in) return false;
+  const int64_t j = k * kTileRows + pairs.count[k]++;
+  pairs.rows[j] = int32_t(r);
+  pairs.inputs[j] = i;
+  return true;
+}
+
 // Entries >= n_in (no such input row) are left out and make the result false.
 inline bool compact_tile(const int32_t* nbr, int64_t kvol, int64_t n_in, int64_t row_begin, int64_t n_rows,
                          TilePairs pairs) {
@@ -27,16 +37,8 @@ inline bool compact_tile(const int32_t* nbr, int64_t kvol, int64_t n_in, int64_t
   std::fill(pairs.count, pairs.count + kvol, 0);
   for (int64_t r = 0; r < n_rows; ++r) {
     const int32_t* t = nbr + (row_begin + r) * kvol;
-    for (int64_t k = 0; k < kvol; ++k) {
-      if (t[k] < 0) continue;
-      if (t[k] >= n_in) {
-        valid = false;
-        continue;
-      }
-      const int64_t j = k * kTileRows + pairs.count[k]++;
-      pairs.rows[j] = int32_t(r);
-      pairs.inputs[j] = t[k];
-    }
+    for (int64_t k = 0; k < kvol; ++k)
+      if (t[k] >= 0) valid &= add_tile_pair(pairs, k, r, t[k], n_in);
   }
   return valid;
 }

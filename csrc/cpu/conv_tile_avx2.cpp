@@ -97,13 +97,7 @@ PE_AVX2 bool compact_tile_avx2(const int32_t* nbr, int64_t kvol, int64_t n_in, i
       while (present) {
         const int64_t k = k0 + __builtin_ctzll(present);
         present &= present - 1;
-        if (t[k] >= n_in) {
-          valid = false;
-          continue;
-        }
-        const int64_t j = k * kTileRows + pairs.count[k]++;
-        pairs.rows[j] = int32_t(r);
-        pairs.inputs[j] = t[k];
+        valid &= add_tile_pair(pairs, k, r, t[k], n_in);
       }
     }
   }
