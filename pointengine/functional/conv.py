@@ -46,8 +46,7 @@ def conv_kernel_map(input: SparseTensor, kernel_size, stride, dilation, transpos
     if generative:
         return km.generative_map(cmap, ks, st, dil), out_stride
     if st == (1, 1, 1):
-        sub = km.submanifold_map(cmap, ks, dil)
-        return km.KernelMap(sub.transposed_table(), len(cmap), cmap), out_stride
+        return km.transposed_map(cmap, cmap, ks, st, dil), out_stride
     fine = input.levels.get(out_stride)
     if fine is None:
         raise ValueError(

@@ -35,7 +35,7 @@ class KernelMapKey:
     kernel_size: Triple
     stride: Triple
     dilation: Triple
-    kind: str  # "submanifold", "dense" or "floor" (strided output sites), "generative"
+    kind: str  # "submanifold", "dense" or "floor" (strided output sites), "generative", "transposed"
 
 
 @dataclass(frozen=True)
@@ -154,10 +154,14 @@ def generative_map(cmap: CoordinateMap, kernel_size, stride, dilation=1) -> Kern
 
 def transposed_map(coarse: CoordinateMap, fine: CoordinateMap, kernel_size, stride, dilation=1) -> KernelMap:
     """The adjoint of the strided map that took `fine` to `coarse`: outputs are the fine sites,
-    and fine site i reads coarse row o through offset k where i = o * s + off_k."""
+    and fine site i reads coarse row o through offset k where i = o * s + off_k. With stride 1,
+    `coarse` is `fine` and the map inverted is the submanifold one."""
     key = KernelMapKey(as_triple(kernel_size, "kernel_size"), as_triple(stride, "stride"), as_triple(dilation, "dilation"), "transposed")
     if key not in coarse.kernel_maps:
-        forward = _find_strided(coarse, fine, key)
+        if key.stride == (1, 1, 1):
+            forward = submanifold_map(fine, key.kernel_size, key.dilation)
+        else:
+            forward = _find_strided(coarse, fine, key)
         coarse.kernel_maps[key] = KernelMap(forward.transposed_table(), len(coarse), fine)
     return coarse.kernel_maps[key]
 
