@@ -1,11 +1,11 @@
 """Builds pointengine._C from csrc/: the CPU kernels always, the CUDA kernels when torch has CUDA
-(or FORCE_CUDA=1)."""
+(or FORCE_CUDA=1). The configs at the repository top ship inside the package (config_files.py)."""
 
 import glob
 import os
 
 import torch
-from setuptools import setup
+from setuptools import find_packages, setup
 from torch.utils.cpp_extension import BuildExtension, CppExtension, CUDAExtension
 
 
@@ -27,4 +27,10 @@ def extension():
     )
 
 
-setup(ext_modules=[extension()], cmdclass={"build_ext": BuildExtension})
+setup(
+    packages=find_packages(include=["pointengine*"]) + ["pointengine.zoo", "pointengine.dataset_configs"],
+    package_dir={"pointengine.zoo": "models", "pointengine.dataset_configs": "datasets"},
+    package_data={"pointengine.zoo": ["*.yaml", "*.safetensors"], "pointengine.dataset_configs": ["*.yaml"]},
+    ext_modules=[extension()],
+    cmdclass={"build_ext": BuildExtension},
+)

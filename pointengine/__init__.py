@@ -3,12 +3,14 @@
 from . import datasets, functional, nn
 from .coordinate_map import CoordinateMap
 from .functional.pointvoxel import Voxels, devoxelize, voxelize_points
+from .segment import Segmenter
 from .tensor import SparseTensor, sparse_collate
 
 __version__ = "0.1.0"
 
 __all__ = [
     "CoordinateMap",
+    "Segmenter",
     "SparseTensor",
     "Voxels",
     "__version__",

@@ -1,6 +1,15 @@
-"""The `pointengine` command: `info`, and `demo` (the main job on a built-in synthetic scan)."""
+"""The `pointengine` command: a thin argparse layer over the package.
+
+  info      version, torch, how the extension was built
+  demo      the main job on a built-in synthetic scan (no downloads)
+  segment   label the points of scan files with a zoo model or a checkpoint
+"""
 
 import argparse
+import sys
+import warnings
+
+from . import __version__
 
 
 def cmd_info(args) -> int:
@@ -34,10 +43,32 @@ def cmd_demo(args) -> int:
     return 0
 
 
+def cmd_segment(args) -> int:
+    import torch
+
+    from .segment import Segmenter
+    from .segment_files import plan_jobs, segment_files
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    jobs, fmt = plan_jobs(args.paths, args.out, args.format)
+    with warnings.catch_warnings(record=True):  # said below, in the command's own words
+        seg = Segmenter(args.config, args.checkpoint)
+    if not seg.trained:
+        print(f"note: {seg.config.name!r} has no trained weights yet: the labels are meaningless "
+              "(give --checkpoint to use trained weights)", file=sys.stderr)
+    summary = segment_files(seg, jobs, fmt, png=args.png, ply=args.ply)
+    where = jobs[0].output(f".{fmt}") if len(jobs) == 1 else jobs[0].out.parent
+    print(f"{summary.line()}; {fmt} files in {where}")
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="pointengine", description="Sparse point-cloud inference for lidar.")
+    p.add_argument("--version", action="version", version=f"pointengine {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
     sub.add_parser("info", help="version, torch, build flags").set_defaults(run=cmd_info)
+
     demo = sub.add_parser("demo", help="MinkUNet on a built-in synthetic lidar scan (no downloads)")
     demo.add_argument("--seed", type=int, default=0, help="synthetic scene and weight seed")
     demo.add_argument("--model", default="minkunet_cr1.0", help="zoo name or YAML path")
@@ -45,9 +76,32 @@ def parser() -> argparse.ArgumentParser:
     demo.add_argument("--repeats", type=int, default=3, help="timed forward passes")
     demo.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's)")
     demo.set_defaults(run=cmd_demo)
+
+    seg = sub.add_parser(
+        "segment",
+        help="label every point of lidar scans",
+        description="Label every point of lidar scans: .bin (KITTI, nuScenes .pcd.bin), .npy, and with "
+        "pointengine[io] .pcd, .ply, .las, .laz. PATH: files, folders (searched recursively) or globs.",
+    )
+    seg.add_argument("paths", nargs="+", metavar="PATH")
+    seg.add_argument("--config", default=None, help="zoo name or YAML path (default: the checkpoint's, else 'demo')")
+    seg.add_argument("--checkpoint", default=None, help="weights: our .safetensors, or TorchSparse/SPVNAS, "
+                     "MinkowskiEngine, spconv .pt/.pth files")
+    seg.add_argument("--out", default=None, help="output folder (default ./predictions), or the .label/.npy file "
+                     "of a single scan")
+    seg.add_argument("--format", choices=["label", "npy"], default=None,
+                     help="label: SemanticKITTI .label (uint32 raw ids); npy: the same ids as a numpy array")
+    seg.add_argument("--png", action="store_true", help="also write a bird's-eye-view picture per scan")
+    seg.add_argument("--ply", action="store_true", help="also write a point cloud coloured by class per scan")
+    seg.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's)")
+    seg.set_defaults(run=cmd_segment)
     return p
 
 
 def main(argv=None) -> int:
     args = parser().parse_args(argv)
-    return args.run(args)
+    try:
+        return args.run(args)
+    except ValueError as error:
+        print(f"pointengine {args.command}: error: {error}", file=sys.stderr)
+        return 2

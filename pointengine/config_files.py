@@ -1,25 +1,39 @@
-"""The YAML configs at the repository top: the model zoo (models/) and the datasets (datasets/)."""
+"""The YAML configs shipped with pointengine: the model zoo (models/) and the datasets (datasets/).
+
+In a source checkout (and an editable install) they sit at the repository top; a wheel carries them
+inside the package, where setup.py maps them: models/ -> pointengine/zoo, datasets/ -> pointengine/dataset_configs.
+"""
 
 from pathlib import Path
 
 import yaml
 
-REPO_TOP = Path(__file__).resolve().parents[1]
+PACKAGE = Path(__file__).resolve().parent
+INSTALLED_FOLDERS = {"models": "zoo", "datasets": "dataset_configs"}
+
+
+def config_folder(folder: str) -> Path:
+    """Where the configs of `folder` ("models" or "datasets") are in this installation."""
+    installed = PACKAGE / INSTALLED_FOLDERS[folder]
+    return installed if installed.is_dir() else PACKAGE.parent / folder
 
 
 def available_configs(folder: str) -> list[str]:
-    """Names of the YAML configs in `folder` at the repository top."""
-    return sorted(p.stem for p in (REPO_TOP / folder).glob("*.yaml"))
+    """Names of the YAML configs in `folder`."""
+    return sorted(p.stem for p in config_folder(folder).glob("*.yaml"))
 
 
 def read_config(name_or_path, folder: str, what: str) -> tuple[Path, object]:
-    """(path, parsed YAML) of `folder/NAME.yaml` at the repository top, or of a .yaml path."""
+    """(path, parsed YAML) of the config NAME in `folder`, or of a .yaml/.yml path."""
     path = Path(name_or_path)
     if path.suffix not in (".yaml", ".yml"):
-        path = REPO_TOP / folder / f"{name_or_path}.yaml"
+        path = config_folder(folder) / f"{name_or_path}.yaml"
         if not path.is_file():
             known = available_configs(folder)
-            raise ValueError(f"unknown {what} {name_or_path!r}: expected one of {known} or a .yaml path")
+            raise ValueError(f"unknown {what} {str(name_or_path)!r}: expected one of {known} or a .yaml path")
     elif not path.is_file():
         raise ValueError(f"{what} config {str(path)!r} does not exist")
-    return path, yaml.safe_load(path.read_text())
+    try:
+        return path, yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        raise ValueError(f"{path}: not valid YAML ({error})") from None

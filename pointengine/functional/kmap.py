@@ -6,6 +6,7 @@ CoordinateMap, so every layer with the same geometry shares one map.
 
 import itertools
 import math
+import weakref
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -51,12 +52,25 @@ class KernelPairs:
 class KernelMap:
     """nbr int32 [N_out, K]: the input row output o reads through offset k, or -1.
 
-    `out_map` holds the output sites (the input map itself for submanifold convolutions).
+    `out_map` holds the output sites (the input map itself for submanifold convolutions). A map holds
+    sites it made (strided, generative) strongly, and sites that existed before it (submanifold,
+    transposed) through a weak reference: those maps are cached on a map that their output leads back
+    to, and strong references both ways would make cycles that only the garbage collector frees, so
+    memory would climb between its runs. The tensors of a network keep every level alive (`levels`).
     """
 
     nbr: Tensor
     n_in: int
-    out_map: CoordinateMap
+    output: CoordinateMap | weakref.ReferenceType
+
+    @property
+    def out_map(self) -> CoordinateMap:
+        if not isinstance(self.output, weakref.ReferenceType):
+            return self.output
+        out_map = self.output()
+        if out_map is None:
+            raise RuntimeError("the output sites of this kernel map were freed with the tensors that held them")
+        return out_map
 
     @cached_property
     def pairs(self) -> KernelPairs:
@@ -89,7 +103,7 @@ def submanifold_map(cmap: CoordinateMap, kernel_size, dilation=1) -> KernelMap:
         offsets = kernel_offsets(key.kernel_size, key.dilation, cmap.coords.device)
         odd = all(s % 2 for s in key.kernel_size)
         nbr = _lookup(cmap, cmap.coords, offsets, (1, 1, 1), transposed=False, submanifold=odd)
-        cmap.kernel_maps[key] = KernelMap(nbr, len(cmap), cmap)
+        cmap.kernel_maps[key] = KernelMap(nbr, len(cmap), weakref.ref(cmap))
     return cmap.kernel_maps[key]
 
 
@@ -162,7 +176,7 @@ def transposed_map(coarse: CoordinateMap, fine: CoordinateMap, kernel_size, stri
             forward = submanifold_map(fine, key.kernel_size, key.dilation)
         else:
             forward = _find_strided(coarse, fine, key)
-        coarse.kernel_maps[key] = KernelMap(forward.transposed_table(), len(coarse), fine)
+        coarse.kernel_maps[key] = KernelMap(forward.transposed_table(), len(coarse), weakref.ref(fine))
     return coarse.kernel_maps[key]
 
 

@@ -16,6 +16,7 @@ from ..coordinate_map import CoordinateMap
 from ..tensor import SparseTensor
 
 REDUCTIONS = ("mean", "first", "max")
+QUANTIZATIONS = ("floor", "round_shift")
 
 
 @dataclass(frozen=True)
@@ -39,8 +40,12 @@ class Voxels:
         return SparseTensor.derived(feats, self.coordinate_map, (1, 1, 1), {})
 
 
-def voxelize_points(points: Tensor, voxel_size, reduce: str = "mean", batch: Tensor | None = None) -> Voxels:
-    """Quantize points [N, 3 + C] (x, y, z, extra channels) to the voxels floor(xyz / voxel_size).
+def voxelize_points(
+    points: Tensor, voxel_size, reduce: str = "mean", batch: Tensor | None = None, quantization: str = "floor"
+) -> Voxels:
+    """Quantize points [N, 3 + C] (x, y, z, extra channels) to voxels: `quantization` "floor" gives
+    floor(xyz / voxel_size); "round_shift" (SPVNAS's rule) round(xyz / voxel_size), halves to even,
+    minus its minimum over the points of each batch index.
 
     `reduce` picks how the points of a voxel become its feature row: "mean", "first" (the point
     that comes first in `points`) or "max" (per channel). `batch` (integer [N]) gives each point's
@@ -50,11 +55,20 @@ def voxelize_points(points: Tensor, voxel_size, reduce: str = "mean", batch: Ten
     size = _check_voxel_size(voxel_size)
     if reduce not in REDUCTIONS:
         raise ValueError(f"reduce must be one of {REDUCTIONS}, got {reduce!r}")
+    if quantization not in QUANTIZATIONS:
+        raise ValueError(f"quantization must be one of {QUANTIZATIONS}, got {quantization!r}")
     batch = _check_batch(batch, points)
 
     # float64 division: float32 points quantize as a Python-float reference would, and the range
     # check sees the true value before any cast to int can wrap.
-    scaled = torch.floor(points[:, :3].double() / torch.tensor(size, dtype=torch.float64, device=points.device))
+    scaled = points[:, :3].double() / torch.tensor(size, dtype=torch.float64, device=points.device)
+    if quantization == "floor":
+        scaled = torch.floor(scaled)
+    else:
+        scaled = torch.round(scaled)
+        index = batch.long()[:, None].expand_as(scaled)
+        lowest = scaled.new_full((int(batch.max()) + 1, 3), math.inf).scatter_reduce(0, index, scaled, "amin")
+        scaled = scaled - lowest.index_select(0, batch.long())
     lo, hi = scaled.amin(0).tolist(), scaled.amax(0).tolist()
     if min(lo) < COORD_MIN or max(hi) > COORD_MAX:
         raise ValueError(

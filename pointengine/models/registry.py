@@ -1,34 +1,27 @@
-"""Model zoo: a variant is a YAML file of constructor arguments plus `model:` naming the class.
+"""Model zoo: a variant is a YAML config (models/NAME.yaml, see config.py) naming an architecture here.
 
-`build_model("minkunet_cr1.0")` reads models/minkunet_cr1.0.yaml at the repository top;
-`build_model("some/path.yaml")` reads that file.
+`build_model("minkunet_cr1.0")` builds the zoo entry, `build_model("some/path.yaml")` the config at that
+path, and `build_model(config)` a ModelConfig already loaded.
 """
 
 from pathlib import Path
 
 import torch
 
-from ..config_files import available_configs, read_config
+from ..config_files import available_configs
+from .config import ModelConfig, load_model_config
 from .minkunet import MinkUNet
 
 MODELS: dict[str, type[torch.nn.Module]] = {"minkunet": MinkUNet}
 
 
 def available() -> list[str]:
-    """Names of the configs in the zoo folder."""
+    """Names of the configs in the zoo."""
     return available_configs("models")
 
 
-def load_config(name_or_path: str | Path) -> dict:
-    """The config of a zoo name, or of a YAML file path."""
-    path, config = read_config(name_or_path, "models", "model")
-    if not isinstance(config, dict) or config.get("model") not in MODELS:
-        got = config.get("model") if isinstance(config, dict) else config
-        raise ValueError(f"{path}: `model` must be one of {sorted(MODELS)}, got {got!r}")
-    return config
-
-
-def build_model(name_or_path: str | Path) -> torch.nn.Module:
-    """A freshly initialised model from its config (load weights separately)."""
-    config = dict(load_config(name_or_path))
-    return MODELS[config.pop("model")](**config)
+def build_model(config: str | Path | ModelConfig) -> torch.nn.Module:
+    """A freshly initialised model of a config (load weights separately)."""
+    if not isinstance(config, ModelConfig):
+        config = load_model_config(config)
+    return MODELS[config.architecture](in_channels=config.in_channels, num_classes=config.num_classes, cr=config.cr)

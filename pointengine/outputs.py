@@ -1,0 +1,42 @@
+"""Files written from predictions, each written whole or not at all (a temporary file renamed into place)."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+
+LABEL_FORMATS = ("label", "npy")
+
+
+@contextmanager
+def atomic_path(path: Path):
+    """A temporary path beside `path`; renamed to `path` when the block succeeds, removed when it fails."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
+    os.close(handle)
+    try:
+        yield Path(temporary)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def write_labels(path: Path, raw_ids: np.ndarray, fmt: str) -> None:
+    """Raw label ids of every point: "label" = SemanticKITTI .label (uint32, semantic id in the low 16
+    bits, instance 0); "npy" = the same uint32 ids as a numpy array."""
+    if fmt not in LABEL_FORMATS:
+        raise ValueError(f"format must be one of {LABEL_FORMATS}, got {fmt!r}")
+    ids = np.asarray(raw_ids)
+    if ids.size and (ids.min() < 0 or ids.max() > 0xFFFF):
+        raise ValueError(f"raw label ids must fit 16 bits, got [{ids.min()}, {ids.max()}]")
+    with atomic_path(path) as temporary:
+        if fmt == "label":
+            ids.astype("<u4").tofile(temporary)
+        else:
+            with open(temporary, "wb") as f:
+                np.save(f, ids.astype(np.uint32))

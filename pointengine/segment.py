@@ -1,0 +1,135 @@
+"""Segmenter: the one pipeline from points to labels, as a model config says (voxel size, quantization,
+input channels and their scaling, label map). `pointengine segment`, the benchmarks and training reuse it
+instead of voxelizing their own way."""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from .functional.pointvoxel import voxelize_points
+from .models.config import ModelConfig, load_model_config, model_config_from_dict
+from .models.registry import build_model
+from .tensor import SparseTensor
+
+
+@dataclass(frozen=True)
+class VoxelizedBatch:
+    """The model input of one or more scans: `tensor` holds scan j's voxels at batch index j;
+    `inverse` (int64, all points of all scans in order) is each point's row in `tensor`;
+    `point_counts` the number of points of each scan."""
+
+    tensor: SparseTensor
+    inverse: Tensor
+    point_counts: tuple[int, ...]
+
+
+class Segmenter:
+    """Labels every point of a lidar scan.
+
+    `config`: a zoo name (`pointengine.models.available()`), a YAML path or a ModelConfig; by default
+    the checkpoint's own config, or the zoo's "demo" entry. `checkpoint`: a path or a state dict in
+    any layout `pointengine.models.load_checkpoint` reads (our safetensors files, TorchSparse/SPVNAS,
+    MinkowskiEngine, spconv); by default the weights that ship with the config. Without either the
+    weights are untrained (seeded), `trained` is False and a warning says so.
+    """
+
+    def __init__(self, config: str | Path | ModelConfig | None = None, checkpoint=None, device="cpu"):
+        from .models.checkpoint import checkpoint_config, load_checkpoint
+
+        saved_config = checkpoint_config(checkpoint) if isinstance(checkpoint, (str, Path)) else None
+        if config is None and saved_config is not None:
+            config = model_config_from_dict(saved_config, Path(checkpoint).stem, f"{checkpoint} (metadata)")
+        elif config is None:
+            config = "demo"
+        self.config = config if isinstance(config, ModelConfig) else load_model_config(config)
+        self.device = torch.device(device)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)  # untrained weights are the same in every process
+            self.model = build_model(self.config)
+        if checkpoint is None:
+            checkpoint = self.config.weights
+        self.trained = checkpoint is not None
+        if self.trained:
+            load_checkpoint(self.model, checkpoint)
+        else:
+            warnings.warn(
+                f"model {self.config.name!r} has no trained weights: its labels are meaningless until you give a checkpoint",
+                UserWarning,
+                stacklevel=2,
+            )
+        self.model.to(self.device).eval()
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        """Name of each training id (the labels this segmenter returns index it)."""
+        return self.config.dataset.classes
+
+    def voxelize(self, scans: list) -> VoxelizedBatch:
+        """Scans (each [N, >= 3], numpy or torch, columns as the dataset's point_columns) -> model input."""
+        if not scans:
+            raise ValueError("no scans to segment")
+        points = [self._features(scan, i) for i, scan in enumerate(scans)]
+        counts = tuple(p.shape[0] for p in points)
+        batch = torch.repeat_interleave(torch.arange(len(points)), torch.tensor(counts))
+        c = self.config
+        voxels = voxelize_points(torch.cat(points), c.voxel_size, c.reduce, batch, c.quantization)
+        tensor = voxels.to_sparse(voxels.feats[:, 3:].contiguous()).to(self.device)
+        return VoxelizedBatch(tensor, voxels.inverse, counts)
+
+    def preprocess(self, points) -> SparseTensor:
+        """The model's input SparseTensor for one scan (or a list of scans, one batch index each)."""
+        return self.voxelize(points if isinstance(points, (list, tuple)) else [points]).tensor
+
+    @torch.no_grad()
+    def __call__(self, points, return_logits: bool = False):
+        """Training ids (int64 [N], index `class_names`) of every point of a scan; for a list of scans, a
+        list. With return_logits, (labels, logits [N, num_classes]) per scan, logits in the order of
+        `config.dataset.predicted_classes`."""
+        single = not isinstance(points, (list, tuple))
+        batch = self.voxelize([points] if single else list(points))
+        voxel_logits = self.model(batch.tensor).feats.float().cpu()
+        logits = voxel_logits.index_select(0, batch.inverse)
+        predicted = torch.tensor(self.config.dataset.predicted_classes)
+        labels = predicted.index_select(0, logits.argmax(1))
+        results = [
+            (lab, log) if return_logits else lab
+            for lab, log in zip(labels.split(batch.point_counts), logits.split(batch.point_counts))
+        ]
+        return results[0] if single else results
+
+    def _features(self, scan, index: int) -> Tensor:
+        """[N, 3 + F]: x, y, z, then the config's input channels, scaled (float32)."""
+        points = _as_tensor(scan, index)
+        columns = self.config.feature_columns
+        needed = max(columns) + 1
+        if points.shape[1] < needed:
+            names = list(self.config.dataset.point_columns[:needed])
+            raise ValueError(
+                f"scan {index}: model {self.config.name!r} reads columns {names}, the scan has {points.shape[1]} columns"
+            )
+        scale = torch.tensor(self.config.feature_scale, dtype=points.dtype)
+        return torch.cat([points[:, :3], points[:, list(columns)] * scale], 1)
+
+
+def _as_tensor(scan, index: int) -> Tensor:
+    if isinstance(scan, np.ndarray):
+        if not np.issubdtype(scan.dtype, np.floating):
+            raise ValueError(f"scan {index}: points must be floating point, got numpy {scan.dtype}")
+        scan = torch.from_numpy(np.ascontiguousarray(scan))
+    if not isinstance(scan, Tensor):
+        raise TypeError(f"scan {index}: points must be a numpy array or a torch.Tensor, got {type(scan).__name__}")
+    if not scan.is_floating_point():
+        raise ValueError(f"scan {index}: points must be floating point, got {scan.dtype}")
+    if scan.dim() != 2 or scan.shape[1] < 3:
+        raise ValueError(f"scan {index}: points must have shape [N, >= 3] (x, y, z, ...), got {list(scan.shape)}")
+    if scan.shape[0] == 0:
+        raise ValueError(f"scan {index} is empty: no points to segment")
+    if not bool(torch.isfinite(scan).all()):
+        raise ValueError(f"scan {index} contains NaN or inf values")
+    return scan.float().cpu()
