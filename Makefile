@@ -10,7 +10,7 @@ TORCH_SPEC ?= torch==2.13.0
 $(VENV)/.deps:
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip setuptools wheel
-	$(PY) -m pip install -q "$(TORCH_SPEC)" numpy pyyaml pytest hypothesis ninja
+	$(PY) -m pip install -q "$(TORCH_SPEC)" numpy pyyaml safetensors pytest hypothesis ninja
 	touch $@
 
 $(VENV)/.built: $(VENV)/.deps setup.py pyproject.toml $(shell find csrc -type f)
