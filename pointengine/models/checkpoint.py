@@ -19,7 +19,7 @@ import json
 import os
 import pickle
 import re
-import tempfile
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -89,7 +89,11 @@ def save_checkpoint(model: torch.nn.Module, path, config: dict) -> Path:
             extra[name] = value
         else:
             tensors[name] = value.detach().cpu().contiguous()
-    metadata = {FORMAT_KEY: FORMAT_VERSION, "config": _to_json(config, "config"), "extra_state": _to_json(extra, "extra state")}
+    metadata = {
+        FORMAT_KEY: FORMAT_VERSION,
+        "config": _to_json(config, "config"),
+        "extra_state": _to_json(extra, "extra state"),
+    }
     path = Path(path)
     _write_atomically(path, safetensors.torch.save(tensors, metadata))
     return path
@@ -139,15 +143,17 @@ def _to_json(value, what: str) -> str:
 
 
 def _write_atomically(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    """Writes a hidden file beside `path`, then renames it over `path` (atomic on one file system).
+    open(..., "xb") keeps the user's umask, which mkstemp's private mode would not."""
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
     try:
-        with os.fdopen(fd, "wb") as file:
+        with open(tmp, "xb") as file:
             file.write(data)
             file.flush()
             os.fsync(file.fileno())
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
 
 

@@ -78,7 +78,7 @@ def expected_weight_shape(layout: str, conv: Conv3d) -> tuple[int, ...]:
     volume, c_in, c_out = conv.weight.shape
     if layout == "spconv":
         return (c_out, *conv.kernel_size, c_in)
-    if layout != "pointengine" and volume == 1:
+    if volume == 1 and (layout == "torchsparse" or layout == "minkowski" and conv.stride == (1, 1, 1)):
         return (c_in, c_out)
     return (volume, c_in, c_out)
 
@@ -93,7 +93,8 @@ def convert_weight(layout: str, weight: Tensor, conv: Conv3d) -> tuple[Tensor, s
             return None
         if volume == 1 and conv.stride == (1, 1, 1):
             return weight.reshape(1, c_in, c_out), "spconv 1x1x1: its memory read as [C_in, C_out], as spconv does"
-        return weight.permute(1, 2, 3, 4, 0).reshape(volume, c_in, c_out), "[C_out, kx, ky, kz, C_in] -> [K, C_in, C_out]"
+        change = "[C_out, kx, ky, kz, C_in] -> [K, C_in, C_out]"
+        return weight.permute(1, 2, 3, 4, 0).reshape(volume, c_in, c_out), change
     if shape == (volume, c_in, c_out):
         return (weight, "") if layout == "pointengine" else _reorder(weight, layout, conv.kernel_size)
     if layout != "pointengine" and volume == 1 and shape == (c_in, c_out):
