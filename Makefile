@@ -10,11 +10,13 @@ TORCH_SPEC ?= torch==2.13.0
 $(VENV)/.deps:
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip setuptools wheel
-	$(PY) -m pip install -q "$(TORCH_SPEC)" numpy pyyaml pytest hypothesis ninja
+	$(PY) -m pip install -q "$(TORCH_SPEC)" ninja
 	touch $@
 
+# The package's own dependencies and extras come from pyproject.toml; laspy is the light half of [io]
+# (open3d, the other half, is large: its tests skip without it).
 $(VENV)/.built: $(VENV)/.deps setup.py pyproject.toml $(shell find csrc -type f)
-	$(PY) -m pip install -q --no-build-isolation --no-deps -e .
+	$(PY) -m pip install -q --no-build-isolation -e ".[dev,viz]" "laspy[lazrs]"
 	touch $@
 
 setup: $(VENV)/.built

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-import tempfile
+import uuid
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -14,15 +14,17 @@ LABEL_FORMATS = ("label", "npy")
 
 @contextmanager
 def atomic_path(path: Path):
-    """A temporary path beside `path`; renamed to `path` when the block succeeds, removed when it fails."""
+    """A hidden temporary path beside `path` for the block to write; renamed over `path` when the block
+    succeeds (atomic on one file system), removed when it fails. The caller creates the file, so it
+    gets the user's umask."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
-    os.close(handle)
+    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
     try:
-        yield Path(temporary)
+        yield temporary
         os.replace(temporary, path)
     except BaseException:
-        Path(temporary).unlink(missing_ok=True)
+        temporary.unlink(missing_ok=True)
         raise
 
 

@@ -74,7 +74,8 @@ class Segmenter:
         """Scans (each [N, >= 3], numpy or torch, columns as the dataset's point_columns) -> model input."""
         if not scans:
             raise ValueError("no scans to segment")
-        points = [self._features(scan, i) for i, scan in enumerate(scans)]
+        names = ["points"] if len(scans) == 1 else [f"scan {i}" for i in range(len(scans))]
+        points = [self._features(scan, name) for scan, name in zip(scans, names)]
         counts = tuple(p.shape[0] for p in points)
         batch = torch.repeat_interleave(torch.arange(len(points)), torch.tensor(counts))
         c = self.config
@@ -103,33 +104,33 @@ class Segmenter:
         ]
         return results[0] if single else results
 
-    def _features(self, scan, index: int) -> Tensor:
+    def _features(self, scan, name: str) -> Tensor:
         """[N, 3 + F]: x, y, z, then the config's input channels, scaled (float32)."""
-        points = _as_tensor(scan, index)
+        points = _as_tensor(scan, name)
         columns = self.config.feature_columns
         needed = max(columns) + 1
         if points.shape[1] < needed:
             names = list(self.config.dataset.point_columns[:needed])
             raise ValueError(
-                f"scan {index}: model {self.config.name!r} reads columns {names}, the scan has {points.shape[1]} columns"
+                f"{name}: model {self.config.name!r} reads columns {names}, got {points.shape[1]} columns"
             )
         scale = torch.tensor(self.config.feature_scale, dtype=points.dtype)
         return torch.cat([points[:, :3], points[:, list(columns)] * scale], 1)
 
 
-def _as_tensor(scan, index: int) -> Tensor:
+def _as_tensor(scan, name: str) -> Tensor:
     if isinstance(scan, np.ndarray):
         if not np.issubdtype(scan.dtype, np.floating):
-            raise ValueError(f"scan {index}: points must be floating point, got numpy {scan.dtype}")
+            raise ValueError(f"{name} must be floating point, got numpy {scan.dtype}")
         scan = torch.from_numpy(np.ascontiguousarray(scan))
     if not isinstance(scan, Tensor):
-        raise TypeError(f"scan {index}: points must be a numpy array or a torch.Tensor, got {type(scan).__name__}")
+        raise TypeError(f"{name} must be a numpy array or a torch.Tensor, got {type(scan).__name__}")
     if not scan.is_floating_point():
-        raise ValueError(f"scan {index}: points must be floating point, got {scan.dtype}")
+        raise ValueError(f"{name} must be floating point, got {scan.dtype}")
     if scan.dim() != 2 or scan.shape[1] < 3:
-        raise ValueError(f"scan {index}: points must have shape [N, >= 3] (x, y, z, ...), got {list(scan.shape)}")
+        raise ValueError(f"{name} must have shape [N, >= 3] (x, y, z, ...), got {list(scan.shape)}")
     if scan.shape[0] == 0:
-        raise ValueError(f"scan {index} is empty: no points to segment")
+        raise ValueError(f"{name} is empty: no points to segment")
     if not bool(torch.isfinite(scan).all()):
-        raise ValueError(f"scan {index} contains NaN or inf values")
+        raise ValueError(f"{name} contains NaN or inf values")
     return scan.float().cpu()

@@ -122,7 +122,10 @@ def segment_files(seg: Segmenter, jobs: list[Job], fmt: str, png: bool = False, 
     for job in tqdm(jobs, desc="segment", unit="scan", disable=None):
         scan = read_scan(seg, job.scan)
         begin = time.perf_counter()
-        labels = seg(scan)
+        try:
+            labels = seg(scan)
+        except ValueError as error:
+            raise ValueError(f"{job.scan}: {error}") from None
         latencies.append(time.perf_counter() - begin)
         points += len(labels)
         write_labels(job.output(f".{fmt}"), dataset.raw_labels(labels).numpy(), fmt)

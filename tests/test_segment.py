@@ -97,10 +97,10 @@ def test_floor_mean_and_feature_scaling():
 @pytest.mark.parametrize(
     "points, message",
     [
-        (torch.zeros(0, 4), r"scan 0 is empty"),
-        (torch.tensor([[0.0, 1.0, float("nan"), 0.5]]), r"scan 0 contains NaN or inf"),
+        (torch.zeros(0, 4), r"points is empty"),
+        (torch.tensor([[0.0, 1.0, float("nan"), 0.5]]), r"points contains NaN or inf"),
         (torch.zeros(5, 2), r"points must have shape \[N, >= 3\]"),
-        (torch.zeros(5, 3), r"reads columns \['x', 'y', 'z', 'remission'\], the scan has 3 columns"),
+        (torch.zeros(5, 3), r"points: model 'minkunet_cr0.5' reads columns \['x', 'y', 'z', 'remission'\], got 3 columns"),
         (torch.zeros(5, 4, dtype=torch.int32), r"points must be floating point, got torch.int32"),
         (np.zeros((5, 4), dtype=np.int64), r"points must be floating point, got numpy int64"),
         (torch.tensor([[0.0, 0, 0, 0], [5000.0, 0, 0, 0]]), r"voxel coordinates must be in \[-32768, 32767\]"),
@@ -114,5 +114,5 @@ def test_bad_points(seg, points, message):
 def test_bad_scan_in_a_batch_is_named(seg):
     with pytest.raises(ValueError, match=r"scan 1 contains NaN"):
         seg([small_scan(7), torch.full((3, 4), float("inf"))])
-    with pytest.raises(TypeError, match=r"scan 0: points must be a numpy array or a torch.Tensor, got list"):
-        seg([[[0.0, 0.0, 0.0, 0.0]]])
+    with pytest.raises(TypeError, match=r"scan 0 must be a numpy array or a torch.Tensor, got list"):
+        seg([[[0.0, 0.0, 0.0, 0.0]], torch.zeros(1, 4)])

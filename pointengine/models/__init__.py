@@ -1,7 +1,18 @@
-"""Networks and the model zoo."""
+"""Networks, the model zoo and checkpoints."""
 
+from .checkpoint import LoadReport, checkpoint_config, load_checkpoint, save_checkpoint
 from .config import ModelConfig, load_model_config
 from .minkunet import MinkUNet
 from .registry import available, build_model
 
-__all__ = ["MinkUNet", "ModelConfig", "available", "build_model", "load_model_config"]
+__all__ = [
+    "LoadReport",
+    "MinkUNet",
+    "ModelConfig",
+    "available",
+    "build_model",
+    "checkpoint_config",
+    "load_checkpoint",
+    "load_model_config",
+    "save_checkpoint",
+]

@@ -1,0 +1,32 @@
+"""What every benchmark shares: the machine it ran on, the real scans, and where results go."""
+
+import json
+import os
+from pathlib import Path
+
+import torch
+
+from pointengine import _C
+
+ROOT = Path(__file__).resolve().parents[1]
+KITTI_SCANS = ROOT.parent / "shared" / "data" / "semantickitti" / "sequences" / "00" / "velodyne"
+RESULTS = ROOT / "benchmarks" / "results"
+
+
+def machine() -> str:
+    """CPU model (with family and model numbers: a VM may hide the marketing name), cores, torch, and
+    the path conv_fused takes on this CPU."""
+    info = dict(line.split(":", 1) for line in Path("/proc/cpuinfo").read_text().splitlines() if ":" in line)
+    info = {key.strip(): value.strip() for key, value in info.items()}
+    cpu = f"{info.get('model name', 'unknown CPU')} (family {info.get('cpu family', '?')} model {info.get('model', '?')})"
+    return f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__}, conv_fused path {_C.conv_fused_isa()}"
+
+
+def append_results(name: str, records: list[dict]) -> Path:
+    """Appends one JSON object per record to benchmarks/results/NAME.jsonl."""
+    path = RESULTS / f"{name}.jsonl"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as out:
+        for record in records:
+            out.write(json.dumps(record) + "\n")
+    return path
