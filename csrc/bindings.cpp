@@ -18,6 +18,12 @@ TORCH_LIBRARY(pointengine, m) {
       "bool transposed, bool submanifold) -> Tensor");
   m.def("kernel_pairs(Tensor nbr) -> (Tensor in_rows, Tensor out_rows, Tensor ptr)");
   m.def("conv_fused(Tensor feats, Tensor weight, Tensor nbr) -> Tensor");
+  m.def("point_scatter_mean(Tensor feats, Tensor index, int n_voxels) -> Tensor");
+  m.def(
+      "trilinear_table(Tensor keys, Tensor vals, Tensor coords, int[] stride, bool nearest) -> "
+      "(Tensor index, Tensor weights)");
+  m.def("trilinear_gather(Tensor feats, Tensor index, Tensor weights) -> Tensor");
+  m.def("trilinear_gather_backward(Tensor grad_out, Tensor index, Tensor weights, int n_voxels) -> Tensor");
 }
 
 namespace {

@@ -3,12 +3,13 @@
 from . import datasets, functional, nn
 from .coordinate_map import CoordinateMap
 from .functional.pointvoxel import Voxels, devoxelize, voxelize_points
-from .tensor import SparseTensor, sparse_collate
+from .tensor import PointTensor, SparseTensor, sparse_collate
 
 __version__ = "0.1.0"
 
 __all__ = [
     "CoordinateMap",
+    "PointTensor",
     "SparseTensor",
     "Voxels",
     "__version__",

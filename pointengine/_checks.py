@@ -74,3 +74,31 @@ def as_triple(value, name: str, minimum: int = 1) -> tuple[int, int, int]:
     if min(triple) < minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {value!r}")
     return triple
+
+
+def check_point_coords(coords, name: str = "coords") -> Tensor:
+    """float32/float64 [N, 4] (batch, x, y, z), finite, batch an integer in [0, BATCH_MAX], floor(x, y, z)
+    inside the packable range."""
+    check_tensor(coords, name)
+    if coords.dtype not in (torch.float32, torch.float64):
+        raise ValueError(f"{name} must have dtype torch.float32 or torch.float64, got {coords.dtype}")
+    if coords.dim() != 2 or coords.shape[1] != 4:
+        raise ValueError(f"{name} must have shape [N, 4] (batch, x, y, z), got {list(coords.shape)}")
+    if coords.shape[0] == 0:
+        raise ValueError(f"{name} is empty: a point tensor needs at least one point")
+    if not bool(torch.isfinite(coords).all()):
+        raise ValueError(f"{name} contains NaN or inf values")
+    batch = coords[:, 0]
+    if not bool((batch == torch.floor(batch)).all()):
+        raise ValueError(f"{name}: batch index (column 0) must hold integers, got {batch[batch != batch.floor()][0].item()}")
+    floored = torch.floor(coords)
+    lo, hi = floored.amin(0).tolist(), floored.amax(0).tolist()
+    if lo[0] < 0 or hi[0] > BATCH_MAX:
+        raise ValueError(f"{name}: batch index must be in [0, {BATCH_MAX}], got [{lo[0]:.0f}, {hi[0]:.0f}]")
+    for axis, name_axis in enumerate("xyz", start=1):
+        if lo[axis] < COORD_MIN or hi[axis] > COORD_MAX:
+            raise ValueError(
+                f"{name}: floor({name_axis}) must be in [{COORD_MIN}, {COORD_MAX}] (16-bit packed keys), "
+                f"got [{lo[axis]:.0f}, {hi[axis]:.0f}]"
+            )
+    return coords

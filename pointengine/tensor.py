@@ -1,12 +1,16 @@
 """SparseTensor: features on a set of integer sites, with the coordinate maps it shares with the
-tensors computed from it."""
+tensors computed from it. PointTensor: features on float points, with the point-voxel tables it
+shares with the tensors computed from it."""
 
 from __future__ import annotations
 
 import torch
 from torch import Tensor
 
-from ._checks import as_triple, check_coords, check_feats, check_same_device, check_tensor
+from collections.abc import Callable
+from typing import Any
+
+from ._checks import as_triple, check_coords, check_feats, check_point_coords, check_same_device, check_tensor
 from .coordinate_map import CoordinateMap
 
 Triple = tuple[int, int, int]
@@ -117,3 +121,54 @@ def sparse_collate(tensors: list[SparseTensor]) -> SparseTensor:
         coords.append(shifted)
         offset += t.batch_size
     return SparseTensor(torch.cat([t.feats for t in tensors]), torch.cat(coords), tensors[0].stride)
+
+
+class PointCache:
+    """Tables computed from a PointTensor's coordinates against one coordinate map (the voxel row of
+    every point, trilinear tables), per key such as ("voxel_rows", stride). An entry serves only the
+    coordinate map it was computed against: asked with another map, it is computed again."""
+
+    def __init__(self):
+        self._entries: dict[tuple, tuple[CoordinateMap, Any]] = {}
+
+    def get(self, key: tuple, coordinate_map: CoordinateMap, compute: Callable[[], Any]) -> Any:
+        entry = self._entries.get(key)
+        if entry is None or entry[0] is not coordinate_map:
+            entry = (coordinate_map, compute())
+            self._entries[key] = entry
+        return entry[1]
+
+
+class PointTensor:
+    """feats [N, C] on float points coords [N, 4] = (batch, x, y, z), with x, y, z in voxel units of
+    the stride-1 grid (point p lies in voxel floor(p / s) of the stride-s grid) and batch integral.
+
+    Tensors made from one another with `replace_feats` (or by `voxel_to_point`) share `cache`, so
+    each point -> voxel table is computed once per level.
+    """
+
+    def __init__(self, feats: Tensor, coords: Tensor):
+        check_point_coords(coords)
+        check_tensor(feats, "feats")
+        check_same_device(feats=feats, coords=coords)
+        check_feats(feats, coords.shape[0])
+        self.feats, self.coords, self.cache = feats, coords, PointCache()
+
+    def replace_feats(self, feats: Tensor) -> PointTensor:
+        """The same points with new features (one row per point), sharing the cached tables."""
+        if feats.dim() != 2 or feats.shape[0] != self.num_points:
+            raise ValueError(f"feats must have shape [{self.num_points}, C], got {list(feats.shape)}")
+        out = PointTensor.__new__(PointTensor)
+        out.feats, out.coords, out.cache = feats, self.coords, self.cache
+        return out
+
+    # Aliases for people coming from TorchSparse.
+    F = property(lambda self: self.feats)
+    C = property(lambda self: self.coords)
+
+    @property
+    def num_points(self) -> int:
+        return self.coords.shape[0]
+
+    def __repr__(self) -> str:
+        return f"PointTensor(points={self.num_points}, channels={self.feats.shape[1]}, dtype={self.feats.dtype}, device={self.feats.device})"

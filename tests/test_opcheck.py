@@ -35,6 +35,25 @@ def conv_args(dtype, requires_grad: bool):
     return feats, weight, neighbours(2)
 
 
+def points(dtype) -> torch.Tensor:
+    """Float points around sites(): corners present, missing, and a point on a voxel corner."""
+    return torch.tensor(
+        [[0, 0.25, 0.5, -0.5], [0, 1.0, 0.0, 0.0], [1, -1.5, 3.25, 1.75], [2, 5.5, -4.5, 0.1], [2, 9.0, 9.0, 9.0]],
+        dtype=dtype,
+    )
+
+
+def trilinear_args(dtype, requires_grad: bool):
+    index, weights = _ops.trilinear_table(*table(), points(dtype), (1, 1, 1), False)
+    feats = torch.randn(6, 3, generator=torch.Generator().manual_seed(0), dtype=dtype, requires_grad=requires_grad)
+    return feats, index, weights
+
+
+def scatter_mean_args(dtype, requires_grad: bool):
+    feats = torch.randn(5, 3, generator=torch.Generator().manual_seed(0), dtype=dtype, requires_grad=requires_grad)
+    return feats, torch.tensor([2, -1, 0, 2, 2], dtype=torch.int32), 4
+
+
 def opcheck_params(cases: dict) -> list:
     return [pytest.param(op, args, id=f"{op}-{i}") for op, makers in cases.items() for i, args in enumerate(makers)]
 
@@ -66,6 +85,21 @@ CASES = {
     "conv_fused": [
         lambda: conv_args(torch.float32, False),
         lambda: conv_args(torch.float64, True),
+    ],
+    "point_scatter_mean": [
+        lambda: scatter_mean_args(torch.float32, False),
+        lambda: scatter_mean_args(torch.float64, True),
+    ],
+    "trilinear_table": [
+        lambda: (*table(), points(torch.float32), [1, 1, 1], False),
+        lambda: (*table(), points(torch.float64), [2, 1, 2], True),
+    ],
+    "trilinear_gather": [
+        lambda: trilinear_args(torch.float32, False),
+        lambda: trilinear_args(torch.float64, True),
+    ],
+    "trilinear_gather_backward": [
+        lambda: (torch.randn(5, 3, dtype=torch.float64), *trilinear_args(torch.float64, False)[1:], 6),
     ],
 }
 

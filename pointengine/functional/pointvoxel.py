@@ -1,5 +1,10 @@
-"""Points -> voxels and back: quantize points to integer sites, reduce the points of each site to one
-feature row, and keep the point -> voxel map that projects voxel predictions back to every point."""
+"""Points -> voxels and back.
+
+voxelize_points / devoxelize: quantize raw points to integer sites, reduce the points of each site
+to one feature row, and keep the point -> voxel map that projects voxel predictions back to every
+point. initial_voxelize / point_to_voxel / voxel_to_point: the point-voxel ops of SPVNAS (Tang et al.,
+ECCV 2020) between a PointTensor and the SparseTensors of a network, scatter-mean one way and
+trilinear interpolation the other, with the tables cached on the PointTensor per level."""
 
 from __future__ import annotations
 
@@ -13,7 +18,7 @@ from torch import Tensor
 from .. import _ops
 from .._checks import BATCH_MAX, COORD_MAX, COORD_MIN, check_feats, check_same_device, check_tensor
 from ..coordinate_map import CoordinateMap
-from ..tensor import SparseTensor
+from ..tensor import PointTensor, SparseTensor
 
 REDUCTIONS = ("mean", "first", "max")
 
@@ -84,6 +89,73 @@ def devoxelize(voxel_feats: Tensor, inverse: Tensor) -> Tensor:
             f"got [{int(inverse.min())}, {int(inverse.max())}]"
         )
     return voxel_feats.index_select(0, inverse.to(voxel_feats.device))
+
+
+def initial_voxelize(z: PointTensor) -> SparseTensor:
+    """A stride-1 SparseTensor on the voxels of the points: sites unique(floor(coords)), sorted by
+    (batch, x, y, z); features the mean of the points in each site."""
+    _check_point_tensor(z)
+    sites = _floor_sites(z.coords, (1, 1, 1))
+    coordinate_map = CoordinateMap(_ops.unique_coords(sites), validate=False)
+    rows = z.cache.get(("voxel_rows", (1, 1, 1)), coordinate_map, lambda: _query(coordinate_map, sites))
+    feats = _ops.point_scatter_mean(z.feats, rows, len(coordinate_map))
+    return SparseTensor.derived(feats, coordinate_map, (1, 1, 1), {})
+
+
+def point_to_voxel(x: SparseTensor, z: PointTensor) -> SparseTensor:
+    """z's features on x's sites: point p goes to the site floor(p / s) (s = x.stride per axis), each
+    site takes the mean of its points (0 where none); points outside x's sites are dropped. The result
+    shares x's sites and coordinate maps."""
+    _check_pair(x, z)
+    rows = z.cache.get(
+        ("voxel_rows", x.stride), x.coordinate_map, lambda: _query(x.coordinate_map, _floor_sites(z.coords, x.stride))
+    )
+    return x.replace_feats(_ops.point_scatter_mean(z.feats, rows, x.num_sites))
+
+
+def voxel_to_point(x: SparseTensor, z: PointTensor, nearest: bool = False) -> PointTensor:
+    """x's features at z's points by trilinear interpolation: point p, at q = p / s in x's grid, reads
+    the 8 sites floor(q) + {0, 1}^3 with the trilinear weights of q's fractional part (a site's value
+    sits at its integer coordinate); missing sites get weight 0 and the rest are renormalised to sum
+    to 1 (all missing: 0). nearest=True reads the site floor(q) alone (0 if missing)."""
+    _check_pair(x, z)
+    if not isinstance(nearest, bool):
+        raise ValueError(f"nearest must be a bool, got {nearest!r}")
+    table = x.coordinate_map.table
+    index, weights = z.cache.get(
+        ("trilinear", x.stride, nearest),
+        x.coordinate_map,
+        lambda: _ops.trilinear_table(table.keys, table.vals, z.coords, x.stride, nearest),
+    )
+    feats = _ops.trilinear_gather(x.feats.contiguous(), index, weights.to(x.feats.dtype))
+    return z.replace_feats(feats)
+
+
+def _floor_sites(coords: Tensor, stride) -> Tensor:
+    """int32 [N, 4]: (batch, floor(x / s), ...) of float points, divided in float64 so float32 and
+    float64 points of one value give one site."""
+    s = torch.tensor(stride, dtype=torch.float64, device=coords.device)
+    return torch.cat([coords[:, :1].int(), torch.floor(coords[:, 1:].double() / s).int()], 1)
+
+
+def _query(coordinate_map: CoordinateMap, sites: Tensor) -> Tensor:
+    return _ops.hash_query(coordinate_map.table.keys, coordinate_map.table.vals, sites)
+
+
+def _check_point_tensor(z) -> None:
+    if not isinstance(z, PointTensor):
+        raise TypeError(f"z must be a PointTensor, got {type(z).__name__}")
+    if z.feats.dtype not in (torch.float32, torch.float64):
+        raise ValueError(f"z.feats must be float32 or float64, got {z.feats.dtype}")
+
+
+def _check_pair(x, z) -> None:
+    if not isinstance(x, SparseTensor):
+        raise TypeError(f"x must be a SparseTensor, got {type(x).__name__}")
+    _check_point_tensor(z)
+    if x.feats.dtype not in (torch.float32, torch.float64):
+        raise ValueError(f"x.feats must be float32 or float64, got {x.feats.dtype}")
+    check_same_device(x=x.feats, z=z.feats)
 
 
 def _reduce(points: Tensor, inverse: Tensor, n_voxels: int, reduce: str) -> Tensor:

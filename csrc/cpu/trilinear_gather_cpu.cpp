@@ -1,0 +1,55 @@
+// Trilinear devoxelization: out[i] = sum over the 8 corners j of weights[i, j] * feats[index[i, j]]
+// (index -1 = missing voxel). Each point sums its corners in order j = 0..7, skipping zero weights:
+// one writer per output row, the same bits for any thread count.
+#include <ATen/ATen.h>
+#include <ATen/Dispatch.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <algorithm>
+
+#include "../common/point_rows.h"
+
+namespace pointengine {
+namespace {
+
+template <typename scalar_t>
+void gather(const scalar_t* feats, const int32_t* idx, const scalar_t* weights, int64_t n, int64_t c, scalar_t* out) {
+  at::parallel_for(0, n, 1024, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      scalar_t* o = out + i * c;
+      std::fill(o, o + c, scalar_t(0));
+      for (int64_t j = 8 * i; j < 8 * i + 8; ++j) {
+        const scalar_t w = weights[j];
+        if (idx[j] < 0 || w == scalar_t(0)) continue;
+        const scalar_t* row = feats + int64_t(idx[j]) * c;
+        for (int64_t ch = 0; ch < c; ++ch) o[ch] += w * row[ch];
+      }
+    }
+  });
+}
+
+at::Tensor trilinear_gather_cpu(const at::Tensor& feats_in, const at::Tensor& index_in, const at::Tensor& weights_in) {
+  TORCH_CHECK(feats_in.dim() == 2 && index_in.dim() == 2 && index_in.size(1) == 8 &&
+                  weights_in.sizes() == index_in.sizes() && index_in.scalar_type() == at::kInt &&
+                  weights_in.scalar_type() == feats_in.scalar_type(),
+              "trilinear_gather: expected feats [M, C], index int32 [N, 8] and weights [N, 8] of feats' dtype, got "
+              "feats ", feats_in.scalar_type(), " ", feats_in.sizes(), ", index ", index_in.scalar_type(), " ",
+              index_in.sizes(), ", weights ", weights_in.scalar_type(), " ", weights_in.sizes());
+  const at::Tensor feats = feats_in.contiguous(), index = index_in.contiguous(), weights = weights_in.contiguous();
+  const int64_t n = index.size(0), c = feats.size(1);
+  const int64_t bad = count_bad_targets(index.data_ptr<int32_t>(), index.numel(), feats.size(0));
+  TORCH_CHECK(bad == 0, "trilinear_gather: ", bad, " index entries lie outside [-1, ", feats.size(0), ")");
+  at::Tensor out = at::empty({n, c}, feats.options());
+  AT_DISPATCH_FLOATING_TYPES(feats.scalar_type(), "trilinear_gather_cpu", [&] {
+    gather<scalar_t>(feats.data_ptr<scalar_t>(), index.data_ptr<int32_t>(), weights.data_ptr<scalar_t>(), n, c,
+                     out.data_ptr<scalar_t>());
+  });
+  return out;
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(pointengine, CPU, m) { m.impl("trilinear_gather", &trilinear_gather_cpu); }
+
+}  // namespace pointengine
