@@ -72,6 +72,18 @@ def random_points(n: int, batches: int, extent: float, generator: torch.Generato
     return torch.cat([batch, xyz], 1).to(dtype)
 
 
+def randomize_batchnorm(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
+    """Running statistics of every BatchNorm1d (sparse BatchNorm included) drawn at random, mean in
+    [-0.1, 0.1) and variance in [0.5, 1.5), so that eval-mode outputs depend on them."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, torch.nn.BatchNorm1d):
+                module.running_mean.copy_(torch.rand(module.num_features, generator=gen) * 0.2 - 0.1)
+                module.running_var.copy_(torch.rand(module.num_features, generator=gen) + 0.5)
+    return model
+
+
 def all_offsets(kernel_size, dilation) -> list[tuple[int, int, int]]:
     """Dilated kernel offsets, x slowest: odd sizes centred, even sizes from 0."""
     axes = [[(i - (k // 2 if k % 2 else 0)) * d for i in range(k)] for k, d in zip(kernel_size, dilation)]

@@ -9,7 +9,7 @@ import pointengine as pe
 from pointengine.functional import pointvoxel
 from pointengine.models import MinkUNet, SPVCNN, build_model
 from pointengine.models import spvcnn as spvcnn_module
-from pointengine.testing import random_points, random_sites
+from pointengine.testing import random_points, random_sites, randomize_batchnorm
 
 # SPVNAS model zoo (mit-han-lab/spvnas README, SemanticKITTI): parameters in millions per cr.
 PUBLISHED_M = {"minkunet": {0.5: 5.5, 0.64: 8.8, 1.0: 21.7}, "spvcnn": {0.5: 5.5, 0.64: 8.8, 1.0: 21.8}}
@@ -104,13 +104,7 @@ def point_input(n=2500, channels=4, seed=0) -> pe.PointTensor:
 @pytest.fixture(scope="module")
 def half_model() -> SPVCNN:
     torch.manual_seed(0)
-    model = SPVCNN(cr=0.5).eval()
-    with torch.no_grad():
-        for module in model.modules():
-            if isinstance(module, torch.nn.BatchNorm1d):
-                module.running_mean.uniform_(-0.1, 0.1)
-                module.running_var.uniform_(0.5, 1.5)
-    return model
+    return randomize_batchnorm(SPVCNN(cr=0.5).eval())
 
 
 def test_sparse_input_gives_logits_on_its_sites_and_rows(half_model):

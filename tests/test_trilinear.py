@@ -44,15 +44,20 @@ def voxels(sites: torch.Tensor, stride, channels=4, dtype=torch.float32, seed=2)
     return SparseTensor(torch.randn(len(sites), channels, generator=g, dtype=torch.float64).to(dtype), sites, stride)
 
 
+def reference_case(stride, dtype) -> tuple[torch.Tensor, torch.Tensor, SparseTensor]:
+    """(points, sites, voxels on the sites): about 70 % of the corners around the points, and 20
+    points with every corner missing."""
+    coords = points(dtype=dtype, extent=4.0 * max(stride) + 2)
+    sites = corner_sites(coords, stride)
+    return with_lost_points(coords), sites, voxels(sites, stride, dtype=dtype)
+
+
 @pytest.mark.parametrize("nearest", [False, True])
 @pytest.mark.parametrize("stride", STRIDES, ids=str)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_table_matches_reference(stride, dtype, nearest):
-    coords = points(dtype=dtype, extent=4.0 * max(stride) + 2)
-    sites = corner_sites(coords, stride)
-    x = voxels(sites, stride, dtype=dtype)
+    coords, sites, x = reference_case(stride, dtype)
     table = x.coordinate_map.table
-    coords = with_lost_points(coords)
     index, weights = _ops.trilinear_table(table.keys, table.vals, coords, stride, nearest)
     ref_rows, ref_weights = brute_force_trilinear(coords, sites, stride, nearest)
     assert index.dtype == torch.int32 and weights.dtype == dtype
@@ -67,10 +72,7 @@ def test_table_matches_reference(stride, dtype, nearest):
 @pytest.mark.parametrize("stride", STRIDES, ids=str)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_voxel_to_point_matches_reference(stride, dtype, nearest):
-    coords = points(dtype=dtype, extent=4.0 * max(stride) + 2)
-    sites = corner_sites(coords, stride)
-    x = voxels(sites, stride, dtype=dtype)
-    coords = with_lost_points(coords)
+    coords, sites, x = reference_case(stride, dtype)
     z = PointTensor(torch.zeros(len(coords), 2, dtype=dtype), coords)
     out = voxel_to_point(x, z, nearest=nearest)
     reference = brute_force_devoxelize(coords, sites, x.feats, stride, nearest)
