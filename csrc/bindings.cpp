@@ -4,6 +4,7 @@
 #include <torch/library.h>
 
 #include "cpu/conv_fused_cpu.h"
+#include "cpu/trilinear_gather_cpu.h"
 
 #ifdef _OPENMP
 #include <omp.h>
@@ -20,7 +21,7 @@ TORCH_LIBRARY(pointengine, m) {
   m.def("conv_fused(Tensor feats, Tensor weight, Tensor nbr) -> Tensor");
   m.def("point_scatter_mean(Tensor feats, Tensor index, int n_voxels) -> Tensor");
   m.def(
-      "trilinear_table(Tensor keys, Tensor vals, Tensor coords, int[] stride, bool nearest) -> "
+      "trilinear_table(Tensor keys, Tensor vals, Tensor corners, Tensor coords, int[] stride, bool nearest) -> "
       "(Tensor index, Tensor weights)");
   m.def("trilinear_gather(Tensor feats, Tensor index, Tensor weights) -> Tensor");
   m.def("trilinear_gather_backward(Tensor grad_out, Tensor index, Tensor weights, int n_voxels) -> Tensor");
@@ -53,4 +54,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("conv_fused_portable", [](const at::Tensor& feats, const at::Tensor& weight, const at::Tensor& nbr) {
     return pointengine::conv_fused_path(feats, weight, nbr, /*allow_avx2=*/false);
   }, "conv_fused on the portable path whatever the CPU, for tests.");
+  m.def("trilinear_gather_portable", [](const at::Tensor& feats, const at::Tensor& index, const at::Tensor& weights) {
+    return pointengine::trilinear_gather_path(feats, index, weights, /*allow_avx2=*/false);
+  }, "trilinear_gather on the portable path whatever the CPU, for tests.");
 }

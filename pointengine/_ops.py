@@ -57,11 +57,12 @@ def point_scatter_mean(feats: Tensor, index: Tensor, n_voxels: int) -> Tensor:
 
 
 def trilinear_table(
-    keys: Tensor, vals: Tensor, coords: Tensor, stride: tuple[int, int, int], nearest: bool
+    keys: Tensor, vals: Tensor, corners: Tensor, coords: Tensor, stride: tuple[int, int, int], nearest: bool
 ) -> tuple[Tensor, Tensor]:
     """(index int32 [N, 8], weights [N, 8]): the voxel rows around each point at coords / stride and
-    their normalised trilinear weights (csrc/cpu/trilinear_table_cpu.cpp)."""
-    return _ops.trilinear_table(keys, vals, coords, list(stride), nearest)
+    their normalised trilinear weights (csrc/cpu/trilinear_table_cpu.cpp). corners: the sites'
+    2x2x2 neighbour table [M, 8]."""
+    return _ops.trilinear_table(keys, vals, corners, coords, list(stride), nearest)
 
 
 def trilinear_gather(feats: Tensor, index: Tensor, weights: Tensor) -> Tensor:
@@ -154,7 +155,7 @@ def _(feats, index, n_voxels):
 
 
 @torch.library.register_fake("pointengine::trilinear_table")
-def _(keys, vals, coords, stride, nearest):
+def _(keys, vals, corners, coords, stride, nearest):
     return coords.new_empty(coords.shape[0], 8, dtype=torch.int32), coords.new_empty(coords.shape[0], 8)
 
 

@@ -131,6 +131,11 @@ class PointCache:
     def __init__(self):
         self._entries: dict[tuple, tuple[CoordinateMap, Any]] = {}
 
+    def peek(self, key: tuple, coordinate_map: CoordinateMap) -> Any:
+        """The entry of `key` for this coordinate map, or None."""
+        entry = self._entries.get(key)
+        return entry[1] if entry is not None and entry[0] is coordinate_map else None
+
     def get(self, key: tuple, coordinate_map: CoordinateMap, compute: Callable[[], Any]) -> Any:
         entry = self._entries.get(key)
         if entry is None or entry[0] is not coordinate_map:
@@ -153,6 +158,24 @@ class PointTensor:
         check_same_device(feats=feats, coords=coords)
         check_feats(feats, coords.shape[0])
         self.feats, self.coords, self.cache = feats, coords, PointCache()
+
+    @classmethod
+    def at_sites(cls, x: SparseTensor) -> PointTensor:
+        """x's features as points at its stride-1 sites (SPVNAS's input). Each point is its own site:
+        the cache starts with the tables that say so, so nothing is hashed for them."""
+        if x.stride != (1, 1, 1):
+            raise ValueError(f"PointTensor.at_sites needs a stride-1 SparseTensor, got stride {x.stride}")
+        out = cls.__new__(cls)
+        out.feats, out.coords, out.cache = x.feats, x.coords.to(torch.float32), PointCache()
+        rows = torch.arange(x.num_sites, dtype=torch.int32, device=x.coords.device)
+        index = torch.full((x.num_sites, 8), -1, dtype=torch.int32, device=rows.device)
+        index[:, 0] = rows
+        weights = torch.zeros(x.num_sites, 8, dtype=torch.float32, device=rows.device)
+        weights[:, 0] = 1
+        out.cache.get(("voxel_rows", (1, 1, 1)), x.coordinate_map, lambda: rows)
+        for nearest in (False, True):
+            out.cache.get(("trilinear", (1, 1, 1), nearest), x.coordinate_map, lambda: (index, weights))
+        return out
 
     def replace_feats(self, feats: Tensor) -> PointTensor:
         """The same points with new features (one row per point), sharing the cached tables."""

@@ -271,8 +271,9 @@ def brute_force_scatter_mean(points: Tensor, point_feats: Tensor, sites: Tensor,
 
 def brute_force_trilinear(points: Tensor, sites: Tensor, stride, nearest: bool = False) -> tuple[list, list]:
     """Per point, the 8 corners floor(q) + (dx, dy, dz) of q = p / s, dx slowest: (rows, weights)
-    with row -1 for a missing site; weights trilinear in the fractional part, renormalised over the
-    present corners (all 0 when their sum is 0). nearest: corner (0, 0, 0) alone with weight 1."""
+    with row -1 for a missing site or a corner of zero weight; weights trilinear in the fractional
+    part, renormalised over the present corners (all 0 when none is). nearest: corner (0, 0, 0)
+    alone with weight 1."""
     index = {tuple(c): r for r, c in enumerate(sites.tolist())}
     all_rows, all_weights = [], []
     for point in points.tolist():
@@ -281,14 +282,22 @@ def brute_force_trilinear(points: Tensor, sites: Tensor, stride, nearest: bool =
         frac = [v - f for v, f in zip(q, base)]
         rows, weights = [], []
         for j, step in enumerate(itertools.product((0, 1), repeat=3)):
-            row = index.get((int(point[0]), *(f + d for f, d in zip(base, step))), -1)
             weight = 1.0 if nearest else math.prod(f if d else 1 - f for f, d in zip(frac, step))
+            row = index.get((int(point[0]), *(f + d for f, d in zip(base, step))), -1) if weight else -1
             rows.append(row if (j == 0 or not nearest) else -1)
             weights.append(weight if row >= 0 and (j == 0 or not nearest) else 0.0)
         total = sum(weights)
         all_rows.append(rows)
         all_weights.append([w / total if total > 0 else 0.0 for w in weights])
     return all_rows, all_weights
+
+
+def brute_force_corners(sites: Tensor) -> Tensor:
+    """int32 [M, 8]: the row of site r + (dx, dy, dz), dx slowest, or -1 (a dict of the sites)."""
+    index = {tuple(c): r for r, c in enumerate(sites.tolist())}
+    steps = list(itertools.product((0, 1), repeat=3))
+    rows = [[index.get((b, x + dx, y + dy, z + dz), -1) for dx, dy, dz in steps] for b, x, y, z in sites.tolist()]
+    return torch.tensor(rows, dtype=torch.int32).reshape(len(rows), 8)
 
 
 def brute_force_devoxelize(points: Tensor, sites: Tensor, site_feats: Tensor, stride, nearest: bool = False) -> Tensor:

@@ -23,6 +23,10 @@ def table():
     return keys, vals
 
 
+def corners() -> torch.Tensor:
+    return _ops.neighbor_table(*table(), sites(), kernel_offsets(2), (1, 1, 1), False, False)
+
+
 def neighbours(kernel_size=3) -> torch.Tensor:
     return _ops.neighbor_table(*table(), sites(), kernel_offsets(kernel_size), (1, 1, 1), False, kernel_size % 2 == 1)
 
@@ -44,7 +48,7 @@ def points(dtype) -> torch.Tensor:
 
 
 def trilinear_args(dtype, requires_grad: bool):
-    index, weights = _ops.trilinear_table(*table(), points(dtype), (1, 1, 1), False)
+    index, weights = _ops.trilinear_table(*table(), corners(), points(dtype), (1, 1, 1), False)
     feats = torch.randn(6, 3, generator=torch.Generator().manual_seed(0), dtype=dtype, requires_grad=requires_grad)
     return feats, index, weights
 
@@ -91,8 +95,8 @@ CASES = {
         lambda: scatter_mean_args(torch.float64, True),
     ],
     "trilinear_table": [
-        lambda: (*table(), points(torch.float32), [1, 1, 1], False),
-        lambda: (*table(), points(torch.float64), [2, 1, 2], True),
+        lambda: (*table(), corners(), points(torch.float32), [1, 1, 1], False),
+        lambda: (*table(), corners(), points(torch.float64), [2, 1, 2], True),
     ],
     "trilinear_gather": [
         lambda: trilinear_args(torch.float32, False),

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from pointengine import PointTensor, SparseTensor, _ops
-from pointengine.functional import initial_voxelize, point_to_voxel
+from pointengine.functional import initial_voxelize, point_to_voxel, voxel_to_point
 from pointengine.testing import brute_force_scatter_mean, point_site, random_points
 
 STRIDES = [(1, 1, 1), (2, 2, 2), (4, 4, 4), (16, 16, 16), (2, 1, 4), (3, 3, 3)]
@@ -61,6 +61,19 @@ def test_initial_voxelize_matches_reference(dtype):
     assert len(expected_sites) < z.num_points  # voxels really merge points
     reference = brute_force_scatter_mean(z.coords, z.feats, x.coords, (1, 1, 1))
     torch.testing.assert_close(x.feats.double(), reference, **TOLERANCE[dtype])
+
+
+def test_voxel_rows_from_a_cached_trilinear_table():
+    """After voxel_to_point at a level, point_to_voxel reads the points' sites from corner 0 of the
+    cached table instead of hashing: the result is the same."""
+    stride = (4, 4, 4)
+    z = point_tensor(n=800, extent=23.0, low=-11.5)
+    sites = sites_of(z, stride)
+    x = SparseTensor(torch.randn(len(sites), 2), sites, stride)
+    out = point_to_voxel(x, voxel_to_point(x, z).replace_feats(z.feats))
+    assert z.cache.peek(("trilinear", stride, False), x.coordinate_map) is not None
+    torch.testing.assert_close(out.feats.double(), brute_force_scatter_mean(z.coords, z.feats, sites, stride),
+                               **TOLERANCE[torch.float32])
 
 
 def test_op_with_unassigned_points_and_empty_voxels():

@@ -94,8 +94,9 @@ def test_bad_function_arguments():
 
 # C++ backstops: the raw ops reject what the Python wrappers never pass them.
 def table():
+    """(keys, vals, corners) of sparse()'s two sites."""
     cmap = sparse().coordinate_map
-    return cmap.table.keys, cmap.table.vals
+    return cmap.table.keys, cmap.table.vals, torch.full((2, 8), -1, dtype=torch.int32)
 
 
 def test_point_scatter_mean_backstop():
@@ -108,7 +109,7 @@ def test_point_scatter_mean_backstop():
 
 
 def test_trilinear_table_backstop():
-    with pytest.raises(RuntimeError, match=r"trilinear_table: 1 coords rows have a non-finite value or a batch"):
+    with pytest.raises(RuntimeError, match=r"trilinear_table: 1 coords rows have a non-finite value, a batch that is not an integer"):
         ops.trilinear_table(*table(), torch.tensor([[0, 0.0, 0, 0], [0.5, 0, 0, 0]]), [1, 1, 1], False)
     with pytest.raises(RuntimeError, match=r"trilinear_table: 1 coords rows have a non-finite value"):
         ops.trilinear_table(*table(), torch.tensor([[0, float("nan"), 0, 0]]), [1, 1, 1], False)
@@ -116,11 +117,16 @@ def test_trilinear_table_backstop():
         ops.trilinear_table(*table(), COORDS, [1, 0, 1], False)
     with pytest.raises(RuntimeError, match=r"trilinear_table: expected floating coords"):
         ops.trilinear_table(*table(), COORDS.int(), [1, 1, 1], False)
-    keys, vals = table()
+    keys, vals, corners = table()
     with pytest.raises(RuntimeError, match=r"one power-of-two length"):
-        ops.trilinear_table(keys[:3], vals[:3], COORDS, [1, 1, 1], False)
+        ops.trilinear_table(keys[:3], vals[:3], corners, COORDS, [1, 1, 1], False)
+    with pytest.raises(RuntimeError, match=r"trilinear_table: expected corners int32 \[M, 8\], got Long \[2, 8\]"):
+        ops.trilinear_table(keys, vals, corners.long(), COORDS, [1, 1, 1], False)
+    with pytest.raises(RuntimeError, match=r"1 coords rows .* or a site whose table row is past the corners rows"):
+        ops.trilinear_table(keys, vals, corners[:1], torch.tensor([[1, -7.5, 2.0, 0.0]]), [1, 1, 1], False)
     # Far outside the key range a corner is missing, not an error (and never a cast of a huge double).
-    index, weights = ops.trilinear_table(keys, vals, torch.tensor([[0, 1e300, 0, 0]], dtype=torch.float64), [1, 1, 1], False)
+    far = torch.tensor([[0, 1e300, 0, 0]], dtype=torch.float64)
+    index, weights = ops.trilinear_table(keys, vals, corners, far, [1, 1, 1], False)
     assert (index == -1).all() and (weights == 0).all()
 
 

@@ -1,6 +1,8 @@
 // Trilinear devoxelization: out[i] = sum over the 8 corners j of weights[i, j] * feats[index[i, j]]
 // (index -1 = missing voxel). Each point sums its corners in order j = 0..7, skipping zero weights:
 // one writer per output row, the same bits for any thread count.
+// The loop is compiled twice: portable, and for AVX2 + FMA (run when the CPU has them), where the
+// multiply-add is fused; the two paths round differently, each is deterministic.
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
@@ -9,27 +11,40 @@
 #include <algorithm>
 
 #include "../common/point_rows.h"
+#include "conv_tile.h"  // cpu_has_avx2_fma
+#include "trilinear_gather_cpu.h"
 
 namespace pointengine {
 namespace {
 
 template <typename scalar_t>
-void gather(const scalar_t* feats, const int32_t* idx, const scalar_t* weights, int64_t n, int64_t c, scalar_t* out) {
-  at::parallel_for(0, n, 1024, [&](int64_t begin, int64_t end) {
-    for (int64_t i = begin; i < end; ++i) {
-      scalar_t* o = out + i * c;
-      std::fill(o, o + c, scalar_t(0));
-      for (int64_t j = 8 * i; j < 8 * i + 8; ++j) {
-        const scalar_t w = weights[j];
-        if (idx[j] < 0 || w == scalar_t(0)) continue;
-        const scalar_t* row = feats + int64_t(idx[j]) * c;
-        for (int64_t ch = 0; ch < c; ++ch) o[ch] += w * row[ch];
-      }
+__attribute__((always_inline)) inline void gather_points(const scalar_t* feats, const int32_t* idx,
+                                                         const scalar_t* weights, int64_t begin, int64_t end,
+                                                         int64_t c, scalar_t* out) {
+  for (int64_t i = begin; i < end; ++i) {
+    scalar_t* o = out + i * c;
+    std::fill(o, o + c, scalar_t(0));
+    for (int64_t j = 8 * i; j < 8 * i + 8; ++j) {
+      const scalar_t w = weights[j];
+      if (idx[j] < 0 || w == scalar_t(0)) continue;
+      const scalar_t* row = feats + int64_t(idx[j]) * c;
+      for (int64_t ch = 0; ch < c; ++ch) o[ch] += w * row[ch];
     }
-  });
+  }
 }
 
-at::Tensor trilinear_gather_cpu(const at::Tensor& feats_in, const at::Tensor& index_in, const at::Tensor& weights_in) {
+// The same loop, vectorised by the compiler for AVX2 with fused multiply-adds.
+template <typename scalar_t>
+__attribute__((target("avx2,fma"))) void gather_points_avx2(const scalar_t* feats, const int32_t* idx,
+                                                            const scalar_t* weights, int64_t begin, int64_t end,
+                                                            int64_t c, scalar_t* out) {
+  gather_points(feats, idx, weights, begin, end, c, out);
+}
+
+}  // namespace
+
+at::Tensor trilinear_gather_path(const at::Tensor& feats_in, const at::Tensor& index_in, const at::Tensor& weights_in,
+                                 bool allow_avx2) {
   TORCH_CHECK(feats_in.dim() == 2 && index_in.dim() == 2 && index_in.size(1) == 8 &&
                   weights_in.sizes() == index_in.sizes() && index_in.scalar_type() == at::kInt &&
                   weights_in.scalar_type() == feats_in.scalar_type(),
@@ -41,11 +56,24 @@ at::Tensor trilinear_gather_cpu(const at::Tensor& feats_in, const at::Tensor& in
   const int64_t bad = count_bad_targets(index.data_ptr<int32_t>(), index.numel(), feats.size(0));
   TORCH_CHECK(bad == 0, "trilinear_gather: ", bad, " index entries lie outside [-1, ", feats.size(0), ")");
   at::Tensor out = at::empty({n, c}, feats.options());
+  const bool avx2 = allow_avx2 && cpu_has_avx2_fma();
   AT_DISPATCH_FLOATING_TYPES(feats.scalar_type(), "trilinear_gather_cpu", [&] {
-    gather<scalar_t>(feats.data_ptr<scalar_t>(), index.data_ptr<int32_t>(), weights.data_ptr<scalar_t>(), n, c,
-                     out.data_ptr<scalar_t>());
+    const scalar_t* f = feats.data_ptr<scalar_t>();
+    const scalar_t* w = weights.data_ptr<scalar_t>();
+    const int32_t* idx = index.data_ptr<int32_t>();
+    scalar_t* o = out.data_ptr<scalar_t>();
+    at::parallel_for(0, n, 1024, [&](int64_t begin, int64_t end) {
+      if (avx2) gather_points_avx2(f, idx, w, begin, end, c, o);
+      else gather_points(f, idx, w, begin, end, c, o);
+    });
   });
   return out;
+}
+
+namespace {
+
+at::Tensor trilinear_gather_cpu(const at::Tensor& feats, const at::Tensor& index, const at::Tensor& weights) {
+  return trilinear_gather_path(feats, index, weights, /*allow_avx2=*/true);
 }
 
 }  // namespace

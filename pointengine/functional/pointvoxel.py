@@ -19,6 +19,7 @@ from .. import _ops
 from .._checks import BATCH_MAX, COORD_MAX, COORD_MIN, check_feats, check_same_device, check_tensor
 from ..coordinate_map import CoordinateMap
 from ..tensor import PointTensor, SparseTensor
+from .kmap import submanifold_map
 
 REDUCTIONS = ("mean", "first", "max")
 
@@ -107,9 +108,7 @@ def point_to_voxel(x: SparseTensor, z: PointTensor) -> SparseTensor:
     site takes the mean of its points (0 where none); points outside x's sites are dropped. The result
     shares x's sites and coordinate maps."""
     _check_pair(x, z)
-    rows = z.cache.get(
-        ("voxel_rows", x.stride), x.coordinate_map, lambda: _query(x.coordinate_map, _floor_sites(z.coords, x.stride))
-    )
+    rows = z.cache.get(("voxel_rows", x.stride), x.coordinate_map, lambda: _voxel_rows(x, z))
     return x.replace_feats(_ops.point_scatter_mean(z.feats, rows, x.num_sites))
 
 
@@ -121,14 +120,26 @@ def voxel_to_point(x: SparseTensor, z: PointTensor, nearest: bool = False) -> Po
     _check_pair(x, z)
     if not isinstance(nearest, bool):
         raise ValueError(f"nearest must be a bool, got {nearest!r}")
-    table = x.coordinate_map.table
-    index, weights = z.cache.get(
-        ("trilinear", x.stride, nearest),
-        x.coordinate_map,
-        lambda: _ops.trilinear_table(table.keys, table.vals, z.coords, x.stride, nearest),
-    )
+    index, weights = z.cache.get(("trilinear", x.stride, nearest), x.coordinate_map, lambda: _trilinear(x, z, nearest))
     feats = _ops.trilinear_gather(x.feats.contiguous(), index, weights.to(x.feats.dtype))
     return z.replace_feats(feats)
+
+
+def _trilinear(x: SparseTensor, z: PointTensor, nearest: bool) -> tuple[Tensor, Tensor]:
+    # The corner table is the stride-1 map of a 2x2x2 kernel on x's sites, cached with its kernel maps.
+    corners = submanifold_map(x.coordinate_map, 2).nbr
+    table = x.coordinate_map.table
+    return _ops.trilinear_table(table.keys, table.vals, corners, z.coords, x.stride, nearest)
+
+
+def _voxel_rows(x: SparseTensor, z: PointTensor) -> Tensor:
+    """Row of x's site floor(p / s) for every point, or -1. Corner 0 of a trilinear table at this
+    level is that same site (its weight is never 0), so a cached table answers without hashing."""
+    for nearest in (False, True):
+        table = z.cache.peek(("trilinear", x.stride, nearest), x.coordinate_map)
+        if table is not None:
+            return table[0][:, 0].contiguous()
+    return _query(x.coordinate_map, _floor_sites(z.coords, x.stride))
 
 
 def _floor_sites(coords: Tensor, stride) -> Tensor:

@@ -37,14 +37,16 @@ class SPVCNN(MinkUNet):
         if isinstance(input, SparseTensor):
             if input.stride != (1, 1, 1):
                 raise ValueError(f"SPVCNN: the input SparseTensor must have stride (1, 1, 1), got {input.stride}")
-            logits = self.forward_points(PointTensor(input.feats, input.coords.to(torch.float32)))
-            return input.replace_feats(logits.feats)
+            # Each site is one point, so the initial voxelization gives back the input itself (as a
+            # site set: SPVNAS's sorts the rows, which changes no value of a site).
+            return input.replace_feats(self.forward_points(input, PointTensor.at_sites(input)).feats)
         if isinstance(input, PointTensor):
-            return self.forward_points(input)
+            return self.forward_points(initial_voxelize(input), input)
         raise TypeError(f"SPVCNN input must be a SparseTensor or a PointTensor, got {type(input).__name__}")
 
-    def forward_points(self, z: PointTensor) -> PointTensor:
-        x0 = self.stem(initial_voxelize(z))
+    def forward_points(self, voxels: SparseTensor, z: PointTensor) -> PointTensor:
+        """Logits at the points z, from their stride-1 voxelization `voxels`."""
+        x0 = self.stem(voxels)
         z0 = voxel_to_point(x0, z)
         x1 = self.down[0](point_to_voxel(x0, z0))
         x2 = self.down[1](x1)
@@ -62,7 +64,9 @@ class SPVCNN(MinkUNet):
     def _join(self, x: SparseTensor, z: PointTensor, i: int) -> PointTensor:
         """The voxel features at the points plus the point MLP of the points' previous features."""
         devoxelized = voxel_to_point(x, z)
-        return devoxelized.replace_feats(devoxelized.feats + self.point_transforms[i](z.feats))
+        # In place: the gather's backward does not read its output, and a new tensor of points x
+        # channels would cost one more pass over memory.
+        return devoxelized.replace_feats(devoxelized.feats.add_(self.point_transforms[i](z.feats)))
 
     def _revoxelize(self, x: SparseTensor, z: PointTensor) -> SparseTensor:
         voxels = point_to_voxel(x, z)
