@@ -4,7 +4,8 @@ Both models in eval mode under torch.no_grad, timed end to end from voxel featur
 the SparseTensor (hash table) and every kernel map are built inside the timed region. Per repeat
 the models run one after the other (MinkUNet, SPVCNN on the voxel sites as SPVNAS feeds it, SPVCNN
 on the raw points), so a change in machine load hits all of them alike; medians are reported, and
-the overhead is the median of the per-repeat ratios SPVCNN / MinkUNet - 1.
+the overhead is the median of the per-repeat ratios SPVCNN / MinkUNet - 1, of wall time and of
+process CPU time (all threads; idle threads sleep, so on a loaded machine it tracks the work done).
 
 A separate instrumented run of each SPVCNN input times the point branch alone: the point-voxel ops
 (initial_voxelize, voxel_to_point, point_to_voxel, tables included) and the point MLPs
@@ -35,7 +36,7 @@ from bench_conv import machine
 from bench_minkunet import load_scans, markdown_row, voxelize
 
 import pointengine as pe
-from pointengine.models import MinkUNet, SPVCNN
+from pointengine.models import SPVCNN, MinkUNet
 from pointengine.models import spvcnn as spvcnn_module
 from pointengine.testing import randomize_batchnorm
 
@@ -71,7 +72,9 @@ class PointBranchTimer:
             setattr(spvcnn_module, name, self._timed(name, function))
         self.handles = []
         for mlp in self.model.point_transforms:
-            self.handles.append(mlp.register_forward_pre_hook(lambda m, i: self.seconds.__setitem__("start", time.perf_counter())))
+            self.handles.append(
+                mlp.register_forward_pre_hook(lambda m, i: self.seconds.__setitem__("start", time.perf_counter()))
+            )
             self.handles.append(mlp.register_forward_hook(lambda m, i, o: self._add_mlp()))
         return self
 
@@ -108,22 +111,39 @@ def bench_scan(name, points, cr, args) -> list[dict]:
         "spvcnn (sites)": (spv, lambda: pe.SparseTensor(feats, coords)),
         "spvcnn (points)": (spv, lambda: point_input(points, args.voxel_size)),
     }
-    times = defaultdict(list)
+    times, cpu_times = defaultdict(list), defaultdict(list)
     with torch.no_grad():
         for repeat in range(args.repeats + 1):  # the first round warms up
             for variant, (model, make_input) in variants.items():
-                start = time.perf_counter()
+                start, cpu_start = time.perf_counter(), time.process_time()
                 model(make_input())
                 if repeat:
                     times[variant].append(time.perf_counter() - start)
-    common = {"bench": "spvcnn", "machine": machine(), "scan": name, "cr": cr, "points": len(points),
-              "voxels": len(coords), "threads": args.threads}
+                    cpu_times[variant].append(time.process_time() - cpu_start)
+    common = {
+        "bench": "spvcnn",
+        "machine": machine(),
+        "scan": name,
+        "cr": cr,
+        "points": len(points),
+        "voxels": len(coords),
+        "threads": args.threads,
+    }
     records = []
     for variant, (model, make_input) in variants.items():
-        record = {**common, "model": variant, "median_s": statistics.median(times[variant]), "runs_s": times[variant]}
+        record = {
+            **common,
+            "model": variant,
+            "median_s": statistics.median(times[variant]),
+            "runs_s": times[variant],
+            "median_cpu_s": statistics.median(cpu_times[variant]),
+            "cpu_runs_s": cpu_times[variant],
+        }
         if variant != "minkunet":
             ratios = [t / m for t, m in zip(times[variant], times["minkunet"])]
+            cpu_ratios = [t / m for t, m in zip(cpu_times[variant], cpu_times["minkunet"])]
             record["overhead_vs_minkunet"] = statistics.median(ratios) - 1
+            record["cpu_overhead_vs_minkunet"] = statistics.median(cpu_ratios) - 1
             record.update(point_branch(model, make_input, args.repeats))
             record["point_branch_vs_minkunet"] = record["total_s"] / statistics.median(times["minkunet"])
         records.append(record)
@@ -131,16 +151,43 @@ def bench_scan(name, points, cr, args) -> list[dict]:
 
 
 def table(records: list[dict]) -> str:
-    head = ["scan", "points", "voxels", "cr", "model", "median s", "vs MinkUNet", "point branch s",
-            "point-voxel ops s", "point MLPs s", "point branch / MinkUNet"]
+    head = [
+        "scan",
+        "points",
+        "voxels",
+        "cr",
+        "model",
+        "median s",
+        "CPU s",
+        "vs MinkUNet (wall, CPU)",
+        "point branch s",
+        "point-voxel ops s",
+        "point MLPs s",
+        "point branch / MinkUNet",
+    ]
     lines = [markdown_row(*head), markdown_row(*["---"] * len(head))]
     for r in records:
         extra = [""] * 5
         if "total_s" in r:
             ops = sum(r.get(f"{name}_s", 0.0) for name in POINT_OPS)
-            extra = [f"{100 * r['overhead_vs_minkunet']:+.1f} %", f"{r['total_s']:.3f}", f"{ops:.3f}",
-                     f"{r['point_mlp_s']:.3f}", f"{100 * r['point_branch_vs_minkunet']:.1f} %"]
-        lines.append(markdown_row(r["scan"], r["points"], r["voxels"], r["cr"], r["model"], f"{r['median_s']:.3f}", *extra))
+            overhead = f"{100 * r['overhead_vs_minkunet']:+.1f} %, {100 * r['cpu_overhead_vs_minkunet']:+.1f} %"
+            extra = [
+                overhead,
+                f"{r['total_s']:.3f}",
+                f"{ops:.3f}",
+                f"{r['point_mlp_s']:.3f}",
+                f"{100 * r['point_branch_vs_minkunet']:.1f} %",
+            ]
+        cells = (
+            r["scan"],
+            r["points"],
+            r["voxels"],
+            r["cr"],
+            r["model"],
+            f"{r['median_s']:.3f}",
+            f"{r['median_cpu_s']:.3f}",
+        )
+        lines.append(markdown_row(*cells, *extra))
     return "\n".join(lines)
 
 

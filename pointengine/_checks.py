@@ -95,7 +95,9 @@ def check_point_coords(coords, name: str = "coords") -> Tensor:
         raise ValueError(f"{name} contains NaN or inf values")
     batch = coords[:, 0]
     if not bool((batch == torch.floor(batch)).all()):
-        raise ValueError(f"{name}: batch index (column 0) must hold integers, got {batch[batch != batch.floor()][0].item()}")
+        raise ValueError(
+            f"{name}: batch index (column 0) must hold integers, got {batch[batch != batch.floor()][0].item()}"
+        )
     floored = torch.floor(coords)
     _check_packable(name, floored.amin(0).tolist(), floored.amax(0).tolist(), "floor({})")
     return coords

@@ -194,4 +194,5 @@ class PointTensor:
         return self.coords.shape[0]
 
     def __repr__(self) -> str:
-        return f"PointTensor(points={self.num_points}, channels={self.feats.shape[1]}, dtype={self.feats.dtype}, device={self.feats.device})"
+        shape = f"points={self.num_points}, channels={self.feats.shape[1]}"
+        return f"PointTensor({shape}, dtype={self.feats.dtype}, device={self.feats.device})"

@@ -64,7 +64,9 @@ def random_input(
     return torch.randn(len(coords), channels, generator=generator, dtype=torch.float64).to(dtype), coords
 
 
-def random_points(n: int, batches: int, extent: float, generator: torch.Generator, low: float = -4.0, dtype=torch.float32) -> Tensor:
+def random_points(
+    n: int, batches: int, extent: float, generator: torch.Generator, low: float = -4.0, dtype=torch.float32
+) -> Tensor:
     """float [n, 4] (batch, x, y, z) points: integral batches in [0, batches), x, y, z uniform in
     [low, low + extent)."""
     batch = torch.randint(0, batches, (n, 1), generator=generator).double()

@@ -72,8 +72,9 @@ def test_voxel_rows_from_a_cached_trilinear_table():
     x = SparseTensor(torch.randn(len(sites), 2), sites, stride)
     out = point_to_voxel(x, voxel_to_point(x, z).replace_feats(z.feats))
     assert z.cache.peek(("trilinear", stride, False), x.coordinate_map) is not None
-    torch.testing.assert_close(out.feats.double(), brute_force_scatter_mean(z.coords, z.feats, sites, stride),
-                               **TOLERANCE[torch.float32])
+    torch.testing.assert_close(
+        out.feats.double(), brute_force_scatter_mean(z.coords, z.feats, sites, stride), **TOLERANCE[torch.float32]
+    )
 
 
 def test_op_with_unassigned_points_and_empty_voxels():

@@ -109,7 +109,9 @@ def test_point_scatter_mean_backstop():
 
 
 def test_trilinear_table_backstop():
-    with pytest.raises(RuntimeError, match=r"trilinear_table: 1 coords rows have a non-finite value, a batch that is not an integer"):
+    with pytest.raises(
+        RuntimeError, match=r"trilinear_table: 1 coords rows have a non-finite value, a batch that is not an integer"
+    ):
         ops.trilinear_table(*table(), torch.tensor([[0, 0.0, 0, 0], [0.5, 0, 0, 0]]), [1, 1, 1], False)
     with pytest.raises(RuntimeError, match=r"trilinear_table: 1 coords rows have a non-finite value"):
         ops.trilinear_table(*table(), torch.tensor([[0, float("nan"), 0, 0]]), [1, 1, 1], False)

@@ -7,7 +7,7 @@ import torch
 
 import pointengine as pe
 from pointengine.functional import pointvoxel
-from pointengine.models import MinkUNet, SPVCNN, build_model
+from pointengine.models import SPVCNN, MinkUNet, build_model
 from pointengine.models import spvcnn as spvcnn_module
 from pointengine.testing import random_points, random_sites, randomize_batchnorm
 

@@ -7,7 +7,7 @@ import itertools
 import pytest
 import torch
 
-from pointengine import PointTensor, SparseTensor, _C, _ops
+from pointengine import _C, PointTensor, SparseTensor, _ops
 from pointengine.functional import voxel_to_point
 from pointengine.testing import brute_force_corners, brute_force_devoxelize, brute_force_trilinear, random_points
 
@@ -104,7 +104,9 @@ def test_sites_as_points_start_with_the_tables_the_ops_compute():
     table = x.coordinate_map.table
     for nearest in (False, True):
         cached = seeded.cache.peek(("trilinear", (1, 1, 1), nearest), x.coordinate_map)
-        computed = _ops.trilinear_table(table.keys, table.vals, brute_force_corners(sites), sites.float(), (1, 1, 1), nearest)
+        computed = _ops.trilinear_table(
+            table.keys, table.vals, brute_force_corners(sites), sites.float(), (1, 1, 1), nearest
+        )
         assert all(torch.equal(a, b) for a, b in zip(cached, computed))
     rows = seeded.cache.peek(("voxel_rows", (1, 1, 1)), x.coordinate_map)
     assert torch.equal(rows, _ops.hash_query(table.keys, table.vals, sites))
@@ -152,8 +154,9 @@ def test_linear_field_is_reproduced_exactly():
 def test_missing_corners_are_renormalised_and_all_missing_gives_zero():
     sites = torch.tensor([[0, 0, 0, 0], [0, 1, 0, 0]], dtype=torch.int32)
     x = SparseTensor(torch.tensor([[2.0], [6.0]], dtype=torch.float64), sites)
-    coords = torch.tensor([[0, 0.25, 0.5, 0.5], [0, 0.0, 0.0, 0.0], [0, 5.5, 5.5, 5.5], [1, 0.5, 0.0, 0.0]],
-                          dtype=torch.float64)
+    coords = torch.tensor(
+        [[0, 0.25, 0.5, 0.5], [0, 0.0, 0.0, 0.0], [0, 5.5, 5.5, 5.5], [1, 0.5, 0.0, 0.0]], dtype=torch.float64
+    )
     out = voxel_to_point(x, PointTensor(torch.zeros(4, 1, dtype=torch.float64), coords)).feats[:, 0]
     # Point 0 sees two corners weighing 0.75 * 0.25 and 0.25 * 0.25: renormalised to 0.75 and 0.25.
     assert out.tolist() == [0.75 * 2 + 0.25 * 6, 2.0, 0.0, 0.0]
@@ -167,7 +170,7 @@ def test_gradcheck():
     z = PointTensor(torch.zeros(len(coords), 1, dtype=torch.float64), coords)
     feats = x.feats.clone().requires_grad_()
     for nearest in (False, True):
-        assert torch.autograd.gradcheck(lambda f: voxel_to_point(x.replace_feats(f), z, nearest).feats, (feats,))
+        assert torch.autograd.gradcheck(lambda f, n=nearest: voxel_to_point(x.replace_feats(f), z, n).feats, (feats,))
 
 
 def test_backward_is_the_adjoint_of_the_gather():
