@@ -23,7 +23,7 @@ TORCH_LIBRARY(pointengine, m) {
   m.def(
       "trilinear_table(Tensor keys, Tensor vals, Tensor corners, Tensor coords, int[] stride, bool nearest) -> "
       "(Tensor index, Tensor weights)");
-  m.def("trilinear_gather(Tensor feats, Tensor index, Tensor weights) -> Tensor");
+  m.def("trilinear_gather(Tensor feats, Tensor index, Tensor weights, Tensor? base=None) -> Tensor");
   m.def("trilinear_gather_backward(Tensor grad_out, Tensor index, Tensor weights, int n_voxels) -> Tensor");
 }
 
@@ -54,7 +54,9 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("conv_fused_portable", [](const at::Tensor& feats, const at::Tensor& weight, const at::Tensor& nbr) {
     return pointengine::conv_fused_path(feats, weight, nbr, /*allow_avx2=*/false);
   }, "conv_fused on the portable path whatever the CPU, for tests.");
-  m.def("trilinear_gather_portable", [](const at::Tensor& feats, const at::Tensor& index, const at::Tensor& weights) {
-    return pointengine::trilinear_gather_path(feats, index, weights, /*allow_avx2=*/false);
-  }, "trilinear_gather on the portable path whatever the CPU, for tests.");
+  m.def("trilinear_gather_portable", [](const at::Tensor& feats, const at::Tensor& index, const at::Tensor& weights,
+                                        const c10::optional<at::Tensor>& base) {
+    return pointengine::trilinear_gather_path(feats, index, weights, base, /*allow_avx2=*/false);
+  }, "trilinear_gather on the portable path whatever the CPU, for tests.",
+  pybind11::arg("feats"), pybind11::arg("index"), pybind11::arg("weights"), pybind11::arg("base") = pybind11::none());
 }

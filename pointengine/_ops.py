@@ -65,9 +65,10 @@ def trilinear_table(
     return _ops.trilinear_table(keys, vals, corners, coords, list(stride), nearest)
 
 
-def trilinear_gather(feats: Tensor, index: Tensor, weights: Tensor) -> Tensor:
-    """[N, C]: out[i] = sum_j weights[i, j] * feats[index[i, j]] over the corners with index >= 0."""
-    return _ops.trilinear_gather(feats, index, weights)
+def trilinear_gather(feats: Tensor, index: Tensor, weights: Tensor, base: Tensor | None = None) -> Tensor:
+    """[N, C]: out[i] = base[i] + sum_j weights[i, j] * feats[index[i, j]] over the corners with
+    index >= 0 (base: 0 when None)."""
+    return _ops.trilinear_gather(feats, index, weights, base)
 
 
 def trilinear_gather_backward(grad_out: Tensor, index: Tensor, weights: Tensor, n_voxels: int) -> Tensor:
@@ -160,7 +161,7 @@ def _(keys, vals, corners, coords, stride, nearest):
 
 
 @torch.library.register_fake("pointengine::trilinear_gather")
-def _(feats, index, weights):
+def _(feats, index, weights, base=None):
     return feats.new_empty(index.shape[0], feats.shape[1])
 
 
@@ -191,15 +192,19 @@ torch.library.register_autograd(
 
 
 def _trilinear_gather_setup(ctx, inputs, output):
-    feats, index, weights = inputs
+    feats, index, weights = inputs[:3]
     ctx.save_for_backward(index, weights)
     ctx.n_voxels = feats.shape[0]
 
 
 def _trilinear_gather_backward(ctx, grad_out):
     index, weights = ctx.saved_tensors
+    grad_out = grad_out.contiguous()
+    grad_feats = trilinear_gather_backward(grad_out, index, weights, ctx.n_voxels) if ctx.needs_input_grad[0] else None
     # No gradient for the weights: they come from the point coordinates, which are not learned.
-    return trilinear_gather_backward(grad_out.contiguous(), index, weights, ctx.n_voxels), None, None
+    # needs_input_grad has no entry for a base left out of the call.
+    needs_base = len(ctx.needs_input_grad) > 3 and ctx.needs_input_grad[3]
+    return grad_feats, None, None, grad_out if needs_base else None
 
 
 torch.library.register_autograd(

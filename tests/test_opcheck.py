@@ -101,6 +101,7 @@ CASES = {
     "trilinear_gather": [
         lambda: trilinear_args(torch.float32, False),
         lambda: trilinear_args(torch.float64, True),
+        lambda: (*trilinear_args(torch.float64, True), torch.randn(5, 3, dtype=torch.float64, requires_grad=True)),
     ],
     "trilinear_gather_backward": [
         lambda: (torch.randn(5, 3, dtype=torch.float64), *trilinear_args(torch.float64, False)[1:], 6),

@@ -139,6 +139,8 @@ def test_trilinear_gather_backstops():
         ops.trilinear_gather(feats(2), index, weights)
     with pytest.raises(RuntimeError, match=r"trilinear_gather: expected feats \[M, C\], index int32 \[N, 8\]"):
         ops.trilinear_gather(feats(3), index, weights.double())
+    with pytest.raises(RuntimeError, match=r"trilinear_gather: expected base \[N, C\] of feats' dtype"):
+        ops.trilinear_gather(feats(3), index, weights, feats(2))
     with pytest.raises(RuntimeError, match=r"trilinear_gather_backward: 1 index entries lie outside \[-1, 2\)"):
         ops.trilinear_gather_backward(feats(1), index, weights, 2)
     with pytest.raises(RuntimeError, match=r"trilinear_gather_backward: expected grad_out \[N, C\]"):

@@ -135,9 +135,9 @@ def test_point_branch_joins_at_the_spvnas_levels(half_model, monkeypatch):
     for name in ("voxel_to_point", "point_to_voxel"):
         original = getattr(pointvoxel, name)
 
-        def recorded(x, z, *args, _name=name, _original=original):
+        def recorded(x, z, *args, _name=name, _original=original, **kwargs):
             calls.append((_name, x.stride[0]))
-            return _original(x, z, *args)
+            return _original(x, z, *args, **kwargs)
 
         monkeypatch.setattr(spvcnn_module, name, recorded)
     with torch.no_grad():
@@ -157,7 +157,7 @@ def test_point_branch_joins_at_the_spvnas_levels(half_model, monkeypatch):
 def test_gradients_flow_to_every_parameter(make_input):
     torch.manual_seed(0)
     model = SPVCNN(in_channels=4, num_classes=5, cr=0.25).train()
-    x = make_input(n=600)
+    x = make_input(n=300)
     logits = model(x).feats
     loss = torch.nn.functional.cross_entropy(logits, torch.randint(0, 5, (logits.shape[0],)))
     loss.backward()

@@ -117,23 +117,25 @@ def test_sites_as_points_start_with_the_tables_the_ops_compute():
 GATHER_PATHS = {"default": torch.ops.pointengine.trilinear_gather, "portable": _C.trilinear_gather_portable}
 
 
+@pytest.mark.parametrize("with_base", [False, True])
 @pytest.mark.parametrize("channels", [1, 5, 8, 37, 128])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("path", GATHER_PATHS)
-def test_gather_paths_match_reference(path, dtype, channels, restore_threads):
+def test_gather_paths_match_reference(path, dtype, channels, with_base, restore_threads):
     """Both compiled paths (AVX2 + FMA where the CPU has it, and the portable loop) against the
-    float64 loop, at channel counts with and without vector tails; each bitwise the same at 1 and 2
-    threads."""
+    float64 loop, at channel counts with and without vector tails, with and without a base added;
+    each bitwise the same at 1 and 2 threads."""
     coords, sites, _ = reference_case((2, 2, 2), dtype)
     x = voxels(sites, 2, channels=channels, dtype=dtype)
     table = x.coordinate_map.table
     index, weights = _ops.trilinear_table(table.keys, table.vals, brute_force_corners(sites), coords, (2, 2, 2), False)
+    base = torch.randn(len(coords), channels, generator=torch.Generator().manual_seed(5), dtype=dtype)
     outs = []
     for threads in (1, 2):
         torch.set_num_threads(threads)
-        outs.append(GATHER_PATHS[path](x.feats, index, weights))
+        outs.append(GATHER_PATHS[path](x.feats, index, weights, base if with_base else None))
     assert torch.equal(outs[0], outs[1])
-    reference = brute_force_devoxelize(coords, sites, x.feats, (2, 2, 2))
+    reference = brute_force_devoxelize(coords, sites, x.feats, (2, 2, 2)) + (base.double() if with_base else 0)
     torch.testing.assert_close(outs[0].double(), reference, **TOLERANCE[dtype])
 
 
@@ -171,6 +173,29 @@ def test_gradcheck():
     feats = x.feats.clone().requires_grad_()
     for nearest in (False, True):
         assert torch.autograd.gradcheck(lambda f, n=nearest: voxel_to_point(x.replace_feats(f), z, n).feats, (feats,))
+    residual = torch.randn(len(coords), 2, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(
+        lambda f, r: voxel_to_point(x.replace_feats(f), z, residual=r).feats, (feats, residual)
+    )
+
+
+def test_residual_is_added_to_the_interpolation():
+    coords, sites, x = reference_case((4, 4, 4), torch.float64)
+    z = PointTensor(torch.zeros(len(coords), 1, dtype=torch.float64), coords)
+    residual = torch.randn(
+        len(coords), x.feats.shape[1], generator=torch.Generator().manual_seed(6), dtype=torch.float64
+    )
+    out = voxel_to_point(x, z, residual=residual)
+    reference = brute_force_devoxelize(coords, sites, x.feats, (4, 4, 4)) + residual
+    torch.testing.assert_close(out.feats, reference, **TOLERANCE[torch.float64])
+    for bad, message in [
+        (residual[:-1], r"residual must be torch.float64 \[\d+, 4\], got torch.float64 \[\d+, 4\]"),
+        (residual.float(), r"residual must be torch.float64 \[\d+, 4\], got torch.float32"),
+        (residual[:, :3], r"residual must be torch.float64 \[\d+, 4\], got torch.float64 \[\d+, 3\]"),
+        (residual.to("meta"), r"tensors must be on one device, got x on cpu, residual on meta"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            voxel_to_point(x, z, residual=bad)
 
 
 def test_backward_is_the_adjoint_of_the_gather():

@@ -1,6 +1,7 @@
-// Trilinear devoxelization: out[i] = sum over the 8 corners j of weights[i, j] * feats[index[i, j]]
-// (index -1 = missing voxel). Each point sums its corners in order j = 0..7, skipping zero weights:
-// one writer per output row, the same bits for any thread count.
+// Trilinear devoxelization: out[i] = base[i] + sum over the 8 corners j of weights[i, j] *
+// feats[index[i, j]] (index -1 = missing voxel; no base: 0). Each point starts from its base row and
+// adds its corners in order j = 0..7, skipping zero weights: one writer per output row, the same bits
+// for any thread count. The base is SPVNAS's residual of the point branch, added in the same pass.
 // The loop is compiled twice: portable, and for AVX2 + FMA (run when the CPU has them), where the
 // multiply-add is fused; the two paths round differently, each is deterministic.
 #include <ATen/ATen.h>
@@ -18,12 +19,25 @@ namespace pointengine {
 namespace {
 
 template <typename scalar_t>
-__attribute__((always_inline)) inline void gather_points(const scalar_t* feats, const int32_t* idx,
-                                                         const scalar_t* weights, int64_t begin, int64_t end,
-                                                         int64_t c, scalar_t* out) {
+struct GatherArgs {
+  const scalar_t* feats;
+  const int32_t* idx;
+  const scalar_t* weights;
+  const scalar_t* base;  // [N, C] or null
+  int64_t c;
+  scalar_t* out;
+};
+
+template <typename scalar_t>
+__attribute__((always_inline)) inline void gather_points(const GatherArgs<scalar_t>& a, int64_t begin, int64_t end) {
+  const int64_t c = a.c;
+  const scalar_t* feats = a.feats;
+  const int32_t* idx = a.idx;
+  const scalar_t* weights = a.weights;
   for (int64_t i = begin; i < end; ++i) {
-    scalar_t* o = out + i * c;
-    std::fill(o, o + c, scalar_t(0));
+    scalar_t* o = a.out + i * c;
+    if (a.base) std::copy(a.base + i * c, a.base + (i + 1) * c, o);
+    else std::fill(o, o + c, scalar_t(0));
     for (int64_t j = 8 * i; j < 8 * i + 8; ++j) {
       const scalar_t w = weights[j];
       if (idx[j] < 0 || w == scalar_t(0)) continue;
@@ -35,36 +49,39 @@ __attribute__((always_inline)) inline void gather_points(const scalar_t* feats, 
 
 // The same loop, vectorised by the compiler for AVX2 with fused multiply-adds.
 template <typename scalar_t>
-__attribute__((target("avx2,fma"))) void gather_points_avx2(const scalar_t* feats, const int32_t* idx,
-                                                            const scalar_t* weights, int64_t begin, int64_t end,
-                                                            int64_t c, scalar_t* out) {
-  gather_points(feats, idx, weights, begin, end, c, out);
+__attribute__((target("avx2,fma"))) void gather_points_avx2(const GatherArgs<scalar_t>& a, int64_t begin,
+                                                            int64_t end) {
+  gather_points(a, begin, end);
 }
 
 }  // namespace
 
 at::Tensor trilinear_gather_path(const at::Tensor& feats_in, const at::Tensor& index_in, const at::Tensor& weights_in,
-                                 bool allow_avx2) {
+                                 const c10::optional<at::Tensor>& base_in, bool allow_avx2) {
   TORCH_CHECK(feats_in.dim() == 2 && index_in.dim() == 2 && index_in.size(1) == 8 &&
                   weights_in.sizes() == index_in.sizes() && index_in.scalar_type() == at::kInt &&
                   weights_in.scalar_type() == feats_in.scalar_type(),
               "trilinear_gather: expected feats [M, C], index int32 [N, 8] and weights [N, 8] of feats' dtype, got "
               "feats ", feats_in.scalar_type(), " ", feats_in.sizes(), ", index ", index_in.scalar_type(), " ",
               index_in.sizes(), ", weights ", weights_in.scalar_type(), " ", weights_in.sizes());
+  TORCH_CHECK(!base_in || (base_in->dim() == 2 && base_in->size(0) == index_in.size(0) &&
+                            base_in->size(1) == feats_in.size(1) && base_in->scalar_type() == feats_in.scalar_type()),
+              "trilinear_gather: expected base [N, C] of feats' dtype, got ", base_in ? base_in->sizes() : at::IntArrayRef{},
+              " for index ", index_in.sizes(), " and feats ", feats_in.sizes());
   const at::Tensor feats = feats_in.contiguous(), index = index_in.contiguous(), weights = weights_in.contiguous();
+  const at::Tensor base = base_in ? base_in->contiguous() : at::Tensor();
   const int64_t n = index.size(0), c = feats.size(1);
   const int64_t bad = count_bad_targets(index.data_ptr<int32_t>(), index.numel(), feats.size(0));
   TORCH_CHECK(bad == 0, "trilinear_gather: ", bad, " index entries lie outside [-1, ", feats.size(0), ")");
   at::Tensor out = at::empty({n, c}, feats.options());
   const bool avx2 = allow_avx2 && cpu_has_avx2_fma();
   AT_DISPATCH_FLOATING_TYPES(feats.scalar_type(), "trilinear_gather_cpu", [&] {
-    const scalar_t* f = feats.data_ptr<scalar_t>();
-    const scalar_t* w = weights.data_ptr<scalar_t>();
-    const int32_t* idx = index.data_ptr<int32_t>();
-    scalar_t* o = out.data_ptr<scalar_t>();
+    const GatherArgs<scalar_t> args{feats.data_ptr<scalar_t>(), index.data_ptr<int32_t>(),
+                                    weights.data_ptr<scalar_t>(), base.defined() ? base.data_ptr<scalar_t>() : nullptr,
+                                    c, out.data_ptr<scalar_t>()};
     at::parallel_for(0, n, 1024, [&](int64_t begin, int64_t end) {
-      if (avx2) gather_points_avx2(f, idx, w, begin, end, c, o);
-      else gather_points(f, idx, w, begin, end, c, o);
+      if (avx2) gather_points_avx2(args, begin, end);
+      else gather_points(args, begin, end);
     });
   });
   return out;
@@ -72,8 +89,9 @@ at::Tensor trilinear_gather_path(const at::Tensor& feats_in, const at::Tensor& i
 
 namespace {
 
-at::Tensor trilinear_gather_cpu(const at::Tensor& feats, const at::Tensor& index, const at::Tensor& weights) {
-  return trilinear_gather_path(feats, index, weights, /*allow_avx2=*/true);
+at::Tensor trilinear_gather_cpu(const at::Tensor& feats, const at::Tensor& index, const at::Tensor& weights,
+                                const c10::optional<at::Tensor>& base) {
+  return trilinear_gather_path(feats, index, weights, base, /*allow_avx2=*/true);
 }
 
 }  // namespace

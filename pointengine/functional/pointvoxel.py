@@ -112,16 +112,29 @@ def point_to_voxel(x: SparseTensor, z: PointTensor) -> SparseTensor:
     return x.replace_feats(_ops.point_scatter_mean(z.feats, rows, x.num_sites))
 
 
-def voxel_to_point(x: SparseTensor, z: PointTensor, nearest: bool = False) -> PointTensor:
+def voxel_to_point(
+    x: SparseTensor, z: PointTensor, nearest: bool = False, residual: Tensor | None = None
+) -> PointTensor:
     """x's features at z's points by trilinear interpolation: point p, at q = p / s in x's grid, reads
     the 8 sites floor(q) + {0, 1}^3 with the trilinear weights of q's fractional part (a site's value
     sits at its integer coordinate); missing sites get weight 0 and the rest are renormalised to sum
-    to 1 (all missing: 0). nearest=True reads the site floor(q) alone (0 if missing)."""
+    to 1 (all missing: 0). nearest=True reads the site floor(q) alone (0 if missing).
+
+    `residual` ([N, C], x's dtype): added to the interpolated features in the same pass (SPVNAS adds
+    its point MLP so), each point starting from its residual row."""
     _check_pair(x, z)
     if not isinstance(nearest, bool):
         raise ValueError(f"nearest must be a bool, got {nearest!r}")
+    if residual is not None:
+        check_tensor(residual, "residual")
+        expected = (z.num_points, x.feats.shape[1])
+        if residual.shape != expected or residual.dtype != x.feats.dtype:
+            raise ValueError(
+                f"residual must be {x.feats.dtype} {list(expected)}, got {residual.dtype} {list(residual.shape)}"
+            )
+        check_same_device(x=x.feats, residual=residual)
     index, weights = z.cache.get(("trilinear", x.stride, nearest), x.coordinate_map, lambda: _trilinear(x, z, nearest))
-    feats = _ops.trilinear_gather(x.feats.contiguous(), index, weights.to(x.feats.dtype))
+    feats = _ops.trilinear_gather(x.feats.contiguous(), index, weights.to(x.feats.dtype), residual)
     return z.replace_feats(feats)
 
 

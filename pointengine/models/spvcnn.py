@@ -63,10 +63,7 @@ class SPVCNN(MinkUNet):
 
     def _join(self, x: SparseTensor, z: PointTensor, i: int) -> PointTensor:
         """The voxel features at the points plus the point MLP of the points' previous features."""
-        devoxelized = voxel_to_point(x, z)
-        # In place: the gather's backward does not read its output, and a new tensor of points x
-        # channels would cost one more pass over memory.
-        return devoxelized.replace_feats(devoxelized.feats.add_(self.point_transforms[i](z.feats)))
+        return voxel_to_point(x, z, residual=self.point_transforms[i](z.feats))
 
     def _revoxelize(self, x: SparseTensor, z: PointTensor) -> SparseTensor:
         voxels = point_to_voxel(x, z)
