@@ -24,6 +24,7 @@ TORCH_LIBRARY(pointengine, m) {
       "trilinear_table(Tensor keys, Tensor vals, Tensor corners, Tensor coords, int[] stride, bool nearest) -> "
       "(Tensor index, Tensor weights)");
   m.def("trilinear_gather(Tensor feats, Tensor index, Tensor weights, Tensor? base=None) -> Tensor");
+  m.def("trilinear_gather_add_(Tensor(a!) base, Tensor feats, Tensor index, Tensor weights) -> ()");
   m.def("trilinear_gather_backward(Tensor grad_out, Tensor index, Tensor weights, int n_voxels) -> Tensor");
 }
 

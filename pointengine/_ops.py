@@ -71,6 +71,12 @@ def trilinear_gather(feats: Tensor, index: Tensor, weights: Tensor, base: Tensor
     return _ops.trilinear_gather(feats, index, weights, base)
 
 
+def trilinear_gather_add_(base: Tensor, feats: Tensor, index: Tensor, weights: Tensor) -> Tensor:
+    """trilinear_gather with `base` written in place (contiguous; no autograd). Returns base."""
+    _ops.trilinear_gather_add_(base, feats, index, weights)
+    return base
+
+
 def trilinear_gather_backward(grad_out: Tensor, index: Tensor, weights: Tensor, n_voxels: int) -> Tensor:
     """[n_voxels, C]: the adjoint of trilinear_gather, each voxel summing its weighted point rows."""
     return _ops.trilinear_gather_backward(grad_out, index, weights, n_voxels)
@@ -163,6 +169,11 @@ def _(keys, vals, corners, coords, stride, nearest):
 @torch.library.register_fake("pointengine::trilinear_gather")
 def _(feats, index, weights, base=None):
     return feats.new_empty(index.shape[0], feats.shape[1])
+
+
+@torch.library.register_fake("pointengine::trilinear_gather_add_")
+def _(base, feats, index, weights):
+    return None
 
 
 @torch.library.register_fake("pointengine::trilinear_gather_backward")

@@ -137,11 +137,15 @@ class PointCache:
         return entry[1] if entry is not None and entry[0] is coordinate_map else None
 
     def get(self, key: tuple, coordinate_map: CoordinateMap, compute: Callable[[], Any]) -> Any:
+        """The entry of `key` for this coordinate map, computed (and kept) when there is none."""
         entry = self._entries.get(key)
         if entry is None or entry[0] is not coordinate_map:
             entry = (coordinate_map, compute())
             self._entries[key] = entry
         return entry[1]
+
+    def put(self, key: tuple, coordinate_map: CoordinateMap, value: Any) -> None:
+        self._entries[key] = (coordinate_map, value)
 
 
 class PointTensor:
@@ -172,9 +176,9 @@ class PointTensor:
         index[:, 0] = rows
         weights = torch.zeros(x.num_sites, 8, dtype=torch.float32, device=rows.device)
         weights[:, 0] = 1
-        out.cache.get(("voxel_rows", (1, 1, 1)), x.coordinate_map, lambda: rows)
+        out.cache.put(("voxel_rows", (1, 1, 1)), x.coordinate_map, rows)
         for nearest in (False, True):
-            out.cache.get(("trilinear", (1, 1, 1), nearest), x.coordinate_map, lambda: (index, weights))
+            out.cache.put(("trilinear", (1, 1, 1), nearest), x.coordinate_map, (index, weights))
         return out
 
     def replace_feats(self, feats: Tensor) -> PointTensor:

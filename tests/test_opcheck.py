@@ -103,6 +103,10 @@ CASES = {
         lambda: trilinear_args(torch.float64, True),
         lambda: (*trilinear_args(torch.float64, True), torch.randn(5, 3, dtype=torch.float64, requires_grad=True)),
     ],
+    "trilinear_gather_add_": [
+        lambda: (torch.randn(5, 3), *trilinear_args(torch.float32, False)),
+        lambda: (torch.randn(5, 3, dtype=torch.float64), *trilinear_args(torch.float64, False)),
+    ],
     "trilinear_gather_backward": [
         lambda: (torch.randn(5, 3, dtype=torch.float64), *trilinear_args(torch.float64, False)[1:], 6),
     ],

@@ -117,6 +117,15 @@ def test_sparse_input_gives_logits_on_its_sites_and_rows(half_model):
     assert torch.equal(out.feats, by_points.feats)  # row i is the logits of site i
 
 
+def test_forward_without_autograd_gives_the_same_bits(half_model):
+    """Under no_grad the point branch adds into its MLP outputs in place; with autograd it does not."""
+    z = point_input(n=800)
+    with torch.no_grad():
+        without = half_model(z).feats
+    with_grad = half_model(z).feats
+    assert with_grad.requires_grad and torch.equal(without, with_grad.detach())
+
+
 def test_point_input_gives_logits_per_point(half_model):
     z = point_input()
     with torch.no_grad():

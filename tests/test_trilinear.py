@@ -188,6 +188,10 @@ def test_residual_is_added_to_the_interpolation():
     out = voxel_to_point(x, z, residual=residual)
     reference = brute_force_devoxelize(coords, sites, x.feats, (4, 4, 4)) + residual
     torch.testing.assert_close(out.feats, reference, **TOLERANCE[torch.float64])
+    # In place: the same bits, written into the residual itself.
+    target = residual.clone()
+    in_place = voxel_to_point(x, z, residual=target, in_place=True)
+    assert in_place.feats is target and torch.equal(target, out.feats)
     for bad, message in [
         (residual[:-1], r"residual must be torch.float64 \[\d+, 4\], got torch.float64 \[\d+, 4\]"),
         (residual.float(), r"residual must be torch.float64 \[\d+, 4\], got torch.float32"),
@@ -196,6 +200,14 @@ def test_residual_is_added_to_the_interpolation():
     ]:
         with pytest.raises(ValueError, match=message):
             voxel_to_point(x, z, residual=bad)
+    with pytest.raises(ValueError, match=r"in_place=True needs a residual to write into"):
+        voxel_to_point(x, z, in_place=True)
+    with pytest.raises(ValueError, match=r"in_place=True needs a contiguous residual"):
+        voxel_to_point(x, z, residual=residual.t().contiguous().t(), in_place=True)
+    with pytest.raises(ValueError, match=r"in_place=True has no autograd: use it under torch.no_grad"):
+        voxel_to_point(x, z, residual=residual.clone().requires_grad_(), in_place=True)
+    with torch.no_grad():
+        voxel_to_point(x, z, residual=residual.clone().requires_grad_(), in_place=True)
 
 
 def test_backward_is_the_adjoint_of_the_gather():

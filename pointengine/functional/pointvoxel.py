@@ -113,7 +113,7 @@ def point_to_voxel(x: SparseTensor, z: PointTensor) -> SparseTensor:
 
 
 def voxel_to_point(
-    x: SparseTensor, z: PointTensor, nearest: bool = False, residual: Tensor | None = None
+    x: SparseTensor, z: PointTensor, nearest: bool = False, residual: Tensor | None = None, in_place: bool = False
 ) -> PointTensor:
     """x's features at z's points by trilinear interpolation: point p, at q = p / s in x's grid, reads
     the 8 sites floor(q) + {0, 1}^3 with the trilinear weights of q's fractional part (a site's value
@@ -121,21 +121,34 @@ def voxel_to_point(
     to 1 (all missing: 0). nearest=True reads the site floor(q) alone (0 if missing).
 
     `residual` ([N, C], x's dtype): added to the interpolated features in the same pass (SPVNAS adds
-    its point MLP so), each point starting from its residual row."""
+    its point MLP so), each point starting from its residual row. in_place=True writes the result
+    into `residual` itself (the same bits, no new tensor; no autograd)."""
     _check_pair(x, z)
     if not isinstance(nearest, bool):
         raise ValueError(f"nearest must be a bool, got {nearest!r}")
     if residual is not None:
-        check_tensor(residual, "residual")
-        expected = (z.num_points, x.feats.shape[1])
-        if residual.shape != expected or residual.dtype != x.feats.dtype:
-            raise ValueError(
-                f"residual must be {x.feats.dtype} {list(expected)}, got {residual.dtype} {list(residual.shape)}"
-            )
-        check_same_device(x=x.feats, residual=residual)
+        _check_residual(residual, x, z, in_place)
+    elif in_place:
+        raise ValueError("in_place=True needs a residual to write into")
     index, weights = z.cache.get(("trilinear", x.stride, nearest), x.coordinate_map, lambda: _trilinear(x, z, nearest))
-    feats = _ops.trilinear_gather(x.feats.contiguous(), index, weights.to(x.feats.dtype), residual)
-    return z.replace_feats(feats)
+    args = (x.feats.contiguous(), index, weights.to(x.feats.dtype))
+    if in_place:
+        return z.replace_feats(_ops.trilinear_gather_add_(residual, *args))
+    return z.replace_feats(_ops.trilinear_gather(*args, residual))
+
+
+def _check_residual(residual, x: SparseTensor, z: PointTensor, in_place: bool) -> None:
+    check_tensor(residual, "residual")
+    expected = (z.num_points, x.feats.shape[1])
+    if residual.shape != expected or residual.dtype != x.feats.dtype:
+        raise ValueError(
+            f"residual must be {x.feats.dtype} {list(expected)}, got {residual.dtype} {list(residual.shape)}"
+        )
+    check_same_device(x=x.feats, residual=residual)
+    if in_place and not residual.is_contiguous():
+        raise ValueError("in_place=True needs a contiguous residual")
+    if in_place and torch.is_grad_enabled() and (residual.requires_grad or x.feats.requires_grad):
+        raise ValueError("in_place=True has no autograd: use it under torch.no_grad or with in_place=False")
 
 
 def _trilinear(x: SparseTensor, z: PointTensor, nearest: bool) -> tuple[Tensor, Tensor]:

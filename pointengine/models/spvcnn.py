@@ -62,8 +62,11 @@ class SPVCNN(MinkUNet):
         return z3.replace_feats(self.classifier(z3.feats))
 
     def _join(self, x: SparseTensor, z: PointTensor, i: int) -> PointTensor:
-        """The voxel features at the points plus the point MLP of the points' previous features."""
-        return voxel_to_point(x, z, residual=self.point_transforms[i](z.feats))
+        """The voxel features at the points plus the point MLP of the points' previous features;
+        without autograd, added into the MLP's output rather than a new tensor."""
+        residual = self.point_transforms[i](z.feats)
+        in_place = not (torch.is_grad_enabled() and (residual.requires_grad or x.feats.requires_grad))
+        return voxel_to_point(x, z, residual=residual, in_place=in_place)
 
     def _revoxelize(self, x: SparseTensor, z: PointTensor) -> SparseTensor:
         voxels = point_to_voxel(x, z)
