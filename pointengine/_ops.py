@@ -204,6 +204,9 @@ torch.library.register_autograd(
 
 def _trilinear_gather_setup(ctx, inputs, output):
     feats, index, weights = inputs[:3]
+    if weights.requires_grad:
+        # The weights come from the point coordinates, which are not learned: no formula for them.
+        raise ValueError("trilinear_gather has no gradient with respect to weights; pass them detached")
     ctx.save_for_backward(index, weights)
     ctx.n_voxels = feats.shape[0]
 
@@ -212,7 +215,6 @@ def _trilinear_gather_backward(ctx, grad_out):
     index, weights = ctx.saved_tensors
     grad_out = grad_out.contiguous()
     grad_feats = trilinear_gather_backward(grad_out, index, weights, ctx.n_voxels) if ctx.needs_input_grad[0] else None
-    # No gradient for the weights: they come from the point coordinates, which are not learned.
     # needs_input_grad has no entry for a base left out of the call.
     needs_base = len(ctx.needs_input_grad) > 3 and ctx.needs_input_grad[3]
     return grad_feats, None, None, grad_out if needs_base else None

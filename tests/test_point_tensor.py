@@ -145,3 +145,9 @@ def test_trilinear_gather_backstops():
         ops.trilinear_gather_backward(feats(1), index, weights, 2)
     with pytest.raises(RuntimeError, match=r"trilinear_gather_backward: expected grad_out \[N, C\]"):
         ops.trilinear_gather_backward(feats(2), index, weights, 3)
+    with pytest.raises(ValueError, match=r"no gradient with respect to weights; pass them detached"):
+        ops.trilinear_gather(feats(3, dtype=torch.float64), index, weights.double().requires_grad_())
+    with pytest.raises(RuntimeError, match=r"trilinear_gather_add_: expected a contiguous base"):
+        ops.trilinear_gather_add_(torch.zeros(2, 1).t(), feats(3), index, weights)
+    with pytest.raises(RuntimeError, match=r"trilinear_gather: expected base \[N, C\] of feats' dtype"):
+        ops.trilinear_gather_add_(torch.zeros(2, 2), feats(3), index, weights)
