@@ -148,6 +148,6 @@ def test_trilinear_gather_backstops():
     with pytest.raises(ValueError, match=r"no gradient with respect to weights; pass them detached"):
         ops.trilinear_gather(feats(3, dtype=torch.float64), index, weights.double().requires_grad_())
     with pytest.raises(RuntimeError, match=r"trilinear_gather_add_: expected a contiguous base"):
-        ops.trilinear_gather_add_(torch.zeros(2, 1).t(), feats(3), index, weights)
+        ops.trilinear_gather_add_(torch.zeros(1, 4)[:, ::2], feats(3), index, weights)
     with pytest.raises(RuntimeError, match=r"trilinear_gather: expected base \[N, C\] of feats' dtype"):
         ops.trilinear_gather_add_(torch.zeros(2, 2), feats(3), index, weights)
