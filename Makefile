@@ -30,3 +30,4 @@ test: setup
 bench: setup
 	$(PY) benchmarks/bench_conv.py
 	$(PY) benchmarks/bench_minkunet.py
+	$(PY) benchmarks/bench_spvcnn.py

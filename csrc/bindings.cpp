@@ -4,6 +4,7 @@
 #include <torch/library.h>
 
 #include "cpu/conv_fused_cpu.h"
+#include "cpu/trilinear_gather_cpu.h"
 
 #ifdef _OPENMP
 #include <omp.h>
@@ -18,6 +19,13 @@ TORCH_LIBRARY(pointengine, m) {
       "bool transposed, bool submanifold) -> Tensor");
   m.def("kernel_pairs(Tensor nbr) -> (Tensor in_rows, Tensor out_rows, Tensor ptr)");
   m.def("conv_fused(Tensor feats, Tensor weight, Tensor nbr) -> Tensor");
+  m.def("point_scatter_mean(Tensor feats, Tensor index, int n_voxels) -> Tensor");
+  m.def(
+      "trilinear_table(Tensor keys, Tensor vals, Tensor corners, Tensor coords, int[] stride, bool nearest) -> "
+      "(Tensor index, Tensor weights)");
+  m.def("trilinear_gather(Tensor feats, Tensor index, Tensor weights, Tensor? base=None) -> Tensor");
+  m.def("trilinear_gather_add_(Tensor(a!) base, Tensor feats, Tensor index, Tensor weights) -> ()");
+  m.def("trilinear_gather_backward(Tensor grad_out, Tensor index, Tensor weights, int n_voxels) -> Tensor");
 }
 
 namespace {
@@ -47,4 +55,9 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("conv_fused_portable", [](const at::Tensor& feats, const at::Tensor& weight, const at::Tensor& nbr) {
     return pointengine::conv_fused_path(feats, weight, nbr, /*allow_avx2=*/false);
   }, "conv_fused on the portable path whatever the CPU, for tests.");
+  m.def("trilinear_gather_portable", [](const at::Tensor& feats, const at::Tensor& index, const at::Tensor& weights,
+                                        const c10::optional<at::Tensor>& base) {
+    return pointengine::trilinear_gather_path(feats, index, weights, base, /*allow_avx2=*/false);
+  }, "trilinear_gather on the portable path whatever the CPU, for tests.",
+  pybind11::arg("feats"), pybind11::arg("index"), pybind11::arg("weights"), pybind11::arg("base") = pybind11::none());
 }

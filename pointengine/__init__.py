@@ -4,12 +4,13 @@ from . import datasets, functional, nn
 from .coordinate_map import CoordinateMap
 from .functional.pointvoxel import Voxels, devoxelize, voxelize_points
 from .segment import Segmenter
-from .tensor import SparseTensor, sparse_collate
+from .tensor import PointTensor, SparseTensor, sparse_collate
 
 __version__ = "0.1.0"
 
 __all__ = [
     "CoordinateMap",
+    "PointTensor",
     "Segmenter",
     "SparseTensor",
     "Voxels",

@@ -28,16 +28,21 @@ def check_coords(coords, name: str = "coords", allow_empty: bool = False, check_
         raise ValueError(f"{name} is empty: a sparse tensor needs at least one site")
     if not check_range:
         return coords
-    lo, hi = coords.amin(0).tolist(), coords.amax(0).tolist()
+    _check_packable(name, coords.amin(0).tolist(), coords.amax(0).tolist(), "{}")
+    return coords
+
+
+def _check_packable(name: str, lo: list, hi: list, axis_label: str) -> None:
+    """Per-column minima and maxima of (batch, x, y, z) rows inside the packed-key ranges; an axis
+    is named in messages as axis_label.format(axis)."""
     if lo[0] < 0 or hi[0] > BATCH_MAX:
-        raise ValueError(f"{name}: batch index must be in [0, {BATCH_MAX}], got [{lo[0]}, {hi[0]}]")
+        raise ValueError(f"{name}: batch index must be in [0, {BATCH_MAX}], got [{lo[0]:.0f}, {hi[0]:.0f}]")
     for axis, name_axis in enumerate("xyz", start=1):
         if lo[axis] < COORD_MIN or hi[axis] > COORD_MAX:
             raise ValueError(
-                f"{name}: {name_axis} must be in [{COORD_MIN}, {COORD_MAX}] (16-bit packed keys), "
-                f"got [{lo[axis]}, {hi[axis]}]"
+                f"{name}: {axis_label.format(name_axis)} must be in [{COORD_MIN}, {COORD_MAX}] (16-bit packed keys), "
+                f"got [{lo[axis]:.0f}, {hi[axis]:.0f}]"
             )
-    return coords
 
 
 def check_feats(feats, n_rows: int, name: str = "feats") -> Tensor:
@@ -74,3 +79,25 @@ def as_triple(value, name: str, minimum: int = 1) -> tuple[int, int, int]:
     if min(triple) < minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {value!r}")
     return triple
+
+
+def check_point_coords(coords, name: str = "coords") -> Tensor:
+    """float32/float64 [N, 4] (batch, x, y, z), finite, batch an integer in [0, BATCH_MAX], floor(x, y, z)
+    inside the packable range."""
+    check_tensor(coords, name)
+    if coords.dtype not in (torch.float32, torch.float64):
+        raise ValueError(f"{name} must have dtype torch.float32 or torch.float64, got {coords.dtype}")
+    if coords.dim() != 2 or coords.shape[1] != 4:
+        raise ValueError(f"{name} must have shape [N, 4] (batch, x, y, z), got {list(coords.shape)}")
+    if coords.shape[0] == 0:
+        raise ValueError(f"{name} is empty: a point tensor needs at least one point")
+    if not bool(torch.isfinite(coords).all()):
+        raise ValueError(f"{name} contains NaN or inf values")
+    batch = coords[:, 0]
+    if not bool((batch == torch.floor(batch)).all()):
+        raise ValueError(
+            f"{name}: batch index (column 0) must hold integers, got {batch[batch != batch.floor()][0].item()}"
+        )
+    floored = torch.floor(coords)
+    _check_packable(name, floored.amin(0).tolist(), floored.amax(0).tolist(), "floor({})")
+    return coords

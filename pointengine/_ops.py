@@ -51,6 +51,37 @@ def conv_fused(feats: Tensor, weight: Tensor, nbr: Tensor) -> Tensor:
     return _ops.conv_fused(feats, weight, nbr)
 
 
+def point_scatter_mean(feats: Tensor, index: Tensor, n_voxels: int) -> Tensor:
+    """[n_voxels, C]: row v is the mean of feats[i] over the points with index[i] = v (0 where none)."""
+    return _ops.point_scatter_mean(feats, index, n_voxels)
+
+
+def trilinear_table(
+    keys: Tensor, vals: Tensor, corners: Tensor, coords: Tensor, stride: tuple[int, int, int], nearest: bool
+) -> tuple[Tensor, Tensor]:
+    """(index int32 [N, 8], weights [N, 8]): the voxel rows around each point at coords / stride and
+    their normalised trilinear weights (csrc/cpu/trilinear_table_cpu.cpp). corners: the sites'
+    2x2x2 neighbour table [M, 8]."""
+    return _ops.trilinear_table(keys, vals, corners, coords, list(stride), nearest)
+
+
+def trilinear_gather(feats: Tensor, index: Tensor, weights: Tensor, base: Tensor | None = None) -> Tensor:
+    """[N, C]: out[i] = base[i] + sum_j weights[i, j] * feats[index[i, j]] over the corners with
+    index >= 0 (base: 0 when None)."""
+    return _ops.trilinear_gather(feats, index, weights, base)
+
+
+def trilinear_gather_add_(base: Tensor, feats: Tensor, index: Tensor, weights: Tensor) -> Tensor:
+    """trilinear_gather with `base` written in place (contiguous; no autograd). Returns base."""
+    _ops.trilinear_gather_add_(base, feats, index, weights)
+    return base
+
+
+def trilinear_gather_backward(grad_out: Tensor, index: Tensor, weights: Tensor, n_voxels: int) -> Tensor:
+    """[n_voxels, C]: the adjoint of trilinear_gather, each voxel summing its weighted point rows."""
+    return _ops.trilinear_gather_backward(grad_out, index, weights, n_voxels)
+
+
 def transpose_table(nbr: Tensor, n_rows: int) -> Tensor:
     """The table read the other way: result[i, k] = o where nbr[o, k] = i (each (i, k) hit at most once)."""
     out = torch.full((n_rows, nbr.shape[1]), -1, dtype=nbr.dtype, device=nbr.device)
@@ -123,3 +154,72 @@ def _conv_fused_backward(ctx, grad_out):
 
 
 torch.library.register_autograd("pointengine::conv_fused", _conv_fused_backward, setup_context=_conv_fused_setup)
+
+
+@torch.library.register_fake("pointengine::point_scatter_mean")
+def _(feats, index, n_voxels):
+    return feats.new_empty(n_voxels, feats.shape[1])
+
+
+@torch.library.register_fake("pointengine::trilinear_table")
+def _(keys, vals, corners, coords, stride, nearest):
+    return coords.new_empty(coords.shape[0], 8, dtype=torch.int32), coords.new_empty(coords.shape[0], 8)
+
+
+@torch.library.register_fake("pointengine::trilinear_gather")
+def _(feats, index, weights, base=None):
+    return feats.new_empty(index.shape[0], feats.shape[1])
+
+
+@torch.library.register_fake("pointengine::trilinear_gather_add_")
+def _(base, feats, index, weights):
+    return None
+
+
+@torch.library.register_fake("pointengine::trilinear_gather_backward")
+def _(grad_out, index, weights, n_voxels):
+    return grad_out.new_empty(n_voxels, grad_out.shape[1])
+
+
+def _point_scatter_mean_setup(ctx, inputs, output):
+    _, index, n_voxels = inputs
+    ctx.save_for_backward(index)
+    ctx.n_voxels = n_voxels
+
+
+def _point_scatter_mean_backward(ctx, grad_out):
+    (index,) = ctx.saved_tensors
+    # Point i receives grad_out[v] / count[v] of its voxel v; points in no voxel read an extra zero
+    # row at n_voxels. Counts are sums of ones, exact whatever the order.
+    rows = torch.where(index >= 0, index, ctx.n_voxels).long()
+    counts = grad_out.new_zeros(ctx.n_voxels + 1).index_add_(0, rows, grad_out.new_ones(rows.shape[0]))
+    per_voxel = torch.cat([grad_out / counts[:-1].clamp(min=1)[:, None], grad_out.new_zeros(1, grad_out.shape[1])])
+    return per_voxel.index_select(0, rows), None, None
+
+
+torch.library.register_autograd(
+    "pointengine::point_scatter_mean", _point_scatter_mean_backward, setup_context=_point_scatter_mean_setup
+)
+
+
+def _trilinear_gather_setup(ctx, inputs, output):
+    feats, index, weights = inputs[:3]
+    if weights.requires_grad:
+        # The weights come from the point coordinates, which are not learned: no formula for them.
+        raise ValueError("trilinear_gather has no gradient with respect to weights; pass them detached")
+    ctx.save_for_backward(index, weights)
+    ctx.n_voxels = feats.shape[0]
+
+
+def _trilinear_gather_backward(ctx, grad_out):
+    index, weights = ctx.saved_tensors
+    grad_out = grad_out.contiguous()
+    grad_feats = trilinear_gather_backward(grad_out, index, weights, ctx.n_voxels) if ctx.needs_input_grad[0] else None
+    # needs_input_grad has no entry for a base left out of the call.
+    needs_base = len(ctx.needs_input_grad) > 3 and ctx.needs_input_grad[3]
+    return grad_feats, None, None, grad_out if needs_base else None
+
+
+torch.library.register_autograd(
+    "pointengine::trilinear_gather", _trilinear_gather_backward, setup_context=_trilinear_gather_setup
+)

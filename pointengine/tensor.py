@@ -1,12 +1,16 @@
 """SparseTensor: features on a set of integer sites, with the coordinate maps it shares with the
-tensors computed from it."""
+tensors computed from it. PointTensor: features on float points, with the point-voxel tables it
+shares with the tensors computed from it."""
 
 from __future__ import annotations
 
 import torch
 from torch import Tensor
 
-from ._checks import as_triple, check_coords, check_feats, check_same_device, check_tensor
+from collections.abc import Callable
+from typing import Any
+
+from ._checks import as_triple, check_coords, check_feats, check_point_coords, check_same_device, check_tensor
 from .coordinate_map import CoordinateMap
 
 Triple = tuple[int, int, int]
@@ -117,3 +121,82 @@ def sparse_collate(tensors: list[SparseTensor]) -> SparseTensor:
         coords.append(shifted)
         offset += t.batch_size
     return SparseTensor(torch.cat([t.feats for t in tensors]), torch.cat(coords), tensors[0].stride)
+
+
+class PointCache:
+    """Tables computed from a PointTensor's coordinates against one coordinate map (the voxel row of
+    every point, trilinear tables), per key such as ("voxel_rows", stride). An entry serves only the
+    coordinate map it was computed against: asked with another map, it is computed again."""
+
+    def __init__(self):
+        self._entries: dict[tuple, tuple[CoordinateMap, Any]] = {}
+
+    def peek(self, key: tuple, coordinate_map: CoordinateMap) -> Any:
+        """The entry of `key` for this coordinate map, or None."""
+        entry = self._entries.get(key)
+        return entry[1] if entry is not None and entry[0] is coordinate_map else None
+
+    def get(self, key: tuple, coordinate_map: CoordinateMap, compute: Callable[[], Any]) -> Any:
+        """The entry of `key` for this coordinate map, computed (and kept) when there is none."""
+        entry = self._entries.get(key)
+        if entry is None or entry[0] is not coordinate_map:
+            entry = (coordinate_map, compute())
+            self._entries[key] = entry
+        return entry[1]
+
+    def put(self, key: tuple, coordinate_map: CoordinateMap, value: Any) -> None:
+        self._entries[key] = (coordinate_map, value)
+
+
+class PointTensor:
+    """feats [N, C] on float points coords [N, 4] = (batch, x, y, z), with x, y, z in voxel units of
+    the stride-1 grid (point p lies in voxel floor(p / s) of the stride-s grid) and batch integral.
+
+    Tensors made from one another with `replace_feats` (or by `voxel_to_point`) share `cache`, so
+    each point -> voxel table is computed once per level.
+    """
+
+    def __init__(self, feats: Tensor, coords: Tensor):
+        check_point_coords(coords)
+        check_tensor(feats, "feats")
+        check_same_device(feats=feats, coords=coords)
+        check_feats(feats, coords.shape[0])
+        self.feats, self.coords, self.cache = feats, coords, PointCache()
+
+    @classmethod
+    def at_sites(cls, x: SparseTensor) -> PointTensor:
+        """x's features as points at its stride-1 sites (SPVNAS's input). Each point is its own site:
+        the cache starts with the tables that say so, so nothing is hashed for them."""
+        if x.stride != (1, 1, 1):
+            raise ValueError(f"PointTensor.at_sites needs a stride-1 SparseTensor, got stride {x.stride}")
+        out = cls.__new__(cls)
+        out.feats, out.coords, out.cache = x.feats, x.coords.to(torch.float32), PointCache()
+        rows = torch.arange(x.num_sites, dtype=torch.int32, device=x.coords.device)
+        index = torch.full((x.num_sites, 8), -1, dtype=torch.int32, device=rows.device)
+        index[:, 0] = rows
+        weights = torch.zeros(x.num_sites, 8, dtype=torch.float32, device=rows.device)
+        weights[:, 0] = 1
+        out.cache.put(("voxel_rows", (1, 1, 1)), x.coordinate_map, rows)
+        for nearest in (False, True):
+            out.cache.put(("trilinear", (1, 1, 1), nearest), x.coordinate_map, (index, weights))
+        return out
+
+    def replace_feats(self, feats: Tensor) -> PointTensor:
+        """The same points with new features (one row per point), sharing the cached tables."""
+        if feats.dim() != 2 or feats.shape[0] != self.num_points:
+            raise ValueError(f"feats must have shape [{self.num_points}, C], got {list(feats.shape)}")
+        out = PointTensor.__new__(PointTensor)
+        out.feats, out.coords, out.cache = feats, self.coords, self.cache
+        return out
+
+    # Aliases for people coming from TorchSparse.
+    F = property(lambda self: self.feats)
+    C = property(lambda self: self.coords)
+
+    @property
+    def num_points(self) -> int:
+        return self.coords.shape[0]
+
+    def __repr__(self) -> str:
+        shape = f"points={self.num_points}, channels={self.feats.shape[1]}"
+        return f"PointTensor({shape}, dtype={self.feats.dtype}, device={self.feats.device})"

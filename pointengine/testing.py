@@ -11,6 +11,7 @@ absolute error.
 """
 
 import itertools
+import math
 
 import torch
 import torch.nn.functional as F
@@ -61,6 +62,28 @@ def random_input(
     """(feats [N, channels] standard normal, coords int32 [N, 4]) on up to n random distinct sites."""
     coords = random_sites(n, batches, extent, generator, low)
     return torch.randn(len(coords), channels, generator=generator, dtype=torch.float64).to(dtype), coords
+
+
+def random_points(
+    n: int, batches: int, extent: float, generator: torch.Generator, low: float = -4.0, dtype=torch.float32
+) -> Tensor:
+    """float [n, 4] (batch, x, y, z) points: integral batches in [0, batches), x, y, z uniform in
+    [low, low + extent)."""
+    batch = torch.randint(0, batches, (n, 1), generator=generator).double()
+    xyz = torch.rand(n, 3, generator=generator, dtype=torch.float64) * extent + low
+    return torch.cat([batch, xyz], 1).to(dtype)
+
+
+def randomize_batchnorm(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
+    """Running statistics of every BatchNorm1d (sparse BatchNorm included) drawn at random, mean in
+    [-0.1, 0.1) and variance in [0.5, 1.5), so that eval-mode outputs depend on them."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, torch.nn.BatchNorm1d):
+                module.running_mean.copy_(torch.rand(module.num_features, generator=gen) * 0.2 - 0.1)
+                module.running_var.copy_(torch.rand(module.num_features, generator=gen) + 0.5)
+    return model
 
 
 def all_offsets(kernel_size, dilation) -> list[tuple[int, int, int]]:
@@ -224,3 +247,70 @@ def brute_force_generative_sites(coords: Tensor, kernel_size, stride, dilation) 
     """Output sites of a generative transposed conv: {i * s + off_k}."""
     offsets = all_offsets(kernel_size, dilation)
     return {(b, *(a * s + d for a, s, d in zip(xyz, stride, off))) for b, *xyz in coords.tolist() for off in offsets}
+
+
+# --- point-voxel references: Python floats (double), dicts and explicit loops, one point at a time ---
+
+
+def point_site(point: list[float], stride) -> tuple[int, int, int, int]:
+    """The site (batch, floor(x / s), floor(y / s), floor(z / s)) of a point row (b, x, y, z)."""
+    return (int(point[0]), *(math.floor(point[1 + d] / stride[d]) for d in range(3)))
+
+
+def brute_force_scatter_mean(points: Tensor, point_feats: Tensor, sites: Tensor, stride) -> Tensor:
+    """float64 [len(sites), C]: each site's mean of the features of the points in it (0 where none)."""
+    rows = {tuple(c): r for r, c in enumerate(sites.tolist())}
+    members: dict[int, list[list[float]]] = {}
+    for point, feats in zip(points.tolist(), point_feats.tolist()):
+        row = rows.get(point_site(point, stride))
+        if row is not None:
+            members.setdefault(row, []).append(feats)
+    out = [[0.0] * point_feats.shape[1] for _ in range(len(rows))]
+    for row, group in members.items():
+        out[row] = [math.fsum(column) / len(group) for column in zip(*group)]
+    return torch.tensor(out, dtype=torch.float64).reshape(len(rows), point_feats.shape[1])
+
+
+def brute_force_trilinear(points: Tensor, sites: Tensor, stride, nearest: bool = False) -> tuple[list, list]:
+    """Per point, the 8 corners floor(q) + (dx, dy, dz) of q = p / s, dx slowest: (rows, weights)
+    with row -1 for a missing site or a corner of zero weight; weights trilinear in the fractional
+    part, renormalised over the present corners (all 0 when none is). nearest: corner (0, 0, 0)
+    alone with weight 1."""
+    index = {tuple(c): r for r, c in enumerate(sites.tolist())}
+    all_rows, all_weights = [], []
+    for point in points.tolist():
+        q = [point[1 + d] / stride[d] for d in range(3)]
+        base = [math.floor(v) for v in q]
+        frac = [v - f for v, f in zip(q, base)]
+        rows, weights = [], []
+        for j, step in enumerate(itertools.product((0, 1), repeat=3)):
+            weight = 1.0 if nearest else math.prod(f if d else 1 - f for f, d in zip(frac, step))
+            row = index.get((int(point[0]), *(f + d for f, d in zip(base, step))), -1) if weight else -1
+            rows.append(row if (j == 0 or not nearest) else -1)
+            weights.append(weight if row >= 0 and (j == 0 or not nearest) else 0.0)
+        total = sum(weights)
+        all_rows.append(rows)
+        all_weights.append([w / total if total > 0 else 0.0 for w in weights])
+    return all_rows, all_weights
+
+
+def brute_force_corners(sites: Tensor) -> Tensor:
+    """int32 [M, 8]: the row of site r + (dx, dy, dz), dx slowest, or -1 (a dict of the sites)."""
+    index = {tuple(c): r for r, c in enumerate(sites.tolist())}
+    steps = list(itertools.product((0, 1), repeat=3))
+    rows = [[index.get((b, x + dx, y + dy, z + dz), -1) for dx, dy, dz in steps] for b, x, y, z in sites.tolist()]
+    return torch.tensor(rows, dtype=torch.int32).reshape(len(rows), 8)
+
+
+def brute_force_devoxelize(points: Tensor, sites: Tensor, site_feats: Tensor, stride, nearest: bool = False) -> Tensor:
+    """float64 [N, C]: each point's weighted sum of its corner sites' features (brute_force_trilinear)."""
+    all_rows, all_weights = brute_force_trilinear(points, sites, stride, nearest)
+    feats = site_feats.double().tolist()
+    out = []
+    for rows, weights in zip(all_rows, all_weights):
+        acc = [0.0] * site_feats.shape[1]
+        for row, weight in zip(rows, weights):
+            if row >= 0:
+                acc = [a + weight * v for a, v in zip(acc, feats[row])]
+        out.append(acc)
+    return torch.tensor(out, dtype=torch.float64).reshape(len(out), site_feats.shape[1])

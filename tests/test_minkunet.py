@@ -8,7 +8,7 @@ import pointengine as pe
 from pointengine import nn
 from pointengine.models import MinkUNet, available, build_model
 from pointengine.profiler import count_macs, profile
-from pointengine.testing import all_offsets, brute_force_pairs, random_sites
+from pointengine.testing import all_offsets, brute_force_pairs, random_sites, randomize_batchnorm
 
 # SPVNAS (Tang et al., ECCV 2020), Table 1: MinkowskiNet on SemanticKITTI, 21.7 M parameters.
 PUBLISHED_PARAMETERS_M = 21.7
@@ -53,13 +53,7 @@ def test_bad_configs_are_rejected(tmp_path):
 @pytest.fixture(scope="module")
 def half_model() -> MinkUNet:
     torch.manual_seed(0)
-    model = build_model("minkunet_cr0.5").eval()
-    with torch.no_grad():
-        for module in model.modules():
-            if isinstance(module, nn.BatchNorm):
-                module.running_mean.uniform_(-0.1, 0.1)
-                module.running_var.uniform_(0.5, 1.5)
-    return model
+    return randomize_batchnorm(build_model("minkunet_cr0.5").eval())
 
 
 def test_forward_gives_logits_on_the_input_sites(half_model):

@@ -23,6 +23,10 @@ def table():
     return keys, vals
 
 
+def corners() -> torch.Tensor:
+    return _ops.neighbor_table(*table(), sites(), kernel_offsets(2), (1, 1, 1), False, False)
+
+
 def neighbours(kernel_size=3) -> torch.Tensor:
     return _ops.neighbor_table(*table(), sites(), kernel_offsets(kernel_size), (1, 1, 1), False, kernel_size % 2 == 1)
 
@@ -33,6 +37,25 @@ def conv_args(dtype, requires_grad: bool):
     # A 2x2x2 kernel: tracing the backward unrolls one product per offset.
     weight = torch.randn(8, 3, 2, generator=g, dtype=dtype, requires_grad=requires_grad)
     return feats, weight, neighbours(2)
+
+
+def points(dtype) -> torch.Tensor:
+    """Float points around sites(): corners present, missing, and a point on a voxel corner."""
+    return torch.tensor(
+        [[0, 0.25, 0.5, -0.5], [0, 1.0, 0.0, 0.0], [1, -1.5, 3.25, 1.75], [2, 5.5, -4.5, 0.1], [2, 9.0, 9.0, 9.0]],
+        dtype=dtype,
+    )
+
+
+def trilinear_args(dtype, requires_grad: bool):
+    index, weights = _ops.trilinear_table(*table(), corners(), points(dtype), (1, 1, 1), False)
+    feats = torch.randn(6, 3, generator=torch.Generator().manual_seed(0), dtype=dtype, requires_grad=requires_grad)
+    return feats, index, weights
+
+
+def scatter_mean_args(dtype, requires_grad: bool):
+    feats = torch.randn(5, 3, generator=torch.Generator().manual_seed(0), dtype=dtype, requires_grad=requires_grad)
+    return feats, torch.tensor([2, -1, 0, 2, 2], dtype=torch.int32), 4
 
 
 def opcheck_params(cases: dict) -> list:
@@ -66,6 +89,26 @@ CASES = {
     "conv_fused": [
         lambda: conv_args(torch.float32, False),
         lambda: conv_args(torch.float64, True),
+    ],
+    "point_scatter_mean": [
+        lambda: scatter_mean_args(torch.float32, False),
+        lambda: scatter_mean_args(torch.float64, True),
+    ],
+    "trilinear_table": [
+        lambda: (*table(), corners(), points(torch.float32), [1, 1, 1], False),
+        lambda: (*table(), corners(), points(torch.float64), [2, 1, 2], True),
+    ],
+    "trilinear_gather": [
+        lambda: trilinear_args(torch.float32, False),
+        lambda: trilinear_args(torch.float64, True),
+        lambda: (*trilinear_args(torch.float64, True), torch.randn(5, 3, dtype=torch.float64, requires_grad=True)),
+    ],
+    "trilinear_gather_add_": [
+        lambda: (torch.randn(5, 3), *trilinear_args(torch.float32, False)),
+        lambda: (torch.randn(5, 3, dtype=torch.float64), *trilinear_args(torch.float64, False)),
+    ],
+    "trilinear_gather_backward": [
+        lambda: (torch.randn(5, 3, dtype=torch.float64), *trilinear_args(torch.float64, False)[1:], 6),
     ],
 }
 

@@ -1,5 +1,10 @@
-"""Points -> voxels and back: quantize points to integer sites, reduce the points of each site to one
-feature row, and keep the point -> voxel map that projects voxel predictions back to every point."""
+"""Points -> voxels and back.
+
+voxelize_points / devoxelize: quantize raw points to integer sites, reduce the points of each site
+to one feature row, and keep the point -> voxel map that projects voxel predictions back to every
+point. initial_voxelize / point_to_voxel / voxel_to_point: the point-voxel ops of SPVNAS (Tang et al.,
+ECCV 2020) between a PointTensor and the SparseTensors of a network, scatter-mean one way and
+trilinear interpolation the other, with the tables cached on the PointTensor per level."""
 
 from __future__ import annotations
 
@@ -13,7 +18,8 @@ from torch import Tensor
 from .. import _ops
 from .._checks import BATCH_MAX, COORD_MAX, COORD_MIN, check_feats, check_same_device, check_tensor
 from ..coordinate_map import CoordinateMap
-from ..tensor import SparseTensor
+from ..tensor import PointTensor, SparseTensor
+from .kmap import submanifold_map
 
 REDUCTIONS = ("mean", "first", "max")
 QUANTIZATIONS = ("floor", "round_shift")
@@ -98,6 +104,109 @@ def devoxelize(voxel_feats: Tensor, inverse: Tensor) -> Tensor:
             f"got [{int(inverse.min())}, {int(inverse.max())}]"
         )
     return voxel_feats.index_select(0, inverse.to(voxel_feats.device))
+
+
+def initial_voxelize(z: PointTensor) -> SparseTensor:
+    """A stride-1 SparseTensor on the voxels of the points: sites unique(floor(coords)), sorted by
+    (batch, x, y, z); features the mean of the points in each site."""
+    _check_point_tensor(z)
+    sites = _floor_sites(z.coords, (1, 1, 1))
+    coordinate_map = CoordinateMap(_ops.unique_coords(sites), validate=False)
+    rows = z.cache.get(("voxel_rows", (1, 1, 1)), coordinate_map, lambda: _query(coordinate_map, sites))
+    feats = _ops.point_scatter_mean(z.feats, rows, len(coordinate_map))
+    return SparseTensor.derived(feats, coordinate_map, (1, 1, 1), {})
+
+
+def point_to_voxel(x: SparseTensor, z: PointTensor) -> SparseTensor:
+    """z's features on x's sites: point p goes to the site floor(p / s) (s = x.stride per axis), each
+    site takes the mean of its points (0 where none); points outside x's sites are dropped. The result
+    shares x's sites and coordinate maps."""
+    _check_pair(x, z)
+    rows = z.cache.get(("voxel_rows", x.stride), x.coordinate_map, lambda: _voxel_rows(x, z))
+    return x.replace_feats(_ops.point_scatter_mean(z.feats, rows, x.num_sites))
+
+
+def voxel_to_point(
+    x: SparseTensor, z: PointTensor, nearest: bool = False, residual: Tensor | None = None, in_place: bool = False
+) -> PointTensor:
+    """x's features at z's points by trilinear interpolation: point p, at q = p / s in x's grid, reads
+    the 8 sites floor(q) + {0, 1}^3 with the trilinear weights of q's fractional part (a site's value
+    sits at its integer coordinate); missing sites get weight 0 and the rest are renormalised to sum
+    to 1 (all missing: 0). nearest=True reads the site floor(q) alone (0 if missing).
+
+    `residual` ([N, C], x's dtype): added to the interpolated features in the same pass (SPVNAS adds
+    its point MLP so), each point starting from its residual row. in_place=True writes the result
+    into `residual` itself (the same bits, no new tensor; no autograd)."""
+    _check_pair(x, z)
+    if not isinstance(nearest, bool):
+        raise ValueError(f"nearest must be a bool, got {nearest!r}")
+    if residual is not None:
+        _check_residual(residual, x, z, in_place)
+    elif in_place:
+        raise ValueError("in_place=True needs a residual to write into")
+    index, weights = z.cache.get(("trilinear", x.stride, nearest), x.coordinate_map, lambda: _trilinear(x, z, nearest))
+    args = (x.feats.contiguous(), index, weights.to(x.feats.dtype))
+    if in_place:
+        return z.replace_feats(_ops.trilinear_gather_add_(residual, *args))
+    return z.replace_feats(_ops.trilinear_gather(*args, residual))
+
+
+def _check_residual(residual, x: SparseTensor, z: PointTensor, in_place: bool) -> None:
+    check_tensor(residual, "residual")
+    expected = (z.num_points, x.feats.shape[1])
+    if residual.shape != expected or residual.dtype != x.feats.dtype:
+        raise ValueError(
+            f"residual must be {x.feats.dtype} {list(expected)}, got {residual.dtype} {list(residual.shape)}"
+        )
+    check_same_device(x=x.feats, residual=residual)
+    if in_place and not residual.is_contiguous():
+        raise ValueError("in_place=True needs a contiguous residual")
+    if in_place and torch.is_grad_enabled() and (residual.requires_grad or x.feats.requires_grad):
+        raise ValueError("in_place=True has no autograd: use it under torch.no_grad or with in_place=False")
+
+
+def _trilinear(x: SparseTensor, z: PointTensor, nearest: bool) -> tuple[Tensor, Tensor]:
+    # The corner table is the stride-1 map of a 2x2x2 kernel on x's sites, cached with its kernel maps.
+    corners = submanifold_map(x.coordinate_map, 2).nbr
+    table = x.coordinate_map.table
+    return _ops.trilinear_table(table.keys, table.vals, corners, z.coords, x.stride, nearest)
+
+
+def _voxel_rows(x: SparseTensor, z: PointTensor) -> Tensor:
+    """Row of x's site floor(p / s) for every point, or -1. Corner 0 of a trilinear table at this
+    level is that same site (its weight is never 0), so a cached table answers without hashing."""
+    for nearest in (False, True):
+        table = z.cache.peek(("trilinear", x.stride, nearest), x.coordinate_map)
+        if table is not None:
+            return table[0][:, 0].contiguous()
+    return _query(x.coordinate_map, _floor_sites(z.coords, x.stride))
+
+
+def _floor_sites(coords: Tensor, stride) -> Tensor:
+    """int32 [N, 4]: (batch, floor(x / s), ...) of float points, divided in float64 so float32 and
+    float64 points of one value give one site."""
+    s = torch.tensor(stride, dtype=torch.float64, device=coords.device)
+    return torch.cat([coords[:, :1].int(), torch.floor(coords[:, 1:].double() / s).int()], 1)
+
+
+def _query(coordinate_map: CoordinateMap, sites: Tensor) -> Tensor:
+    return _ops.hash_query(coordinate_map.table.keys, coordinate_map.table.vals, sites)
+
+
+def _check_point_tensor(z) -> None:
+    if not isinstance(z, PointTensor):
+        raise TypeError(f"z must be a PointTensor, got {type(z).__name__}")
+    if z.feats.dtype not in (torch.float32, torch.float64):
+        raise ValueError(f"z.feats must be float32 or float64, got {z.feats.dtype}")
+
+
+def _check_pair(x, z) -> None:
+    if not isinstance(x, SparseTensor):
+        raise TypeError(f"x must be a SparseTensor, got {type(x).__name__}")
+    _check_point_tensor(z)
+    if x.feats.dtype not in (torch.float32, torch.float64):
+        raise ValueError(f"x.feats must be float32 or float64, got {x.feats.dtype}")
+    check_same_device(x=x.feats, z=z.feats)
 
 
 def _reduce(points: Tensor, inverse: Tensor, n_voxels: int, reduce: str) -> Tensor:

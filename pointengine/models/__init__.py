@@ -4,11 +4,13 @@ from .checkpoint import LoadReport, checkpoint_config, load_checkpoint, save_che
 from .config import ModelConfig, load_model_config
 from .minkunet import MinkUNet
 from .registry import available, build_model
+from .spvcnn import SPVCNN
 
 __all__ = [
     "LoadReport",
     "MinkUNet",
     "ModelConfig",
+    "SPVCNN",
     "available",
     "build_model",
     "checkpoint_config",

@@ -27,6 +27,7 @@ class MinkUNet(torch.nn.Module):
         w = [int(cr * c) for c in WIDTHS]
         if min(w) < 1:
             raise ValueError(f"cr={cr} leaves a stage with no channels: widths {w}")
+        self.widths = tuple(w)
         self.stem = torch.nn.Sequential(ConvBlock(in_channels, w[0]), ConvBlock(w[0], w[0]))
         self.down = torch.nn.ModuleList(
             torch.nn.Sequential(
@@ -44,6 +45,10 @@ class MinkUNet(torch.nn.Module):
             )
         self.classifier = torch.nn.Linear(w[8], num_classes)
 
+    def up_stage(self, i: int, x: SparseTensor, skip: SparseTensor) -> SparseTensor:
+        """Up stage i (0..3): transposed conv back onto the sites of `skip`, concatenation, blocks."""
+        return self.up_blocks[i](nn.cat(self.up[i](x), skip))
+
     def forward(self, input: SparseTensor) -> SparseTensor:
         x = self.stem(input)
         skips = [x]
@@ -51,6 +56,6 @@ class MinkUNet(torch.nn.Module):
             x = stage(x)
             skips.append(x)
         skips.pop()
-        for up, blocks in zip(self.up, self.up_blocks):
-            x = blocks(nn.cat(up(x), skips.pop()))
+        for i in range(4):
+            x = self.up_stage(i, x, skips.pop())
         return x.replace_feats(self.classifier(x.feats))

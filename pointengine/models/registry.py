@@ -11,8 +11,9 @@ import torch
 from ..config_files import available_configs
 from .config import ModelConfig, load_model_config
 from .minkunet import MinkUNet
+from .spvcnn import SPVCNN
 
-MODELS: dict[str, type[torch.nn.Module]] = {"minkunet": MinkUNet}
+MODELS: dict[str, type[torch.nn.Module]] = {"minkunet": MinkUNet, "spvcnn": SPVCNN}
 
 
 def available() -> list[str]:
