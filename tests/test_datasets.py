@@ -142,7 +142,8 @@ def test_unknown_raw_label_is_an_error():
 def test_bad_config(tmp_path, edit, message):
     fields = {"name": "name: toy", "classes": "classes: [none, thing]", "colors": "colors: [[0, 0, 0], [9, 9, 9]]",
               "ignore_index": "ignore_index: 0", "raw_names": "raw_names: {0: none, 5: thing}",
-              "learning_map": "learning_map: {0: 0, 5: 1}"}
+              "learning_map": "learning_map: {0: 0, 5: 1}", "learning_map_inv": "learning_map_inv: {0: 0, 1: 5}",
+              "point_columns": "point_columns: [x, y, z]"}
     fields[edit.split(":")[0]] = edit
     path = tmp_path / "toy.yaml"
     path.write_text("\n".join(fields.values()))
@@ -151,7 +152,7 @@ def test_bad_config(tmp_path, edit, message):
 
 
 def test_missing_config():
-    with pytest.raises(ValueError, match="unknown dataset 'nope': expected one of \\['semantickitti'\\]"):
+    with pytest.raises(ValueError, match="unknown dataset 'nope': expected one of \\['nuscenes', 'semantickitti'\\]"):
         load_dataset_config("nope")
 
 

@@ -87,9 +87,10 @@ def test_state_dict_extends_minkunets():
 
 def test_registry_builds_spvcnn(tmp_path):
     path = tmp_path / "spvcnn.yaml"
-    path.write_text("model: spvcnn\nin_channels: 3\nnum_classes: 5\ncr: 0.25\n")
+    path.write_text("architecture: spvcnn\ncr: 0.25\ndataset: nuscenes\nvoxel_size: 0.1\nquantization: floor\n"
+                    "reduce: mean\nfeatures: [x, y, z]\nfeature_scale: [1, 1, 1]\n")
     model = build_model(path)
-    assert isinstance(model, SPVCNN) and model.classifier.out_features == 5
+    assert isinstance(model, SPVCNN) and model.classifier.out_features == 16 and model.stem[0][0].in_channels == 3
 
 
 def sparse_input(n=1500, channels=4, seed=0) -> pe.SparseTensor:
