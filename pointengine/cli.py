@@ -58,8 +58,8 @@ def cmd_segment(args) -> int:
         print(f"note: {seg.config.name!r} has no trained weights yet: the labels are meaningless "
               "(give --checkpoint to use trained weights)", file=sys.stderr)
     summary = segment_files(seg, jobs, fmt, png=args.png, ply=args.ply)
-    where = jobs[0].output(f".{fmt}") if len(jobs) == 1 else jobs[0].out.parent
-    print(f"{summary.line()}; {fmt} files in {where}")
+    written = f"wrote {jobs[0].output(f'.{fmt}')}" if len(jobs) == 1 else f".{fmt} files under {args.out or 'predictions'}"
+    print(f"{summary.line()}; {written}")
     return 0
 
 

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ._memory import release_free_memory
 from .functional.pointvoxel import voxelize_points
 from .models.config import ModelConfig, load_model_config, model_config_from_dict
 from .models.registry import build_model
@@ -102,6 +103,7 @@ class Segmenter:
             (lab, log) if return_logits else lab
             for lab, log in zip(labels.split(batch.point_counts), logits.split(batch.point_counts))
         ]
+        release_free_memory()  # a long run of scans holds its memory flat
         return results[0] if single else results
 
     def _features(self, scan, name: str) -> Tensor:

@@ -132,7 +132,7 @@ def segment_files(seg: Segmenter, jobs: list[Job], fmt: str, png: bool = False, 
         xyz = np.asarray(scan[:, :3])
         if png:
             bird_eye_png(job.output(".png"), xyz, labels.numpy(), dataset.classes, dataset.colors,
-                         title=f"{job.scan.name}: {seg.config.name}")
+                         title=f"{job.scan.name}: {seg.config.name}" + ("" if seg.trained else " (untrained weights)"))
         if ply:
             write_ply(job.output(".ply"), xyz, labels.numpy(), dataset.colors)
     return Summary(len(jobs), points, time.perf_counter() - start, tuple(latencies))

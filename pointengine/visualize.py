@@ -30,7 +30,7 @@ def bird_eye_png(path: Path, xyz: np.ndarray, labels: np.ndarray, class_names, c
     figure = Figure(figsize=(9, 7.5), dpi=120)
     FigureCanvasAgg(figure)
     axes = figure.add_subplot()
-    axes.scatter(xyz[near, 0], xyz[near, 1], c=rgb, s=0.15, linewidths=0, rasterized=True)
+    axes.scatter(xyz[near, 0], xyz[near, 1], c=rgb, s=0.3, linewidths=0, rasterized=True)
     axes.set(xlim=(-extent, extent), ylim=(-extent, extent), xlabel="x (m)", ylabel="y (m)", title=title)
     axes.set_aspect("equal")
     axes.set_facecolor("white")
