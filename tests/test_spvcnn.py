@@ -195,3 +195,22 @@ def test_bad_inputs(half_model):
         half_model(pe.SparseTensor(x.feats, x.coords, stride=2))
     with pytest.raises(TypeError, match="SPVCNN input must be a SparseTensor or a PointTensor, got Tensor"):
         half_model(x.feats)
+
+
+def test_point_mlp_folds_its_batchnorm_in_eval_mode():
+    from pointengine.models.blocks import PointMLP
+
+    torch.manual_seed(0)
+    mlp = randomize_batchnorm(PointMLP(8, 16))
+    with torch.no_grad():
+        mlp[1].weight.uniform_(0.5, 1.5)
+        mlp[1].bias.uniform_(-0.2, 0.2)
+    feats = torch.randn(300, 8, dtype=torch.float64)
+    mlp = mlp.double()
+    plain = torch.nn.Sequential(*mlp)  # the same modules, applied one after the other
+    mlp.eval(), plain.eval()
+    folded, reference = mlp(feats), plain(feats)
+    torch.testing.assert_close(folded, reference, rtol=1e-12, atol=1e-12)
+    assert bool((reference > 0).any()) and bool((reference == 0).any())  # the ReLU clips some, not all
+    mlp.train(), plain.train()
+    assert torch.equal(mlp(feats), plain(feats))

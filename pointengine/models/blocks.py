@@ -1,7 +1,8 @@
 """The building blocks of the sparse U-Nets (MinkUNet, SPVCNN): conv-BN-ReLU, its transposed twin,
-and the residual block."""
+the residual block, and SPVCNN's point MLP."""
 
 import torch
+from torch import Tensor
 
 from .. import nn
 from ..tensor import SparseTensor
@@ -41,3 +42,22 @@ class ResidualBlock(torch.nn.Module):
     def forward(self, input: SparseTensor) -> SparseTensor:
         main = self.main(input)
         return main.replace_feats((main.feats + self.shortcut(input).feats).relu_())
+
+
+class PointMLP(torch.nn.Sequential):
+    """Linear, BatchNorm1d, ReLU on point features [N, C] (SPVNAS's point transform; the same
+    state-dict keys as that Sequential). In eval mode the BatchNorm folds into the Linear: one product
+    and an in-place ReLU instead of three passes over points x channels."""
+
+    def __init__(self, in_features: int, out_features: int):
+        super().__init__(
+            torch.nn.Linear(in_features, out_features), torch.nn.BatchNorm1d(out_features), torch.nn.ReLU(inplace=True)
+        )
+
+    def forward(self, feats: Tensor) -> Tensor:
+        if self.training:
+            return super().forward(feats)
+        linear, norm = self[0], self[1]
+        scale = norm.weight * torch.rsqrt(norm.running_var + norm.eps)
+        bias = (linear.bias - norm.running_mean) * scale + norm.bias
+        return torch.addmm(bias, feats, (linear.weight * scale[:, None]).t()).relu_()

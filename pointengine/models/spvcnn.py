@@ -6,6 +6,7 @@ import torch
 
 from ..functional.pointvoxel import initial_voxelize, point_to_voxel, voxel_to_point
 from ..tensor import PointTensor, SparseTensor
+from .blocks import PointMLP
 from .minkunet import MinkUNet
 
 
@@ -27,10 +28,7 @@ class SPVCNN(MinkUNet):
     def __init__(self, in_channels: int = 4, num_classes: int = 19, cr: float = 1.0):
         super().__init__(in_channels, num_classes, cr)
         w = self.widths
-        self.point_transforms = torch.nn.ModuleList(
-            torch.nn.Sequential(torch.nn.Linear(w[a], w[b]), torch.nn.BatchNorm1d(w[b]), torch.nn.ReLU(inplace=True))
-            for a, b in ((0, 4), (4, 6), (6, 8))
-        )
+        self.point_transforms = torch.nn.ModuleList(PointMLP(w[a], w[b]) for a, b in ((0, 4), (4, 6), (6, 8)))
         self.dropout = torch.nn.Dropout(0.3)
 
     def forward(self, input: SparseTensor | PointTensor) -> SparseTensor | PointTensor:
