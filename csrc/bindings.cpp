@@ -4,6 +4,7 @@
 #include <torch/library.h>
 
 #include "cpu/conv_fused_cpu.h"
+#include "cpu/linear_cpu.h"
 
 #ifdef _OPENMP
 #include <omp.h>
@@ -18,6 +19,7 @@ TORCH_LIBRARY(pointengine, m) {
       "bool transposed, bool submanifold) -> Tensor");
   m.def("kernel_pairs(Tensor nbr) -> (Tensor in_rows, Tensor out_rows, Tensor ptr)");
   m.def("conv_fused(Tensor feats, Tensor weight, Tensor nbr) -> Tensor");
+  m.def("linear(Tensor input, Tensor weight, Tensor? bias) -> Tensor");
 }
 
 namespace {
@@ -47,4 +49,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("conv_fused_portable", [](const at::Tensor& feats, const at::Tensor& weight, const at::Tensor& nbr) {
     return pointengine::conv_fused_path(feats, weight, nbr, /*allow_avx2=*/false);
   }, "conv_fused on the portable path whatever the CPU, for tests.");
+  m.def("linear_portable", [](const at::Tensor& input, const at::Tensor& weight, const c10::optional<at::Tensor>& bias) {
+    return pointengine::linear_path(input, weight, bias, /*allow_avx2=*/false);
+  }, "linear on the portable path whatever the CPU, for tests.");
 }

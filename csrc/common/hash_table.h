@@ -1,5 +1,7 @@
 // Open-addressing table with linear probing over two flat arrays: keys int64[cap] (-1 = empty) and
-// vals int32[cap]. The capacity is a power of two, so a slot is `hash & (cap - 1)`.
+// vals int32[cap]. The capacity is a power of two, so a slot is `hash & (cap - 1)`. Probing stops
+// after cap slots, so even a table with no empty slot (not one hash_build makes, but the raw ops
+// accept any) cannot make a lookup or an insert loop forever.
 #pragma once
 #include <cstdint>
 
@@ -13,29 +15,48 @@ struct TableView {
   uint64_t mask;
 
   int32_t find(int64_t key) const {
-    for (uint64_t slot = mix_key(key) & mask;; slot = (slot + 1) & mask) {
+    uint64_t slot = mix_key(key) & mask;
+    for (uint64_t probe = 0; probe <= mask; ++probe, slot = (slot + 1) & mask) {
       const int64_t k = keys[slot];
       if (k == key) return vals[slot];
       if (k == kEmptyKey) return -1;
     }
+    return -1;
   }
 };
 
-// Claims a slot for `key` with a compare-and-swap, so threads may insert concurrently.
-// Returns the slot and whether this call inserted the key (false: it was already there).
-inline uint64_t insert_key(int64_t* keys, uint64_t mask, int64_t key, bool* inserted) {
-  for (uint64_t slot = mix_key(key) & mask;; slot = (slot + 1) & mask) {
+// The row of `coords` that the table gives for `key`, or -1; a row past n_rows or holding another
+// key clears *consistent (the table is not the one of these coordinates).
+inline int32_t find_row(const TableView& table, const int32_t* coords, int64_t n_rows, int64_t key,
+                        bool* consistent) {
+  const int32_t i = table.find(key);
+  if (i < 0) return -1;
+  if (i >= n_rows || key_of_row(coords + 4 * int64_t(i)) != key) {
+    *consistent = false;
+    return -1;
+  }
+  return i;
+}
+
+// Claims a slot for `key` with a compare-and-swap, so threads may insert concurrently. Sets the
+// slot and whether this call inserted the key (false: it was already there); returns false when
+// every slot holds another key.
+inline bool insert_key(int64_t* keys, uint64_t mask, int64_t key, uint64_t* slot_out, bool* inserted) {
+  uint64_t slot = mix_key(key) & mask;
+  for (uint64_t probe = 0; probe <= mask; ++probe, slot = (slot + 1) & mask) {
     int64_t expected = kEmptyKey;
-    if (__atomic_compare_exchange_n(&keys[slot], &expected, key, false, __ATOMIC_ACQ_REL,
-                                    __ATOMIC_ACQUIRE)) {
+    if (__atomic_compare_exchange_n(&keys[slot], &expected, key, false, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
+      *slot_out = slot;
       *inserted = true;
-      return slot;
+      return true;
     }
     if (expected == key) {
+      *slot_out = slot;
       *inserted = false;
-      return slot;
+      return true;
     }
   }
+  return false;
 }
 
 inline int64_t table_capacity(int64_t n) {

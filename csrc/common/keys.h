@@ -10,6 +10,8 @@ constexpr int32_t kCoordMin = -32768;
 constexpr int32_t kCoordMax = 32767;
 constexpr int32_t kBatchMax = 65534;
 constexpr int64_t kEmptyKey = -1;
+// Largest kernel size, stride or dilation per axis: an axis of the packed key spans 2^16 values.
+constexpr int64_t kMaxGeometry = 65535;
 
 inline bool axis_in_range(int64_t v) { return v >= kCoordMin && v <= kCoordMax; }
 
@@ -25,6 +27,13 @@ inline void unpack_key(int64_t key, int32_t* out) {
   out[1] = int32_t((k >> 32) & 0xFFFF) + kCoordMin;
   out[2] = int32_t((k >> 16) & 0xFFFF) + kCoordMin;
   out[3] = int32_t(k & 0xFFFF) + kCoordMin;
+}
+
+// The key of an int32 (batch, x, y, z) row, and whether the row fits the packed fields.
+inline int64_t key_of_row(const int32_t* c) { return pack_key(c[0], c[1], c[2], c[3]); }
+
+inline bool row_in_range(const int32_t* c) {
+  return c[0] >= 0 && c[0] <= kBatchMax && axis_in_range(c[1]) && axis_in_range(c[2]) && axis_in_range(c[3]);
 }
 
 // Murmur3's 64-bit finaliser: cheap, and spreads the structured bits of packed keys over the slots.

@@ -124,8 +124,9 @@ def conv3d(
         raise ValueError(f"dataflow must be one of {DATAFLOWS}, got {dataflow!r}")
     _, st, _ = conv_geometry(kernel_size, stride, dilation, transposed, generative, sites)
     if weight.shape[0] == 1 and st == (1, 1, 1) and not generative:
-        # A 1x1x1 submanifold conv (or its transpose) reads each site alone: one dense GEMM, no map.
-        feats = input.feats @ weight[0]
+        # A 1x1x1 submanifold conv (or its transpose) reads each site alone: one dense product, no
+        # map; the thread-count independent one (_ops.linear), not torch's BLAS.
+        feats = _ops.linear(input.feats, weight[0].t(), None)
         coordinate_map, out_stride = input.coordinate_map, input.stride
     else:
         kmap, out_stride = conv_kernel_map(input, kernel_size, stride, dilation, transposed, generative, sites)

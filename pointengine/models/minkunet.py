@@ -42,7 +42,7 @@ class MinkUNet(torch.nn.Module):
             self.up_blocks.append(
                 torch.nn.Sequential(ResidualBlock(c_out + c_skip, c_out), ResidualBlock(c_out, c_out))
             )
-        self.classifier = torch.nn.Linear(w[8], num_classes)
+        self.classifier = nn.Linear(w[8], num_classes)
 
     def forward(self, input: SparseTensor) -> SparseTensor:
         x = self.stem(input)

@@ -1,0 +1,63 @@
+// The backstop checks of the raw ops (torch.ops.pointengine.*, which anyone can call): every
+// failure is a RuntimeError that names the op and the argument. The Python entry points validate
+// first, with friendlier messages; these keep a bad direct call from reading outside a buffer,
+// looping or overflowing.
+#pragma once
+#include <ATen/ATen.h>
+
+#include <cstdint>
+#include <limits>
+
+#include "keys.h"
+
+namespace pointengine {
+
+// Where a kernel reads raw pointers: a CPU tensor of one dtype.
+inline void check_cpu_tensor(const at::Tensor& t, const char* op, const char* arg, at::ScalarType dtype) {
+  TORCH_CHECK(t.defined(), op, ": ", arg, " is an undefined tensor");
+  TORCH_CHECK(t.device().is_cpu(), op, ": ", arg, " must be a CPU tensor, got one on ", t.device());
+  TORCH_CHECK(t.scalar_type() == dtype, op, ": ", arg, " must have dtype ", dtype, ", got ", t.scalar_type());
+}
+
+// A CPU matrix [rows, columns] of one dtype (columns < 0: any number).
+inline void check_matrix(const at::Tensor& t, const char* op, const char* arg, at::ScalarType dtype,
+                         int64_t columns, const char* layout) {
+  check_cpu_tensor(t, op, arg, dtype);
+  TORCH_CHECK(t.dim() == 2 && (columns < 0 || t.size(1) == columns), op, ": ", arg, " must have shape ", layout,
+              ", got ", t.sizes());
+}
+
+// A CPU float32 or float64 matrix (the dtypes the tile kernels compute in).
+inline void check_float_matrix(const at::Tensor& t, const char* op, const char* arg, const char* layout) {
+  TORCH_CHECK(t.defined(), op, ": ", arg, " is an undefined tensor");
+  TORCH_CHECK(t.scalar_type() == at::kFloat || t.scalar_type() == at::kDouble, op, ": ", arg,
+              " must be float32 or float64, got ", t.scalar_type());
+  check_matrix(t, op, arg, t.scalar_type(), -1, layout);
+}
+
+// Row indices are stored as int32: a tensor with more rows could not be indexed.
+inline void check_row_count(int64_t rows, const char* op, const char* arg) {
+  TORCH_CHECK(rows <= std::numeric_limits<int32_t>::max(), op, ": ", arg, " has ", rows,
+              " rows, more than int32 row indices reach (", std::numeric_limits<int32_t>::max(), ")");
+}
+
+// A hash table as hash_build makes it: keys int64[cap], vals int32[cap], cap a power of two (the
+// probe sequence masks with cap - 1). The contents need not be trusted: probing is bounded by cap.
+inline void check_table(const at::Tensor& keys, const at::Tensor& vals, const char* op) {
+  check_cpu_tensor(keys, op, "keys", at::kLong);
+  check_cpu_tensor(vals, op, "vals", at::kInt);
+  TORCH_CHECK(keys.dim() == 1 && vals.dim() == 1 && keys.size(0) == vals.size(0), op,
+              ": keys and vals must be 1-D of one length, got ", keys.sizes(), " and ", vals.sizes());
+  const int64_t cap = keys.size(0);
+  TORCH_CHECK(cap > 0 && (cap & (cap - 1)) == 0, op,
+              ": the table length (keys, vals) must be a power of two, as hash_build makes it, got ", cap);
+}
+
+// Strides of a kernel map: one per axis, in [1, kMaxGeometry].
+inline void check_strides(at::IntArrayRef stride, const char* op) {
+  TORCH_CHECK(stride.size() == 3, op, ": stride must have 3 values, got ", stride.size());
+  for (const int64_t s : stride)
+    TORCH_CHECK(s >= 1 && s <= kMaxGeometry, op, ": stride must be in [1, ", kMaxGeometry, "], got ", stride);
+}
+
+}  // namespace pointengine
