@@ -35,6 +35,12 @@ def conv_args(dtype, requires_grad: bool):
     return feats, weight, neighbours(2)
 
 
+def linear_args(dtype, requires_grad: bool, bias: bool):
+    g = torch.Generator().manual_seed(0)
+    make = lambda *size: torch.randn(*size, generator=g, dtype=dtype, requires_grad=requires_grad)  # noqa: E731
+    return make(6, 3), make(5, 3), make(5) if bias else None
+
+
 def opcheck_params(cases: dict) -> list:
     return [pytest.param(op, args, id=f"{op}-{i}") for op, makers in cases.items() for i, args in enumerate(makers)]
 
@@ -66,6 +72,11 @@ CASES = {
     "conv_fused": [
         lambda: conv_args(torch.float32, False),
         lambda: conv_args(torch.float64, True),
+    ],
+    "linear": [
+        lambda: linear_args(torch.float32, False, bias=True),
+        lambda: linear_args(torch.float64, True, bias=True),
+        lambda: linear_args(torch.float64, True, bias=False),
     ],
 }
 

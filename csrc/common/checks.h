@@ -7,19 +7,26 @@
 
 #include <cstdint>
 #include <limits>
+#include <string>
 
 #include "keys.h"
 
 namespace pointengine {
 
+// A dtype as Python spells it ("torch.int32"), as the messages of the Python checks do.
+inline std::string dtype_name(at::ScalarType dtype) {
+  return "torch." + std::string(c10::getDtypeNames(dtype).first);
+}
+
 // Where a kernel reads raw pointers: a CPU tensor of one dtype.
 inline void check_cpu_tensor(const at::Tensor& t, const char* op, const char* arg, at::ScalarType dtype) {
   TORCH_CHECK(t.defined(), op, ": ", arg, " is an undefined tensor");
   TORCH_CHECK(t.device().is_cpu(), op, ": ", arg, " must be a CPU tensor, got one on ", t.device());
-  TORCH_CHECK(t.scalar_type() == dtype, op, ": ", arg, " must have dtype ", dtype, ", got ", t.scalar_type());
+  TORCH_CHECK(t.scalar_type() == dtype, op, ": ", arg, " must have dtype ", dtype_name(dtype), ", got ",
+              dtype_name(t.scalar_type()));
 }
 
-// A CPU matrix [rows, columns] of one dtype (columns < 0: any number).
+// A CPU matrix of one dtype with `columns` columns (< 0: any number); `layout` names the shape.
 inline void check_matrix(const at::Tensor& t, const char* op, const char* arg, at::ScalarType dtype,
                          int64_t columns, const char* layout) {
   check_cpu_tensor(t, op, arg, dtype);
@@ -31,7 +38,7 @@ inline void check_matrix(const at::Tensor& t, const char* op, const char* arg, a
 inline void check_float_matrix(const at::Tensor& t, const char* op, const char* arg, const char* layout) {
   TORCH_CHECK(t.defined(), op, ": ", arg, " is an undefined tensor");
   TORCH_CHECK(t.scalar_type() == at::kFloat || t.scalar_type() == at::kDouble, op, ": ", arg,
-              " must be float32 or float64, got ", t.scalar_type());
+              " must be float32 or float64, got ", dtype_name(t.scalar_type()));
   check_matrix(t, op, arg, t.scalar_type(), -1, layout);
 }
 

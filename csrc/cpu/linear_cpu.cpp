@@ -73,7 +73,9 @@ at::Tensor linear_path(const at::Tensor& input_in, const at::Tensor& weight_in, 
   constexpr const char* op = "linear";
   check_float_matrix(input_in, op, "input", "[N, in_features]");
   check_row_count(input_in.size(0), op, "input");
-  check_matrix(weight_in, op, "weight", input_in.scalar_type(), input_in.size(1), "[out_features, in_features]");
+  check_matrix(weight_in, op, "weight", input_in.scalar_type(), -1, "[out_features, in_features]");
+  TORCH_CHECK(weight_in.size(1) == input_in.size(1), "linear: weight must have shape [out_features, ",
+              input_in.size(1), "] (in_features of input ", input_in.sizes(), "), got ", weight_in.sizes());
   const int64_t n = input_in.size(0), c_in = input_in.size(1), c_out = weight_in.size(0);
   const bool has_bias = bias_in.has_value() && bias_in->defined();
   if (has_bias) {
