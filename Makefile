@@ -37,7 +37,7 @@ bench: setup
 # files, since pytest captures the output of the test that dies.
 SANITIZE_DIR := build/sanitize
 FUZZ_EXAMPLES ?= 2000
-SANITIZE_ENV = PYTHONPATH=$(SANITIZE_DIR) PYTHONSAFEPATH=1 \
+SANITIZE_ENV = PYTHONPATH=$(CURDIR)/$(SANITIZE_DIR) PYTHONSAFEPATH=1 \
 	LD_PRELOAD="$$(gcc -print-file-name=libasan.so) $$(gcc -print-file-name=libubsan.so)" \
 	ASAN_OPTIONS=detect_leaks=0:allocator_may_return_null=1:log_path=$(CURDIR)/$(SANITIZE_DIR)/reports/asan \
 	UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1:log_path=$(CURDIR)/$(SANITIZE_DIR)/reports/ubsan

@@ -63,6 +63,16 @@ def check_same_device(**tensors: Tensor) -> None:
         raise ValueError(f"tensors must be on one device, got {listed}")
 
 
+def check_bias(bias, out_features: int, dtype: torch.dtype, dtype_of: str, **same_device: Tensor) -> None:
+    """A bias [out_features] of the layer's dtype (that of `dtype_of`), on the device of `same_device`."""
+    check_tensor(bias, "bias")
+    if bias.shape != (out_features,):
+        raise ValueError(f"bias must have shape [{out_features}], got {list(bias.shape)}")
+    if bias.dtype != dtype:
+        raise ValueError(f"bias dtype {bias.dtype} differs from {dtype_of} dtype {dtype}")
+    check_same_device(**same_device, bias=bias)
+
+
 def _is_int(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 

@@ -2,6 +2,7 @@
 thread gets the single-threaded results, bit for bit."""
 
 import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import torch
 
@@ -31,22 +32,13 @@ def test_threads_sharing_a_tensor_share_each_kernel_map():
 
     x = SparseTensor(feats, coords)
     start = threading.Barrier(THREADS)
-    results: list = [None] * THREADS
-    errors: list = []
 
-    def work(i: int) -> None:
-        try:
-            start.wait()
-            results[i] = network(x, weights)
-        except Exception as error:  # reported below: an exception in a thread would pass silently
-            errors.append(error)
+    def work(_) -> tuple:
+        start.wait()  # all threads reach the first map together
+        return network(x, weights)
 
-    threads = [threading.Thread(target=work, args=(i,)) for i in range(THREADS)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert not errors
+    with ThreadPoolExecutor(THREADS) as pool:
+        results = list(pool.map(work, range(THREADS)))  # re-raises what a thread raised
     fine, coarse = x.coordinate_map, x.levels[(2, 2, 2)]
     # One map per key on each level; every thread's layers ran on those very objects.
     assert len(fine.kernel_maps) == 2 and len(coarse.kernel_maps) == 2

@@ -116,6 +116,8 @@ for name in available():
 
 def test_zoo_models_are_bitwise_the_same_at_one_to_four_threads():
     env = dict(os.environ, MKL_ENABLE_INSTRUCTIONS="AVX2")
-    result = subprocess.run([sys.executable, "-c", ZOO_AT_EACH_THREAD_COUNT], env=env, capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, "-c", ZOO_AT_EACH_THREAD_COUNT], env=env, capture_output=True, text=True, check=False
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "minkunet_cr1.0" in result.stdout

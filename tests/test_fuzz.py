@@ -39,6 +39,8 @@ def mostly(good, bad, one_in: int = 5):
     return st.integers(1, one_in).flatmap(lambda i: bad if i == 1 else good)
 
 
+# Mostly the dtypes the kernels compute in.
+FUZZ_DTYPES = mostly(st.sampled_from(FLOAT_DTYPES), st.just(torch.float16))
 # Coordinates near the origin, and now and then at the edges of the packable range.
 COORD_VALUES = mostly(st.integers(-3, 3), st.sampled_from([-32768, -32767, 32766, 32767]), one_in=8)
 
@@ -58,8 +60,8 @@ def int_tensors(draw, shape, dtype=torch.int32, values=INTS) -> torch.Tensor:
 
 
 @st.composite
-def float_tensors(draw, shape, dtypes=mostly(st.sampled_from(FLOAT_DTYPES), st.just(torch.float16))) -> torch.Tensor:
-    dtype = draw(dtypes)
+def float_tensors(draw, shape, dtypes=None) -> torch.Tensor:
+    dtype = draw(FUZZ_DTYPES if dtypes is None else dtypes)
     data = draw(st.lists(st.floats(-4, 4, width=16), min_size=math.prod(shape), max_size=math.prod(shape)))
     return draw(laid_out(torch.tensor(data, dtype=dtype).reshape(shape)))
 
@@ -121,8 +123,21 @@ def offset_tensors():
 @st.composite
 def raw_calls(draw):
     """(op name, a call of it)."""
-    op = draw(st.sampled_from(["hash_build", "hash_query", "unique_coords", "neighbor_table", "kernel_pairs",
-                               "conv_fused", "conv_fused_portable", "linear", "linear_portable"]))
+    op = draw(
+        st.sampled_from(
+            [
+                "hash_build",
+                "hash_query",
+                "unique_coords",
+                "neighbor_table",
+                "kernel_pairs",
+                "conv_fused",
+                "conv_fused_portable",
+                "linear",
+                "linear_portable",
+            ]
+        )
+    )
     if op in ("hash_build", "unique_coords"):
         coords = draw(coord_tensors())
         return op, lambda: getattr(ops, op)(coords)
@@ -144,7 +159,11 @@ def raw_calls(draw):
     dtype = draw(st.sampled_from(FLOAT_DTYPES))
     if op.startswith("conv_fused"):
         feats = draw(shapes([n_in, c_in]).flatmap(lambda shape: float_tensors(shape, st.just(dtype))))
-        weight = draw(shapes([k, c_in, c_out]).flatmap(lambda shape: float_tensors(shape, mostly(st.just(dtype), st.just(torch.float32)))))
+        weight = draw(
+            shapes([k, c_in, c_out]).flatmap(
+                lambda shape: float_tensors(shape, mostly(st.just(dtype), st.just(torch.float32)))
+            )
+        )
         run = ops.conv_fused if op == "conv_fused" else _C.conv_fused_portable
         return "conv_fused", lambda: run(feats, weight, nbr)
     input = draw(shapes([n_in, c_in]).flatmap(lambda shape: float_tensors(shape, st.just(dtype))))
@@ -169,11 +188,14 @@ def test_fuzz_raw_ops(fuzz_examples):
 
 # --- the public API -----------------------------------------------------------------------------------
 
+
 def geometry(good):
     """A kernel size, stride or dilation: mostly `good`, sometimes out of bounds or of a wrong type."""
     bad = st.one_of(
         st.sampled_from([0, -1, 65535, 65536, 2**32, True, 2.0, "3", None]),
-        st.lists(st.one_of(st.integers(1, 3), st.sampled_from([0, 65535, 65536, False])), min_size=2, max_size=4).map(tuple),
+        st.lists(st.one_of(st.integers(1, 3), st.sampled_from([0, 65535, 65536, False])), min_size=2, max_size=4).map(
+            tuple
+        ),
     )
     return mostly(st.one_of(good, st.tuples(good, good, good)), bad, one_in=10)
 
@@ -200,17 +222,17 @@ def conv_arguments(draw, c_in: int):
     volume = volume if volume <= 4096 else 1
     volume += draw(mostly(st.just(0), st.just(1), one_in=10))
     transposed = draw(st.booleans())
-    return dict(
-        weight=torch.randn(volume, c_in, 2, dtype=torch.float64),
-        bias=draw(mostly(st.sampled_from([None, torch.zeros(2, dtype=torch.float64)]), st.just(torch.zeros(3)), 10)),
-        kernel_size=kernel_size,
-        stride=stride,
-        dilation=dilation,
-        transposed=transposed,
-        generative=draw(mostly(st.just(transposed), st.booleans())),
-        sites=draw(mostly(st.sampled_from(["dense", "floor"]), st.just("ceil"), 10)),
-        dataflow=draw(mostly(st.sampled_from([None, "fused", "gather_scatter"]), st.just("im2col"), 10)),
-    )
+    return {
+        "weight": torch.randn(volume, c_in, 2, dtype=torch.float64),
+        "bias": draw(mostly(st.sampled_from([None, torch.zeros(2, dtype=torch.float64)]), st.just(torch.zeros(3)), 10)),
+        "kernel_size": kernel_size,
+        "stride": stride,
+        "dilation": dilation,
+        "transposed": transposed,
+        "generative": draw(mostly(st.just(transposed), st.booleans())),
+        "sites": draw(mostly(st.sampled_from(["dense", "floor"]), st.just("ceil"), 10)),
+        "dataflow": draw(mostly(st.sampled_from([None, "fused", "gather_scatter"]), st.just("im2col"), 10)),
+    }
 
 
 def check_sparse_result(y: pe.SparseTensor) -> None:

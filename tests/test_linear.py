@@ -17,7 +17,7 @@ PATHS = {"dispatched": linear, "portable": lambda x, w, b=None: _C.linear_portab
 def operands(shape, dtype, seed=0, bias=True):
     g = torch.Generator().manual_seed(seed)
     n, c_in, c_out = shape
-    make = lambda *size: torch.randn(*size, generator=g, dtype=torch.float64).to(dtype)  # noqa: E731
+    make = lambda *size: torch.randn(*size, generator=g, dtype=torch.float64).to(dtype)
     return make(n, c_in), make(c_out, c_in), make(c_out) if bias else None
 
 
@@ -87,14 +87,29 @@ def test_module_is_torch_linear_with_the_same_state_dict():
 @pytest.mark.parametrize(
     "args,message",
     [
-        (dict(input=torch.ones(3, 2, dtype=torch.float16), weight=torch.ones(4, 2, dtype=torch.float16)), r"linear supports float32 and float64 input, got torch.float16"),
-        (dict(weight=torch.ones(4, 2, dtype=torch.float64)), r"weight dtype torch.float64 differs from input dtype torch.float32"),
-        (dict(weight=torch.ones(4, 3)), r"weight must have shape \[out_features, 2\] for input \[3, 2\] \(in_features last\), got weight \[4, 3\]"),
+        (
+            dict(input=torch.ones(3, 2, dtype=torch.float16), weight=torch.ones(4, 2, dtype=torch.float16)),
+            r"linear supports float32 and float64 input, got torch.float16",
+        ),
+        (
+            dict(weight=torch.ones(4, 2, dtype=torch.float64)),
+            r"weight dtype torch.float64 differs from input dtype torch.float32",
+        ),
+        (
+            dict(weight=torch.ones(4, 3)),
+            r"weight must have shape \[out_features, 2\] for input \[3, 2\] \(in_features last\), got weight \[4, 3\]",
+        ),
         (dict(weight=torch.ones(4, 2, 1)), r"weight must have shape \[out_features, 2\]"),
         (dict(input=torch.tensor(1.0)), r"weight must have shape \[out_features, \?\] for input \[\]"),
         (dict(bias=torch.ones(3)), r"bias must have shape \[4\], got \[3\]"),
-        (dict(bias=torch.ones(4, dtype=torch.float64)), r"bias dtype torch.float64 differs from input dtype torch.float32"),
-        (dict(weight=torch.ones(4, 2, device="meta")), r"tensors must be on one device, got input on cpu, weight on meta"),
+        (
+            dict(bias=torch.ones(4, dtype=torch.float64)),
+            r"bias dtype torch.float64 differs from input dtype torch.float32",
+        ),
+        (
+            dict(weight=torch.ones(4, 2, device="meta")),
+            r"tensors must be on one device, got input on cpu, weight on meta",
+        ),
     ],
 )
 def test_bad_arguments(args, message):

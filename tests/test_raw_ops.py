@@ -50,55 +50,192 @@ NBR = neighbor_table(KEYS, VALS, SITES, kernel_offsets(3), submanifold=True)
 FEATS, WEIGHT = torch.ones(4, 2), torch.ones(27, 2, 3)
 
 BAD_CALLS = {
-    "hash_build dtype": (lambda: ops.hash_build(SITES.long()), r"hash_build: coords must have dtype torch.int32, got torch.int64"),
-    "hash_build shape": (lambda: ops.hash_build(SITES[:, :3]), r"hash_build: coords must have shape \[N, 4\] \(batch, x, y, z\), got \[4, 3\]"),
+    "hash_build dtype": (
+        lambda: ops.hash_build(SITES.long()),
+        r"hash_build: coords must have dtype torch.int32, got torch.int64",
+    ),
+    "hash_build shape": (
+        lambda: ops.hash_build(SITES[:, :3]),
+        r"hash_build: coords must have shape \[N, 4\] \(batch, x, y, z\), got \[4, 3\]",
+    ),
     "hash_build rank": (lambda: ops.hash_build(SITES.flatten()), r"hash_build: coords must have shape \[N, 4\]"),
-    "hash_build range": (lambda: ops.hash_build(rows([0, 40000, 0, 0])), r"hash_build: 1 rows of coords lie outside the packable range"),
+    "hash_build range": (
+        lambda: ops.hash_build(rows([0, 40000, 0, 0])),
+        r"hash_build: 1 rows of coords lie outside the packable range",
+    ),
     "hash_build batch": (lambda: ops.hash_build(rows([65535, 0, 0, 0])), r"hash_build: 1 rows of coords lie outside"),
-    "hash_query keys dtype": (lambda: ops.hash_query(KEYS.int(), VALS, SITES), r"hash_query: keys must have dtype torch.int64, got torch.int32"),
-    "hash_query vals dtype": (lambda: ops.hash_query(KEYS, VALS.long(), SITES), r"hash_query: vals must have dtype torch.int32, got torch.int64"),
-    "hash_query lengths": (lambda: ops.hash_query(KEYS, VALS[:8], SITES), r"hash_query: keys and vals must be 1-D of one length, got \[16\] and \[8\]"),
-    "hash_query 2-D keys": (lambda: ops.hash_query(KEYS[None], VALS[None], SITES), r"hash_query: keys and vals must be 1-D"),
-    "hash_query empty table": (lambda: ops.hash_query(KEYS[:0], VALS[:0], SITES), r"hash_query: the table length \(keys, vals\) must be a power of two, as hash_build makes it, got 0"),
-    "hash_query length 12": (lambda: ops.hash_query(KEYS[:12], VALS[:12], SITES), r"hash_query: the table length .* must be a power of two, .* got 12"),
-    "hash_query coords": (lambda: ops.hash_query(KEYS, VALS, SITES.long()), r"hash_query: coords must have dtype torch.int32"),
-    "unique_coords dtype": (lambda: ops.unique_coords(SITES.float()), r"unique_coords: coords must have dtype torch.int32, got torch.float32"),
+    "hash_query keys dtype": (
+        lambda: ops.hash_query(KEYS.int(), VALS, SITES),
+        r"hash_query: keys must have dtype torch.int64, got torch.int32",
+    ),
+    "hash_query vals dtype": (
+        lambda: ops.hash_query(KEYS, VALS.long(), SITES),
+        r"hash_query: vals must have dtype torch.int32, got torch.int64",
+    ),
+    "hash_query lengths": (
+        lambda: ops.hash_query(KEYS, VALS[:8], SITES),
+        r"hash_query: keys and vals must be 1-D of one length, got \[16\] and \[8\]",
+    ),
+    "hash_query 2-D keys": (
+        lambda: ops.hash_query(KEYS[None], VALS[None], SITES),
+        r"hash_query: keys and vals must be 1-D",
+    ),
+    "hash_query empty table": (
+        lambda: ops.hash_query(KEYS[:0], VALS[:0], SITES),
+        r"hash_query: the table length \(keys, vals\) must be a power of two, as hash_build makes it, got 0",
+    ),
+    "hash_query length 12": (
+        lambda: ops.hash_query(KEYS[:12], VALS[:12], SITES),
+        r"hash_query: the table length .* must be a power of two, .* got 12",
+    ),
+    "hash_query coords": (
+        lambda: ops.hash_query(KEYS, VALS, SITES.long()),
+        r"hash_query: coords must have dtype torch.int32",
+    ),
+    "unique_coords dtype": (
+        lambda: ops.unique_coords(SITES.float()),
+        r"unique_coords: coords must have dtype torch.int32, got torch.float32",
+    ),
     "unique_coords shape": (lambda: ops.unique_coords(SITES[:, :2]), r"unique_coords: coords must have shape \[N, 4\]"),
-    "unique_coords range": (lambda: ops.unique_coords(rows([0, 0, 0, INT_MIN])), r"unique_coords: 1 rows of coords lie outside"),
-    "neighbor_table empty table": (lambda: neighbor_table(KEYS[:0], VALS[:0], SITES, kernel_offsets(3)), r"neighbor_table: the table length \(keys, vals\) must be a power of two, as hash_build makes it, got 0"),
-    "neighbor_table length 24": (lambda: neighbor_table(torch.cat([KEYS, KEYS[:8]]), torch.cat([VALS, VALS[:8]]), SITES, kernel_offsets(3)), r"neighbor_table: the table length .* got 24"),
-    "neighbor_table keys dtype": (lambda: neighbor_table(KEYS.double(), VALS, SITES, kernel_offsets(3)), r"neighbor_table: keys must have dtype torch.int64, got torch.float64"),
-    "neighbor_table out_coords": (lambda: neighbor_table(KEYS, VALS, SITES[:, 1:], kernel_offsets(3)), r"neighbor_table: out_coords must have shape \[N, 4\] \(batch, x, y, z\), got \[4, 3\]"),
-    "neighbor_table offsets shape": (lambda: neighbor_table(KEYS, VALS, SITES, kernel_offsets(3)[:, :2]), r"neighbor_table: offsets must have shape \[K, 3\], got \[27, 2\]"),
-    "neighbor_table offsets dtype": (lambda: neighbor_table(KEYS, VALS, SITES, kernel_offsets(3).long()), r"neighbor_table: offsets must have dtype torch.int32, got torch.int64"),
-    "neighbor_table stride 0": (lambda: neighbor_table(KEYS, VALS, SITES, kernel_offsets(2), (0, 1, 1)), r"neighbor_table: stride must be in \[1, 65535\], got \[0, 1, 1\]"),
-    "neighbor_table stride -1": (lambda: neighbor_table(KEYS, VALS, SITES, kernel_offsets(2), (1, -1, 1), True), r"neighbor_table: stride must be in \[1, 65535\], got \[1, -1, 1\]"),
-    "neighbor_table stride 2**32": (lambda: neighbor_table(KEYS, VALS, SITES, kernel_offsets(2), (2**32,) * 3, True), r"neighbor_table: stride must be in \[1, 65535\]"),
-    "neighbor_table two strides": (lambda: neighbor_table(KEYS, VALS, SITES, kernel_offsets(2), (2, 2)), r"neighbor_table: stride must have 3 values, got 2"),
+    "unique_coords range": (
+        lambda: ops.unique_coords(rows([0, 0, 0, INT_MIN])),
+        r"unique_coords: 1 rows of coords lie outside",
+    ),
+    "neighbor_table empty table": (
+        lambda: neighbor_table(KEYS[:0], VALS[:0], SITES, kernel_offsets(3)),
+        r"neighbor_table: the table length \(keys, vals\) must be a power of two, as hash_build makes it, got 0",
+    ),
+    "neighbor_table length 24": (
+        lambda: neighbor_table(torch.cat([KEYS, KEYS[:8]]), torch.cat([VALS, VALS[:8]]), SITES, kernel_offsets(3)),
+        r"neighbor_table: the table length .* got 24",
+    ),
+    "neighbor_table keys dtype": (
+        lambda: neighbor_table(KEYS.double(), VALS, SITES, kernel_offsets(3)),
+        r"neighbor_table: keys must have dtype torch.int64, got torch.float64",
+    ),
+    "neighbor_table out_coords": (
+        lambda: neighbor_table(KEYS, VALS, SITES[:, 1:], kernel_offsets(3)),
+        r"neighbor_table: out_coords must have shape \[N, 4\] \(batch, x, y, z\), got \[4, 3\]",
+    ),
+    "neighbor_table offsets shape": (
+        lambda: neighbor_table(KEYS, VALS, SITES, kernel_offsets(3)[:, :2]),
+        r"neighbor_table: offsets must have shape \[K, 3\], got \[27, 2\]",
+    ),
+    "neighbor_table offsets dtype": (
+        lambda: neighbor_table(KEYS, VALS, SITES, kernel_offsets(3).long()),
+        r"neighbor_table: offsets must have dtype torch.int32, got torch.int64",
+    ),
+    "neighbor_table stride 0": (
+        lambda: neighbor_table(KEYS, VALS, SITES, kernel_offsets(2), (0, 1, 1)),
+        r"neighbor_table: stride must be in \[1, 65535\], got \[0, 1, 1\]",
+    ),
+    "neighbor_table stride -1": (
+        lambda: neighbor_table(KEYS, VALS, SITES, kernel_offsets(2), (1, -1, 1), True),
+        r"neighbor_table: stride must be in \[1, 65535\], got \[1, -1, 1\]",
+    ),
+    "neighbor_table stride 2**32": (
+        lambda: neighbor_table(KEYS, VALS, SITES, kernel_offsets(2), (2**32,) * 3, True),
+        r"neighbor_table: stride must be in \[1, 65535\]",
+    ),
+    "neighbor_table two strides": (
+        lambda: neighbor_table(KEYS, VALS, SITES, kernel_offsets(2), (2, 2)),
+        r"neighbor_table: stride must have 3 values, got 2",
+    ),
     # INT_MIN with stride -1 once divided by zero after truncation, or overflowed INT_MIN / -1.
-    "neighbor_table INT_MIN, stride -1": (lambda: neighbor_table(KEYS, VALS, rows([0, INT_MIN, 0, 0]), kernel_offsets(2), (-1, 1, 1), True), r"neighbor_table: stride must be in \[1, 65535\], got \[-1, 1, 1\]"),
-    "neighbor_table INT_MIN site": (lambda: neighbor_table(KEYS, VALS, rows([0, INT_MIN, 0, 0]), kernel_offsets(2), (1, 1, 1), True), r"neighbor_table: 1 rows of out_coords lie outside the packable range"),
-    "neighbor_table even submanifold": (lambda: neighbor_table(KEYS, VALS, SITES, kernel_offsets(2), submanifold=True), r"neighbor_table: a submanifold table needs an odd number of offsets, got 8"),
-    "neighbor_table submanifold of other sites": (lambda: neighbor_table(*table(torch.zeros(9, 4, dtype=torch.int32)), SITES, kernel_offsets(3), submanifold=True), r"neighbor_table: a submanifold table needs the table of out_coords itself, of length 16 for 4 rows, got 32"),
-    "kernel_pairs dtype": (lambda: ops.kernel_pairs(NBR.long()), r"kernel_pairs: nbr must have dtype torch.int32, got torch.int64"),
-    "kernel_pairs rank": (lambda: ops.kernel_pairs(NBR.flatten()), r"kernel_pairs: nbr must have shape \[N_out, K\], got \[108\]"),
-    "conv_fused feats dtype": (lambda: ops.conv_fused(FEATS.half(), WEIGHT.half(), NBR), r"conv_fused: feats must be float32 or float64, got torch.float16"),
-    "conv_fused weight dtype": (lambda: ops.conv_fused(FEATS.double(), WEIGHT, NBR), r"conv_fused: weight must have dtype torch.float64, got torch.float32"),
-    "conv_fused nbr dtype": (lambda: ops.conv_fused(FEATS, WEIGHT, NBR.long()), r"conv_fused: nbr must have dtype torch.int32, got torch.int64"),
-    "conv_fused feats rank": (lambda: ops.conv_fused(FEATS[None], WEIGHT, NBR), r"conv_fused: feats must have shape \[N_in, C_in\], got \[1, 4, 2\]"),
-    "conv_fused channels": (lambda: ops.conv_fused(torch.ones(4, 5), WEIGHT, NBR), r"conv_fused: weight must have shape \[K, C_in, C_out\] = \[27, 5, C_out\] \(nbr columns, feats columns\), got \[27, 2, 3\]"),
-    "conv_fused kernel volume": (lambda: ops.conv_fused(FEATS, WEIGHT[:8], NBR), r"conv_fused: weight must have shape \[K, C_in, C_out\] = \[27, 2, C_out\]"),
-    "conv_fused row past feats": (lambda: ops.conv_fused(FEATS[:3], WEIGHT, NBR), r"conv_fused: nbr holds a row index >= the number of feats rows \(3\)"),
-    "conv_fused_portable row past feats": (lambda: _C.conv_fused_portable(FEATS[:3], WEIGHT, NBR), r"conv_fused: nbr holds a row index >= the number of feats rows \(3\)"),
-    "conv_fused_portable device": (lambda: _C.conv_fused_portable(FEATS.to("meta"), WEIGHT, NBR), r"conv_fused: feats must be a CPU tensor, got one on meta"),
-    "conv_fused_portable nbr device": (lambda: _C.conv_fused_portable(FEATS, WEIGHT, NBR.to("meta")), r"conv_fused: nbr must be a CPU tensor, got one on meta"),
-    "linear input dtype": (lambda: ops.linear(FEATS.int(), torch.ones(3, 2), None), r"linear: input must be float32 or float64, got torch.int32"),
-    "linear weight dtype": (lambda: ops.linear(FEATS, torch.ones(3, 2).double(), None), r"linear: weight must have dtype torch.float32, got torch.float64"),
-    "linear in_features": (lambda: ops.linear(FEATS, torch.ones(3, 5), None), r"linear: weight must have shape \[out_features, 2\] \(in_features of input \[4, 2\]\), got \[3, 5\]"),
-    "linear input rank": (lambda: ops.linear(FEATS[0], torch.ones(3, 2), None), r"linear: input must have shape \[N, in_features\], got \[2\]"),
-    "linear bias shape": (lambda: ops.linear(FEATS, torch.ones(3, 2), torch.ones(2)), r"linear: bias must have shape \[3\] \(out_features\), got \[2\]"),
-    "linear bias dtype": (lambda: ops.linear(FEATS, torch.ones(3, 2), torch.ones(3).double()), r"linear: bias must have dtype torch.float32, got torch.float64"),
-    "linear_portable device": (lambda: _C.linear_portable(FEATS, torch.ones(3, 2, device="meta"), None), r"linear: weight must be a CPU tensor, got one on meta"),
+    "neighbor_table INT_MIN, stride -1": (
+        lambda: neighbor_table(KEYS, VALS, rows([0, INT_MIN, 0, 0]), kernel_offsets(2), (-1, 1, 1), True),
+        r"neighbor_table: stride must be in \[1, 65535\], got \[-1, 1, 1\]",
+    ),
+    "neighbor_table INT_MIN site": (
+        lambda: neighbor_table(KEYS, VALS, rows([0, INT_MIN, 0, 0]), kernel_offsets(2), (1, 1, 1), True),
+        r"neighbor_table: 1 rows of out_coords lie outside the packable range",
+    ),
+    "neighbor_table even submanifold": (
+        lambda: neighbor_table(KEYS, VALS, SITES, kernel_offsets(2), submanifold=True),
+        r"neighbor_table: a submanifold table needs an odd number of offsets, got 8",
+    ),
+    "neighbor_table submanifold of other sites": (
+        lambda: neighbor_table(
+            *table(torch.zeros(9, 4, dtype=torch.int32)), SITES, kernel_offsets(3), submanifold=True
+        ),
+        r"neighbor_table: a submanifold table needs the table of out_coords itself, of length 16 for 4 rows, got 32",
+    ),
+    "kernel_pairs dtype": (
+        lambda: ops.kernel_pairs(NBR.long()),
+        r"kernel_pairs: nbr must have dtype torch.int32, got torch.int64",
+    ),
+    "kernel_pairs rank": (
+        lambda: ops.kernel_pairs(NBR.flatten()),
+        r"kernel_pairs: nbr must have shape \[N_out, K\], got \[108\]",
+    ),
+    "conv_fused feats dtype": (
+        lambda: ops.conv_fused(FEATS.half(), WEIGHT.half(), NBR),
+        r"conv_fused: feats must be float32 or float64, got torch.float16",
+    ),
+    "conv_fused weight dtype": (
+        lambda: ops.conv_fused(FEATS.double(), WEIGHT, NBR),
+        r"conv_fused: weight must have dtype torch.float64, got torch.float32",
+    ),
+    "conv_fused nbr dtype": (
+        lambda: ops.conv_fused(FEATS, WEIGHT, NBR.long()),
+        r"conv_fused: nbr must have dtype torch.int32, got torch.int64",
+    ),
+    "conv_fused feats rank": (
+        lambda: ops.conv_fused(FEATS[None], WEIGHT, NBR),
+        r"conv_fused: feats must have shape \[N_in, C_in\], got \[1, 4, 2\]",
+    ),
+    "conv_fused channels": (
+        lambda: ops.conv_fused(torch.ones(4, 5), WEIGHT, NBR),
+        r"conv_fused: weight must have shape \[K, C_in, C_out\] = \[27, 5, C_out\] \(nbr columns, feats columns\), got \[27, 2, 3\]",
+    ),
+    "conv_fused kernel volume": (
+        lambda: ops.conv_fused(FEATS, WEIGHT[:8], NBR),
+        r"conv_fused: weight must have shape \[K, C_in, C_out\] = \[27, 2, C_out\]",
+    ),
+    "conv_fused row past feats": (
+        lambda: ops.conv_fused(FEATS[:3], WEIGHT, NBR),
+        r"conv_fused: nbr holds a row index >= the number of feats rows \(3\)",
+    ),
+    "conv_fused_portable row past feats": (
+        lambda: _C.conv_fused_portable(FEATS[:3], WEIGHT, NBR),
+        r"conv_fused: nbr holds a row index >= the number of feats rows \(3\)",
+    ),
+    "conv_fused_portable device": (
+        lambda: _C.conv_fused_portable(FEATS.to("meta"), WEIGHT, NBR),
+        r"conv_fused: feats must be a CPU tensor, got one on meta",
+    ),
+    "conv_fused_portable nbr device": (
+        lambda: _C.conv_fused_portable(FEATS, WEIGHT, NBR.to("meta")),
+        r"conv_fused: nbr must be a CPU tensor, got one on meta",
+    ),
+    "linear input dtype": (
+        lambda: ops.linear(FEATS.int(), torch.ones(3, 2), None),
+        r"linear: input must be float32 or float64, got torch.int32",
+    ),
+    "linear weight dtype": (
+        lambda: ops.linear(FEATS, torch.ones(3, 2).double(), None),
+        r"linear: weight must have dtype torch.float32, got torch.float64",
+    ),
+    "linear in_features": (
+        lambda: ops.linear(FEATS, torch.ones(3, 5), None),
+        r"linear: weight must have shape \[out_features, 2\] \(in_features of input \[4, 2\]\), got \[3, 5\]",
+    ),
+    "linear input rank": (
+        lambda: ops.linear(FEATS[0], torch.ones(3, 2), None),
+        r"linear: input must have shape \[N, in_features\], got \[2\]",
+    ),
+    "linear bias shape": (
+        lambda: ops.linear(FEATS, torch.ones(3, 2), torch.ones(2)),
+        r"linear: bias must have shape \[3\] \(out_features\), got \[2\]",
+    ),
+    "linear bias dtype": (
+        lambda: ops.linear(FEATS, torch.ones(3, 2), torch.ones(3).double()),
+        r"linear: bias must have dtype torch.float32, got torch.float64",
+    ),
+    "linear_portable device": (
+        lambda: _C.linear_portable(FEATS, torch.ones(3, 2, device="meta"), None),
+        r"linear: weight must be a CPU tensor, got one on meta",
+    ),
 }
 
 
@@ -124,22 +261,39 @@ def test_strided_views_of_the_table_are_read_as_views():
     assert torch.equal(neighbor_table(keys_view, vals_view, queries[:4], offs, submanifold=True), NBR)
 
 
-def test_a_table_without_an_empty_slot_answers_every_query():
-    """A table of 7 sites (16 slots) whose 9 empty slots are then filled with other keys: no slot is
-    -1, so lookups of absent keys once probed forever. Keys of the 7 sites stay where their probe
-    sequences reach them, so each is still found; absent keys end after 16 probes as -1."""
+def sites_and_a_crowded_table(empty_left: int):
+    """7 sites, their table (16 slots) and all but `empty_left` of its 9 empty slots filled with keys of
+    other sites. The 7 keys stay where their probe sequences reach them."""
     sites = rows(*[(0, i, -i, 2 * i) for i in range(7)])
     keys, vals = table(sites)
     empty = (keys == -1).nonzero().flatten()
     assert len(keys) == 16 and len(empty) == 9
-    keys[empty] = torch.tensor([packed_key(2, i, i, i) for i in range(9)])
-    vals[empty] = torch.arange(100, 109, dtype=torch.int32)
+    fill = empty[: 9 - empty_left]
+    keys[fill] = torch.tensor([packed_key(2, i, i, i) for i in range(len(fill))], dtype=torch.int64)
+    vals[fill] = torch.arange(100, 100 + len(fill), dtype=torch.int32)
+    return sites, keys, vals
+
+
+def test_a_table_without_an_empty_slot_is_refused():
+    """With no -1 slot, a lookup of a missing key once probed forever."""
+    sites, keys, vals = sites_and_a_crowded_table(empty_left=0)
+    with pytest.raises(RuntimeError, match=r"hash_query: the table \(keys, vals\) has no empty slot \(key -1\)"):
+        ops.hash_query(keys, vals, sites)
+    with pytest.raises(RuntimeError, match=r"neighbor_table: the table \(keys, vals\) has no empty slot"):
+        neighbor_table(keys, vals, sites, kernel_offsets(3))
+
+
+def test_one_empty_slot_ends_every_lookup():
+    """Misses probe around the whole table to the one empty slot; hits are still found."""
+    sites, keys, vals = sites_and_a_crowded_table(empty_left=1)
     assert ops.hash_query(keys, vals, sites.flip(0)).tolist() == list(range(6, -1, -1))
     absent = rows([0, 7, -7, 14], [1, 0, 0, 0], [0, -32768, 32767, 0])
     assert ops.hash_query(keys, vals, absent).tolist() == [-1, -1, -1]
     index = {tuple(r): i for i, r in enumerate(sites.tolist())}
     offs = kernel_offsets(3)
-    expected = [[index.get((b, x + dx, y + dy, z + dz), -1) for dx, dy, dz in offs.tolist()] for b, x, y, z in sites.tolist()]
+    expected = [
+        [index.get((b, x + dx, y + dy, z + dz), -1) for dx, dy, dz in offs.tolist()] for b, x, y, z in sites.tolist()
+    ]
     assert neighbor_table(keys, vals, sites, offs).tolist() == expected
 
 
@@ -224,6 +378,8 @@ print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) // 1024)
 def test_a_huge_kernel_on_few_sites_stays_small():
     """Its own data (offsets, the [3, K] table, weight and packed weight) is about 60 MB; 400 MB
     leaves room for the sanitizers' allocator and fails the 1 GB workspace."""
-    result = subprocess.run([sys.executable, "-c", HUGE_KERNEL_ON_FEW_SITES], capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, "-c", HUGE_KERNEL_ON_FEW_SITES], capture_output=True, text=True, check=False
+    )
     assert result.returncode == 0, result.stderr
     assert int(result.stdout) < 400

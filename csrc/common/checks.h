@@ -9,6 +9,7 @@
 #include <limits>
 #include <string>
 
+#include "hash_table.h"
 #include "keys.h"
 
 namespace pointengine {
@@ -58,6 +59,13 @@ inline void check_table(const at::Tensor& keys, const at::Tensor& vals, const ch
   const int64_t cap = keys.size(0);
   TORCH_CHECK(cap > 0 && (cap & (cap - 1)) == 0, op,
               ": the table length (keys, vals) must be a power of two, as hash_build makes it, got ", cap);
+}
+
+// After check_table, on the contiguous keys: the empty slot that ends every lookup (hash_table.h).
+inline void check_empty_slot(const at::Tensor& keys, const char* op) {
+  TORCH_CHECK(has_empty_slot(keys.data_ptr<int64_t>(), keys.size(0)), op,
+              ": the table (keys, vals) has no empty slot (key -1), so a lookup of a missing key would never end; "
+              "hash_build leaves at least half of the slots empty");
 }
 
 // Strides of a kernel map: one per axis, in [1, kMaxGeometry].

@@ -15,6 +15,10 @@ constexpr int64_t kMaxGeometry = 65535;
 
 inline bool axis_in_range(int64_t v) { return v >= kCoordMin && v <= kCoordMax; }
 
+// The same test for an int32 without branches (unsigned arithmetic wraps): loops over every row
+// vectorise.
+inline bool axis_fits(int32_t v) { return uint32_t(v) - uint32_t(kCoordMin) <= uint32_t(kCoordMax - kCoordMin); }
+
 inline int64_t pack_key(int32_t b, int32_t x, int32_t y, int32_t z) {
   const uint64_t key = (uint64_t(uint16_t(b)) << 48) | (uint64_t(uint16_t(x - kCoordMin)) << 32) |
                        (uint64_t(uint16_t(y - kCoordMin)) << 16) | uint64_t(uint16_t(z - kCoordMin));
@@ -33,7 +37,7 @@ inline void unpack_key(int64_t key, int32_t* out) {
 inline int64_t key_of_row(const int32_t* c) { return pack_key(c[0], c[1], c[2], c[3]); }
 
 inline bool row_in_range(const int32_t* c) {
-  return c[0] >= 0 && c[0] <= kBatchMax && axis_in_range(c[1]) && axis_in_range(c[2]) && axis_in_range(c[3]);
+  return (uint32_t(c[0]) <= uint32_t(kBatchMax)) & axis_fits(c[1]) & axis_fits(c[2]) & axis_fits(c[3]);
 }
 
 // Murmur3's 64-bit finaliser: cheap, and spreads the structured bits of packed keys over the slots.

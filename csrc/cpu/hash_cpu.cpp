@@ -52,6 +52,7 @@ at::Tensor hash_query_cpu(const at::Tensor& keys_in, const at::Tensor& vals_in, 
   const at::Tensor keys = keys_in.contiguous(), vals = vals_in.contiguous(), queries = queries_in.contiguous();
   const int64_t m = queries.size(0);
   at::Tensor out = at::empty({m}, queries.options().dtype(at::kInt));
+  check_empty_slot(keys, "hash_query");
   const TableView table{keys.data_ptr<int64_t>(), vals.data_ptr<int32_t>(), uint64_t(keys.size(0) - 1)};
   const int32_t* q = queries.data_ptr<int32_t>();
   int32_t* o = out.data_ptr<int32_t>();

@@ -148,6 +148,7 @@ at::Tensor neighbor_table_cpu(const at::Tensor& keys_in, const at::Tensor& vals_
   }
   const at::Tensor keys = keys_in.contiguous(), vals = vals_in.contiguous();
   const at::Tensor out_coords = out_coords_in.contiguous(), offsets = offsets_in.contiguous();
+  check_empty_slot(keys, op);
   const TableView table{keys.data_ptr<int64_t>(), vals.data_ptr<int32_t>(), uint64_t(keys.size(0) - 1)};
   const int32_t* oc = out_coords.data_ptr<int32_t>();
   const int32_t* off = offsets.data_ptr<int32_t>();

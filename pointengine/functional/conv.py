@@ -10,7 +10,7 @@ import torch
 from torch import Tensor
 
 from .. import _ops
-from .._checks import as_triple, check_same_device, check_tensor
+from .._checks import as_triple, check_bias, check_same_device, check_tensor
 from ..tensor import SparseTensor
 from . import kmap as km
 
@@ -92,12 +92,7 @@ def check_conv_args(input: SparseTensor, weight: Tensor, bias, kernel_size) -> N
         raise ValueError(f"sparse convolution supports float32 and float64 feats, got {input.feats.dtype}")
     check_same_device(feats=input.feats, weight=weight)
     if bias is not None:
-        check_tensor(bias, "bias")
-        if bias.shape != (weight.shape[2],):
-            raise ValueError(f"bias must have shape [{weight.shape[2]}], got {list(bias.shape)}")
-        if bias.dtype != weight.dtype:
-            raise ValueError(f"bias dtype {bias.dtype} differs from weight dtype {weight.dtype}")
-        check_same_device(feats=input.feats, bias=bias)
+        check_bias(bias, weight.shape[2], weight.dtype, "weight", feats=input.feats)
 
 
 def conv3d(

@@ -6,7 +6,7 @@ import torch
 from torch import Tensor
 
 from .. import _ops
-from .._checks import check_same_device, check_tensor
+from .._checks import check_bias, check_same_device, check_tensor
 
 
 def linear(input: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
@@ -26,11 +26,6 @@ def linear(input: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
         )
     check_same_device(input=input, weight=weight)
     if bias is not None:
-        check_tensor(bias, "bias")
-        if bias.shape != (weight.shape[0],):
-            raise ValueError(f"bias must have shape [{weight.shape[0]}], got {list(bias.shape)}")
-        if bias.dtype != input.dtype:
-            raise ValueError(f"bias dtype {bias.dtype} differs from input dtype {input.dtype}")
-        check_same_device(input=input, bias=bias)
+        check_bias(bias, weight.shape[0], input.dtype, "input", input=input)
     out = _ops.linear(input.reshape(-1, input.shape[-1]), weight, bias)
     return out.reshape(*input.shape[:-1], weight.shape[0])
