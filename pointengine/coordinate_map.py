@@ -41,6 +41,15 @@ class CoordinateMap:
     def __len__(self) -> int:
         return self.coords.shape[0]
 
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        del state["_lock"]  # a lock is not copied or pickled: each copy gets its own
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.RLock()
+
     def kernel_map(self, key, build: Callable):
         """The map cached under `key`; the first caller builds it with build() while later callers
         of this coordinate map wait, so each key is built once."""

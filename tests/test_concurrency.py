@@ -1,5 +1,9 @@
 """Python threads sharing one SparseTensor: each kernel map is built once and shared, and every
-thread gets the single-threaded results, bit for bit."""
+thread gets the single-threaded results, bit for bit. The lock that makes it so does not stop a
+tensor from being copied or pickled."""
+
+import copy
+import pickle
 
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -47,3 +51,14 @@ def test_threads_sharing_a_tensor_share_each_kernel_map():
         assert torch.equal(out.coords, expected.coords) and torch.equal(out.feats, expected.feats)
     strided = [kmap for kmap in fine.kernel_maps.values() if kmap.out_map is coarse]
     assert len(strided) == 1 and set(x.levels) == {(1, 1, 1), (2, 2, 2)}
+
+
+def test_tensors_with_their_maps_copy_and_pickle():
+    g = torch.Generator().manual_seed(1)
+    feats, coords = random_input(g, 300, 2, torch.float64)
+    x = SparseTensor(feats, coords)
+    weight = torch.randn(27, 2, 3, generator=g, dtype=torch.float64)
+    expected = conv3d(x, weight, kernel_size=3).feats
+    for twin in (copy.deepcopy(x), pickle.loads(pickle.dumps(x))):
+        assert len(twin.coordinate_map.kernel_maps) == 1 and twin.coordinate_map._lock is not x.coordinate_map._lock
+        assert torch.equal(conv3d(twin, weight, kernel_size=3).feats, expected)
