@@ -1,5 +1,7 @@
 """Builds pointengine._C from csrc/: the CPU kernels always, the CUDA kernels when torch has CUDA
-(or FORCE_CUDA=1). The configs at the repository top ship inside the package (config_files.py)."""
+(or FORCE_CUDA=1). The configs at the repository top ship inside the package (config_files.py).
+PE_SANITIZE=1 builds with AddressSanitizer and UndefinedBehaviorSanitizer (the `make sanitize` build,
+kept apart from the normal one)."""
 
 import glob
 import os
@@ -12,6 +14,13 @@ from torch.utils.cpp_extension import BuildExtension, CppExtension, CUDAExtensio
 def extension():
     sources = ["csrc/bindings.cpp", *sorted(glob.glob("csrc/cpu/*.cpp"))]
     cxx_flags = ["-O3", "-std=c++17", "-fopenmp"]
+    link_flags = ["-fopenmp"]
+    if os.environ.get("PE_SANITIZE") == "1":
+        # -fno-wrapv undoes the -fwrapv that Python's own compiler flags bring in, so that signed
+        # overflow is undefined again and UBSan reports it; every report aborts the process.
+        sanitize = ["-fsanitize=address,undefined", "-fno-sanitize-recover=all"]
+        cxx_flags = ["-O1", "-g", "-std=c++17", "-fopenmp", "-fno-omit-frame-pointer", "-fno-wrapv", *sanitize]
+        link_flags += sanitize
     with_cuda = torch.cuda.is_available() or os.environ.get("FORCE_CUDA") == "1"
     cuda_sources = sorted(glob.glob("csrc/cuda/*.cu"))
     if with_cuda and cuda_sources:
@@ -20,10 +29,10 @@ def extension():
             sources + cuda_sources,
             define_macros=[("WITH_CUDA", None)],
             extra_compile_args={"cxx": cxx_flags, "nvcc": ["-O3", "-std=c++17"]},
-            extra_link_args=["-fopenmp"],
+            extra_link_args=link_flags,
         )
     return CppExtension(
-        "pointengine._C", sources, extra_compile_args={"cxx": cxx_flags}, extra_link_args=["-fopenmp"]
+        "pointengine._C", sources, extra_compile_args={"cxx": cxx_flags}, extra_link_args=link_flags
     )
 
 

@@ -118,6 +118,13 @@ def map_times(coords: torch.Tensor, layer: Layer, repeats: int) -> dict[str, flo
     return {step: statistics.median(s[step] for s in steps) for step in steps[0]}
 
 
+def map_record(scan: str, coords: torch.Tensor, layer: Layer, args) -> dict:
+    """The map column alone (--maps-only): for comparing builds of the map code."""
+    maps = map_times(coords, layer, args.repeats)
+    return {"scan": scan, "layer": layer.name, **asdict(layer), "sites_in": len(coords), "threads": args.threads,
+            **{f"{step}_ms": seconds * 1e3 for step, seconds in maps.items()}}
+
+
 def spconv_runs(coords: torch.Tensor, feats: torch.Tensor, weight: torch.Tensor, layer: Layer) -> dict | None:
     """Callables timing spconv's layer: map + conv from bare coordinates, the map alone, and (for
     submanifold layers, whose maps spconv can reuse) the conv alone."""
@@ -220,6 +227,7 @@ def main() -> None:
     parser.add_argument("--scan", nargs="*", help="keep scans whose name contains one of these (e.g. 000000 synthetic)")
     parser.add_argument("--voxel-size", type=float, default=0.05)
     parser.add_argument("--no-spconv", action="store_true", help="skip spconv even when it is installed")
+    parser.add_argument("--maps-only", action="store_true", help="time the kernel-map column alone")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     print(f"machine: {machine()}; {args.threads} threads, median of {args.repeats} after {args.warmup} warm-up")
@@ -228,6 +236,9 @@ def main() -> None:
     for scan, points in load_scans(args.scan):
         coords = voxelize_points(points, args.voxel_size).coords
         for layer in LAYERS:
+            if args.maps_only:
+                records.append(map_record(scan, coords, layer, args))
+                continue
             records.append(bench_layer(scan, coords, layer, args))
             print(f"  {scan} {layer.name}: fused {records[-1]['fused_ms']:.1f} ms", flush=True)
     # Other processes on the machine skew every number; the load average says whether they ran.
@@ -236,7 +247,11 @@ def main() -> None:
     with RESULTS.open("a") as out:
         for record in records:
             out.write(json.dumps({**record, **load}) + "\n")
-    print(table(records))
+    if args.maps_only:
+        for r in records:
+            print(f"| {r['scan']} | {r['layer']} | {r['hash_ms'] + r['table_ms']:.2f} ({r['hash_ms']:.2f} + {r['table_ms']:.2f}) |")
+    else:
+        print(table(records))
     print(f"load average (1 min) before / after: {load['load_before']:.2f} / {load['load_after']:.2f}")
 
 

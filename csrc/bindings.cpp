@@ -5,6 +5,7 @@
 
 #include "cpu/conv_fused_cpu.h"
 #include "cpu/trilinear_gather_cpu.h"
+#include "cpu/linear_cpu.h"
 
 #ifdef _OPENMP
 #include <omp.h>
@@ -26,6 +27,7 @@ TORCH_LIBRARY(pointengine, m) {
   m.def("trilinear_gather(Tensor feats, Tensor index, Tensor weights, Tensor? base=None) -> Tensor");
   m.def("trilinear_gather_add_(Tensor(a!) base, Tensor feats, Tensor index, Tensor weights) -> ()");
   m.def("trilinear_gather_backward(Tensor grad_out, Tensor index, Tensor weights, int n_voxels) -> Tensor");
+  m.def("linear(Tensor input, Tensor weight, Tensor? bias) -> Tensor");
 }
 
 namespace {
@@ -60,4 +62,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
     return pointengine::trilinear_gather_path(feats, index, weights, base, /*allow_avx2=*/false);
   }, "trilinear_gather on the portable path whatever the CPU, for tests.",
   pybind11::arg("feats"), pybind11::arg("index"), pybind11::arg("weights"), pybind11::arg("base") = pybind11::none());
+  m.def("linear_portable", [](const at::Tensor& input, const at::Tensor& weight, const c10::optional<at::Tensor>& bias) {
+    return pointengine::linear_path(input, weight, bias, /*allow_avx2=*/false);
+  }, "linear on the portable path whatever the CPU, for tests.");
 }

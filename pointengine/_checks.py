@@ -7,6 +7,8 @@ from torch import Tensor
 # Packed-key ranges (csrc/common/keys.h): 16 bits of batch, 16 signed bits per axis.
 COORD_MIN, COORD_MAX = -32768, 32767
 BATCH_MAX = 65534
+# Largest kernel size, stride or dilation per axis: an axis of the packed key spans 2**16 values.
+MAX_GEOMETRY = 65535
 
 
 def check_tensor(value, name: str) -> Tensor:
@@ -66,18 +68,35 @@ def check_same_device(**tensors: Tensor) -> None:
         raise ValueError(f"tensors must be on one device, got {listed}")
 
 
-def as_triple(value, name: str, minimum: int = 1) -> tuple[int, int, int]:
-    """An int or a 3-sequence of ints, each >= minimum, as a tuple of three."""
-    if isinstance(value, int):
+def check_bias(bias, out_features: int, dtype: torch.dtype, dtype_of: str, **same_device: Tensor) -> None:
+    """A bias [out_features] of the layer's dtype (that of `dtype_of`), on the device of `same_device`."""
+    check_tensor(bias, "bias")
+    if bias.shape != (out_features,):
+        raise ValueError(f"bias must have shape [{out_features}], got {list(bias.shape)}")
+    if bias.dtype != dtype:
+        raise ValueError(f"bias dtype {bias.dtype} differs from {dtype_of} dtype {dtype}")
+    check_same_device(**same_device, bias=bias)
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def as_triple(value, name: str) -> tuple[int, int, int]:
+    """A kernel size, stride or dilation: an int or three ints (not bools), each in [1, MAX_GEOMETRY],
+    as a tuple of three. The one check of these arguments for every entry point."""
+    if _is_int(value):
         triple = (value,) * 3
     elif isinstance(value, (tuple, list)):
         triple = tuple(value)
     else:
         triple = ()
-    if len(triple) != 3 or not all(isinstance(v, int) for v in triple):
+    if len(triple) != 3 or not all(_is_int(v) for v in triple):
         raise ValueError(f"{name} must be an int or three ints, got {value!r}")
-    if min(triple) < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value!r}")
+    if min(triple) < 1:
+        raise ValueError(f"{name} must be >= 1, got {value!r}")
+    if max(triple) > MAX_GEOMETRY:
+        raise ValueError(f"{name} must be <= {MAX_GEOMETRY} (an axis of a packed key spans 2**16 values), got {value!r}")
     return triple
 
 

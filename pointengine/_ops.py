@@ -82,6 +82,11 @@ def trilinear_gather_backward(grad_out: Tensor, index: Tensor, weights: Tensor, 
     return _ops.trilinear_gather_backward(grad_out, index, weights, n_voxels)
 
 
+def linear(input: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+    """input [N, in] @ weight[out, in]^T + bias, each element summed in one order for any thread count."""
+    return _ops.linear(input, weight, bias)
+
+
 def transpose_table(nbr: Tensor, n_rows: int) -> Tensor:
     """The table read the other way: result[i, k] = o where nbr[o, k] = i (each (i, k) hit at most once)."""
     out = torch.full((n_rows, nbr.shape[1]), -1, dtype=nbr.dtype, device=nbr.device)
@@ -223,3 +228,30 @@ def _trilinear_gather_backward(ctx, grad_out):
 torch.library.register_autograd(
     "pointengine::trilinear_gather", _trilinear_gather_backward, setup_context=_trilinear_gather_setup
 )
+
+
+@torch.library.register_fake("pointengine::linear")
+def _(input, weight, bias):
+    return input.new_empty(input.shape[0], weight.shape[0])
+
+
+def _linear_setup(ctx, inputs, output):
+    input, weight, _ = inputs
+    ctx.save_for_backward(input, weight)
+
+
+def _linear_backward(ctx, grad_out):
+    """Every gradient is a linear call too, so training is as thread-count independent as inference."""
+    input, weight = ctx.saved_tensors
+    grad_input = grad_weight = grad_bias = None
+    if ctx.needs_input_grad[0]:
+        grad_input = linear(grad_out, weight.t(), None)  # grad_out @ weight
+    if ctx.needs_input_grad[1]:
+        grad_weight = linear(grad_out.t(), input.t(), None)  # grad_out^T @ input
+    if ctx.needs_input_grad[2]:
+        # Column sums of grad_out in row order: ones [1, N] @ grad_out.
+        grad_bias = linear(grad_out.new_ones(1, grad_out.shape[0]), grad_out.t(), None)[0]
+    return grad_input, grad_weight, grad_bias
+
+
+torch.library.register_autograd("pointengine::linear", _linear_backward, setup_context=_linear_setup)

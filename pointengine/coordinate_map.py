@@ -1,5 +1,7 @@
 """A coordinate set with its hash table and the kernel maps built on it."""
 
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from torch import Tensor
@@ -20,7 +22,8 @@ class CoordinateMap:
     """One set of int32 [N, 4] coordinates (no repeats), hashed for lookups.
 
     `kernel_maps` caches every kernel map whose inputs are these sites, so layers with the same
-    geometry share one map.
+    geometry share one map; `kernel_map` builds and caches one atomically, so threads that share a
+    tensor share its maps too.
     """
 
     def __init__(self, coords: Tensor, *, validate: bool = True):
@@ -32,9 +35,29 @@ class CoordinateMap:
         self.coords = coords
         self.table = HashTable(keys, vals)
         self.kernel_maps: dict = {}
+        # Reentrant: the transposed map of stride 1 builds the submanifold map of the same set.
+        self._lock = threading.RLock()
 
     def __len__(self) -> int:
         return self.coords.shape[0]
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        del state["_lock"]  # a lock is not copied or pickled: each copy gets its own
+        state["kernel_maps"] = {key: kmap for key, kmap in self.kernel_maps.items() if kmap.alive}
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.RLock()
+
+    def kernel_map(self, key, build: Callable):
+        """The map cached under `key`; the first caller builds it with build() while later callers
+        of this coordinate map wait, so each key is built once."""
+        with self._lock:
+            if key not in self.kernel_maps:
+                self.kernel_maps[key] = build()
+            return self.kernel_maps[key]
 
     def query(self, coords: Tensor) -> Tensor:
         """Row of each coordinate in this set, or -1 (int32 [M]); sites outside the range are -1 too."""

@@ -1,4 +1,5 @@
-"""Shared test settings: hypothesis profiles, the device axis, and thread-count restoring."""
+"""Shared test settings: hypothesis profiles, the fuzz budget, the device axis, and thread-count
+restoring."""
 
 import pytest
 import torch
@@ -41,3 +42,13 @@ def restore_threads():
     threads = torch.get_num_threads()
     yield
     torch.set_num_threads(threads)
+
+
+def pytest_addoption(parser):
+    # `make sanitize` raises it to fuzz for a few minutes under the sanitizers; `make test` samples.
+    parser.addoption("--fuzz-examples", type=int, default=40, help="examples per fuzz test (tests/test_fuzz.py)")
+
+
+@pytest.fixture
+def fuzz_examples(request) -> int:
+    return request.config.getoption("--fuzz-examples")

@@ -5,8 +5,7 @@ import torch
 
 from pointengine import CoordinateMap, SparseTensor, sparse_collate
 from pointengine.functional import conv3d
-
-ops = torch.ops.pointengine
+from pointengine.functional.kmap import strided_output_coords
 
 
 def coords_of(*rows) -> torch.Tensor:
@@ -138,6 +137,10 @@ def test_half_precision_conv_is_rejected():
         (2.0, r"must be an int or three ints, got 2.0"),
         ("3", r"must be an int or three ints, got '3'"),
         ((1.0, 1, 1), r"must be an int or three ints"),
+        (True, r"must be an int or three ints, got True"),
+        ((1, False, 1), r"must be an int or three ints, got \(1, False, 1\)"),
+        (65536, r"must be <= 65535 \(an axis of a packed key spans 2\*\*16 values\), got 65536"),
+        ((1, 1, 2**32), r"must be <= 65535 .*, got \(1, 1, 4294967296\)"),
     ],
 )
 def test_bad_kernel_geometry(name, value, message):
@@ -198,32 +201,45 @@ def test_bad_collate():
         sparse_collate([tensor(), tensor(stride=2)])
 
 
-def test_ops_reject_wrong_dtypes():
-    """The C++ kernels read raw pointers of the dtype they expect; a wrong one is an error."""
-    with pytest.raises(RuntimeError, match="expected scalar type Int but found Long"):
-        ops.hash_build(COORDS.long())
-    nbr = torch.zeros(3, 27, dtype=torch.int32)
-    with pytest.raises(RuntimeError, match="expected scalar type"):
-        ops.conv_fused(torch.zeros(3, 2, dtype=torch.float64), torch.zeros(27, 2, 3), nbr)
+def test_bad_tensor_stride_bounds():
+    with pytest.raises(ValueError, match=r"stride must be <= 65535 .*, got 4294967296"):
+        SparseTensor(torch.ones(1, 1), torch.zeros(1, 4, dtype=torch.int32), stride=2**32)
+    with pytest.raises(ValueError, match=r"stride must be an int or three ints, got True"):
+        SparseTensor(torch.ones(1, 1), torch.zeros(1, 4, dtype=torch.int32), stride=True)
 
 
-# The C++ backstops (one TORCH_CHECK per kernel, DESIGN.md): the raw ops reject inputs that the
-# Python wrappers would reject. Only inputs that stay inside their buffers are exercised here.
-def test_hash_build_rejects_out_of_range_coords():
-    with pytest.raises(RuntimeError, match="coords"):
-        ops.hash_build(coords_of([0, 40000, 0, 0]))
+def test_stride_past_32_bits_is_an_error_not_a_division_by_zero():
+    """stride=2**32 once passed the Python checks and truncated to 0 in C++ (SIGFPE)."""
+    x = SparseTensor(torch.ones(1, 1), torch.zeros(1, 4, dtype=torch.int32))
+    with pytest.raises(ValueError, match=r"stride must be <= 65535"):
+        conv3d(x, torch.ones(27, 1, 1), kernel_size=3, stride=2**32, transposed=True, generative=True)
 
 
-def test_hash_build_rejects_rows_of_five():
-    with pytest.raises(RuntimeError, match="coords"):
-        ops.hash_build(torch.zeros(3, 5, dtype=torch.int32))
+def test_the_largest_stride_gives_the_right_sites_and_values():
+    """A generative transposed conv at stride 65535 from one site at the origin: outputs are the 27
+    offsets, and output o = off_k reads the input through offset k alone (o - off_j is no other
+    multiple of the stride)."""
+    x = SparseTensor(torch.tensor([[2.0, -1.0]], dtype=torch.float64), coords_of([3, 0, 0, 0]), stride=65535)
+    w = weight(27, 2, 1)
+    y = conv3d(x, w, kernel_size=3, stride=65535, transposed=True, generative=True)
+    offsets = [(dx, dy, dz) for dx in (-1, 0, 1) for dy in (-1, 0, 1) for dz in (-1, 0, 1)]
+    expected = {(3, *off): float(x.feats[0] @ w[k, :, 0]) for k, off in enumerate(offsets)}
+    assert y.stride == (1, 1, 1)
+    assert {tuple(c): float(f) for c, f in zip(y.coords.tolist(), y.feats[:, 0])} == expected
 
 
-def test_conv_fused_rejects_mismatched_channels():
-    with pytest.raises(RuntimeError, match="weight|feats"):
-        ops.conv_fused(torch.zeros(3, 4), torch.zeros(27, 2, 3), torch.zeros(3, 27, dtype=torch.int32))
+def test_kernels_wider_than_the_coordinate_range():
+    with pytest.raises(ValueError, match=r"kernel_size \(3, 3, 3\) with dilation \(40000, 1, 1\) spans .* = 80000 grid units on x"):
+        conv3d(tensor(), weight(), kernel_size=3, dilation=(40000, 1, 1))
 
 
-def test_conv_fused_rejects_mismatched_kernel_volume():
-    with pytest.raises(RuntimeError, match="weight|nbr"):
-        ops.conv_fused(torch.zeros(3, 2), torch.zeros(27, 2, 3), torch.zeros(3, 8, dtype=torch.int32))
+def test_strided_outputs_are_computed_exactly_not_wrapped():
+    """One site [0, 1, 0, 0], kernel 3, stride 65536, dilation 2**31 - 1: in int32, 1 + (2**31 - 1)
+    wrapped to -2**31 = -32768 * 65536, a made-up output site. The public API rejects the geometry;
+    the site computation itself works in 64 bits and finds the exact output out of range."""
+    x = SparseTensor(torch.ones(1, 2, dtype=torch.float64), coords_of([0, 1, 0, 0]))
+    with pytest.raises(ValueError, match=r"stride must be <= 65535"):
+        conv3d(x, weight(), kernel_size=3, stride=65536, dilation=2**31 - 1)
+    offsets = torch.tensor([[-(2**31 - 1), 0, 0], [0, 0, 0], [2**31 - 1, 0, 0]], dtype=torch.int32)
+    with pytest.raises(ValueError, match=r"strided conv outputs leave the coordinate range \[-32768, 32767\]: got \[0, 32768\]"):
+        strided_output_coords(x.coords, offsets, (65536, 1, 1), "dense")

@@ -58,6 +58,12 @@ def scatter_mean_args(dtype, requires_grad: bool):
     return feats, torch.tensor([2, -1, 0, 2, 2], dtype=torch.int32), 4
 
 
+def linear_args(dtype, requires_grad: bool, bias: bool):
+    g = torch.Generator().manual_seed(0)
+    make = lambda *size: torch.randn(*size, generator=g, dtype=dtype, requires_grad=requires_grad)  # noqa: E731
+    return make(6, 3), make(5, 3), make(5) if bias else None
+
+
 def opcheck_params(cases: dict) -> list:
     return [pytest.param(op, args, id=f"{op}-{i}") for op, makers in cases.items() for i, args in enumerate(makers)]
 
@@ -109,6 +115,11 @@ CASES = {
     ],
     "trilinear_gather_backward": [
         lambda: (torch.randn(5, 3, dtype=torch.float64), *trilinear_args(torch.float64, False)[1:], 6),
+    ],
+    "linear": [
+        lambda: linear_args(torch.float32, False, bias=True),
+        lambda: linear_args(torch.float64, True, bias=True),
+        lambda: linear_args(torch.float64, True, bias=False),
     ],
 }
 

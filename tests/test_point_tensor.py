@@ -1,5 +1,5 @@
 """PointTensor: validation with messages, TorchSparse aliases, shared caches; bad arguments of the
-point-voxel functions; the C++ backstops of the point-voxel ops."""
+point-voxel functions (the raw ops' own checks are in test_raw_ops.py)."""
 
 import pytest
 import torch
@@ -7,7 +7,6 @@ import torch
 from pointengine import PointTensor, SparseTensor
 from pointengine.functional import initial_voxelize, point_to_voxel, voxel_to_point
 
-ops = torch.ops.pointengine
 
 COORDS = torch.tensor([[0, 0.5, -1.25, 3.0], [1, -7.5, 2.0, 0.0], [1, 4.0, 4.0, 4.0]])
 
@@ -90,64 +89,3 @@ def test_bad_function_arguments():
         voxel_to_point(sparse(torch.bfloat16), z)
     with pytest.raises(ValueError, match=r"nearest must be a bool, got 1"):
         voxel_to_point(sparse(), z, nearest=1)
-
-
-# C++ backstops: the raw ops reject what the Python wrappers never pass them.
-def table():
-    """(keys, vals, corners) of sparse()'s two sites."""
-    cmap = sparse().coordinate_map
-    return cmap.table.keys, cmap.table.vals, torch.full((2, 8), -1, dtype=torch.int32)
-
-
-def test_point_scatter_mean_backstop():
-    with pytest.raises(RuntimeError, match=r"point_scatter_mean: 1 index entries lie outside \[-1, 2\)"):
-        ops.point_scatter_mean(feats(), torch.tensor([0, 2, -1], dtype=torch.int32), 2)
-    with pytest.raises(RuntimeError, match=r"point_scatter_mean: expected feats \[N, C\], index int32 \[N\]"):
-        ops.point_scatter_mean(feats(), torch.tensor([0, 1, -1]), 2)
-    with pytest.raises(RuntimeError, match=r"point_scatter_mean: expected"):
-        ops.point_scatter_mean(feats(), torch.tensor([0, 1], dtype=torch.int32), 2)
-
-
-def test_trilinear_table_backstop():
-    with pytest.raises(
-        RuntimeError, match=r"trilinear_table: 1 coords rows have a non-finite value, a batch that is not an integer"
-    ):
-        ops.trilinear_table(*table(), torch.tensor([[0, 0.0, 0, 0], [0.5, 0, 0, 0]]), [1, 1, 1], False)
-    with pytest.raises(RuntimeError, match=r"trilinear_table: 1 coords rows have a non-finite value"):
-        ops.trilinear_table(*table(), torch.tensor([[0, float("nan"), 0, 0]]), [1, 1, 1], False)
-    with pytest.raises(RuntimeError, match=r"trilinear_table: expected floating coords \[N, 4\], 3 strides >= 1"):
-        ops.trilinear_table(*table(), COORDS, [1, 0, 1], False)
-    with pytest.raises(RuntimeError, match=r"trilinear_table: expected floating coords"):
-        ops.trilinear_table(*table(), COORDS.int(), [1, 1, 1], False)
-    keys, vals, corners = table()
-    with pytest.raises(RuntimeError, match=r"one power-of-two length"):
-        ops.trilinear_table(keys[:3], vals[:3], corners, COORDS, [1, 1, 1], False)
-    with pytest.raises(RuntimeError, match=r"trilinear_table: expected corners int32 \[M, 8\], got Long \[2, 8\]"):
-        ops.trilinear_table(keys, vals, corners.long(), COORDS, [1, 1, 1], False)
-    with pytest.raises(RuntimeError, match=r"1 coords rows .* or a site whose table row is past the corners rows"):
-        ops.trilinear_table(keys, vals, corners[:1], torch.tensor([[1, -7.5, 2.0, 0.0]]), [1, 1, 1], False)
-    # Far outside the key range a corner is missing, not an error (and never a cast of a huge double).
-    far = torch.tensor([[0, 1e300, 0, 0]], dtype=torch.float64)
-    index, weights = ops.trilinear_table(keys, vals, corners, far, [1, 1, 1], False)
-    assert (index == -1).all() and (weights == 0).all()
-
-
-def test_trilinear_gather_backstops():
-    index = torch.tensor([[0, -1, 1, 2, -1, -1, -1, -1]], dtype=torch.int32)
-    weights = torch.full((1, 8), 0.125)
-    with pytest.raises(RuntimeError, match=r"trilinear_gather: 1 index entries lie outside \[-1, 2\)"):
-        ops.trilinear_gather(feats(2), index, weights)
-    with pytest.raises(RuntimeError, match=r"trilinear_gather: expected feats \[M, C\], index int32 \[N, 8\]"):
-        ops.trilinear_gather(feats(3), index, weights.double())
-    with pytest.raises(RuntimeError, match=r"trilinear_gather: expected base \[N, C\] of feats' dtype"):
-        ops.trilinear_gather(feats(3), index, weights, feats(2))
-    with pytest.raises(RuntimeError, match=r"trilinear_gather_backward: 1 index entries lie outside \[-1, 2\)"):
-        ops.trilinear_gather_backward(feats(1), index, weights, 2)
-    with pytest.raises(RuntimeError, match=r"trilinear_gather_backward: expected grad_out \[N, C\]"):
-        ops.trilinear_gather_backward(feats(2), index, weights, 3)
-    with pytest.raises(ValueError, match=r"no gradient with respect to weights; pass them detached"):
-        ops.trilinear_gather(feats(3, dtype=torch.float64), index, weights.double().requires_grad_())
-    with pytest.raises(RuntimeError, match=r"trilinear_gather_add_: expected a contiguous base"):
-        ops.trilinear_gather_add_(torch.zeros(1, 4)[:, ::2], feats(3), index, weights)
-    with pytest.raises(RuntimeError, match=r"trilinear_gather: expected base \[N, C\] of feats' dtype"):
-        ops.trilinear_gather_add_(torch.zeros(2, 2), feats(3), index, weights)

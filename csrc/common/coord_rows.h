@@ -1,25 +1,33 @@
-// Rows of int32 [N, 4] (batch, x, y, z) coordinates: their packed key, the range check, and the
-// backstop checks the coordinate ops share.
+// The backstop checks the coordinate ops share on int32 [N, 4] (batch, x, y, z) rows.
 #pragma once
 #include <ATen/ATen.h>
+#include <ATen/Parallel.h>
 
+#include <atomic>
+
+#include "checks.h"
 #include "keys.h"
 
 namespace pointengine {
 
-inline int64_t key_of_row(const int32_t* c) { return pack_key(c[0], c[1], c[2], c[3]); }
-
-inline bool row_in_range(const int32_t* c) {
-  return c[0] >= 0 && c[0] <= kBatchMax && axis_in_range(c[1]) && axis_in_range(c[2]) && axis_in_range(c[3]);
+// A CPU int32 [N, 4] tensor whose row count fits int32 row indices.
+inline void check_coord_rows(const at::Tensor& coords, const char* op, const char* arg) {
+  check_matrix(coords, op, arg, at::kInt, 4, "[N, 4] (batch, x, y, z)");
+  check_row_count(coords.size(0), op, arg);
 }
 
-inline void check_rows_of_four(const at::Tensor& coords, const char* op) {
-  TORCH_CHECK(coords.dim() == 2 && coords.size(1) == 4, op,
-              ": expected coords int32 [N, 4] (batch, x, y, z), got shape ", coords.sizes());
+inline int64_t count_outside(const int32_t* c, int64_t n) {
+  std::atomic<int64_t> outside{0};
+  at::parallel_for(0, n, 16384, [&](int64_t begin, int64_t end) {
+    int64_t local = 0;
+    for (int64_t i = begin; i < end; ++i) local += !row_in_range(c + 4 * i);
+    outside += local;
+  });
+  return outside.load();
 }
 
-inline void check_in_range(int64_t outside, const char* op) {
-  TORCH_CHECK(outside == 0, op, ": ", outside, " coords rows lie outside the packable range (batch in [0, ",
+inline void check_in_range(int64_t outside, const char* op, const char* arg) {
+  TORCH_CHECK(outside == 0, op, ": ", outside, " rows of ", arg, " lie outside the packable range (batch in [0, ",
               kBatchMax, "], x, y, z in [", kCoordMin, ", ", kCoordMax, "])");
 }
 

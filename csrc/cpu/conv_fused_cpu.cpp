@@ -7,60 +7,34 @@
 // round differently (fused multiply-add), each is deterministic.
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
-#include <ATen/Parallel.h>
 #include <torch/library.h>
 
-#include <atomic>
 #include <vector>
 
+#include "../common/checks.h"
 #include "conv_fused_cpu.h"
 #include "conv_tile.h"
+#include "tile_loop.h"
 
 namespace pointengine {
 namespace {
-
-// Per-thread buffers: one tile's pairs, and the padded accumulator tile of the AVX2 path.
-struct Workspace {
-  std::vector<int32_t> rows, inputs, count;
-  std::vector<float> tile;
-  explicit Workspace(int64_t kvol) : rows(kvol * kTileRows), inputs(kvol * kTileRows), count(kvol) {}
-  TilePairs pairs() { return {rows.data(), inputs.data(), count.data()}; }
-};
-
-// Tiles are handed out one at a time from a shared counter: rows differ in neighbour counts, so a
-// static split can leave a thread idle. Which thread computes a tile does not affect its values.
-// tile_fn returns false when the tile's table names a row past the inputs; the check then fails
-// once all threads are done.
-template <typename TileFn>
-void for_each_tile(int64_t n_rows, int64_t kvol, const TileFn& tile_fn) {
-  const int64_t n_tiles = (n_rows + kTileRows - 1) / kTileRows;
-  std::atomic<int64_t> next{0};
-  std::atomic<bool> valid{true};
-  at::parallel_for(0, std::min<int64_t>(n_tiles, at::get_num_threads()), 1, [&](int64_t, int64_t) {
-    Workspace ws(kvol);
-    for (int64_t t; (t = next.fetch_add(1)) < n_tiles;) {
-      const int64_t row_begin = t * kTileRows;
-      if (!tile_fn(row_begin, std::min(kTileRows, n_rows - row_begin), ws)) valid = false;
-    }
-  });
-  TORCH_CHECK(valid.load(), "conv_fused: nbr holds a row index >= the number of feats rows");
-}
 
 struct Shape {
   int64_t n_in, n_out, kvol, c_in, c_out;
 };
 
+// Each returns false when the table names a row past the inputs.
 template <typename scalar_t>
-void conv_portable(const scalar_t* feats, const scalar_t* weight, const int32_t* nbr, const Shape& shape,
+bool conv_portable(const scalar_t* feats, const scalar_t* weight, const int32_t* nbr, const Shape& shape,
                    scalar_t* out) {
   const int64_t kvol = shape.kvol, c_in = shape.c_in, c_out = shape.c_out;
-  for_each_tile(shape.n_out, kvol, [&](int64_t row_begin, int64_t n_rows, Workspace& ws) {
+  return for_each_tile(shape.n_out, kvol, [&](int64_t row_begin, int64_t n_rows, TileWorkspace& ws) {
     const TilePairs pairs = ws.pairs();
     const bool valid = compact_tile(nbr, kvol, shape.n_in, row_begin, n_rows, pairs);
     scalar_t* acc = out + row_begin * c_out;
     std::fill(acc, acc + n_rows * c_out, scalar_t(0));
     for (int64_t k = 0; k < kvol; ++k)
-      for (int64_t j = k * kTileRows; j < k * kTileRows + pairs.count[k]; ++j) {
+      for (int64_t j = k * pairs.slots; j < k * pairs.slots + pairs.count[k]; ++j) {
         const scalar_t* x = feats + int64_t(pairs.inputs[j]) * c_in;
         scalar_t* a = acc + int64_t(pairs.rows[j]) * c_out;
         for (int64_t ci = 0; ci < c_in; ++ci) {
@@ -73,7 +47,7 @@ void conv_portable(const scalar_t* feats, const scalar_t* weight, const int32_t*
   });
 }
 
-void conv_avx2(const float* feats, const float* weight, const int32_t* nbr, const Shape& shape, float* out) {
+bool conv_avx2(const float* feats, const float* weight, const int32_t* nbr, const Shape& shape, float* out) {
   const int64_t kvol = shape.kvol, c_in = shape.c_in, c_out = shape.c_out;
   std::vector<float> packed(packed_weight_numel(kvol, c_in, c_out));
   pack_weight_avx2(weight, kvol, c_in, c_out, packed.data());
@@ -81,11 +55,10 @@ void conv_avx2(const float* feats, const float* weight, const int32_t* nbr, cons
   // output itself, otherwise in a padded tile copied out.
   const int64_t c_out_pad = (c_out + 7) / 8 * 8;
   const bool in_place = c_out_pad == c_out;
-  for_each_tile(shape.n_out, kvol, [&](int64_t row_begin, int64_t n_rows, Workspace& ws) {
+  return for_each_tile(shape.n_out, kvol, [&](int64_t row_begin, int64_t n_rows, TileWorkspace& ws) {
     const TilePairs pairs = ws.pairs();
     const bool valid = compact_tile_avx2(nbr, kvol, shape.n_in, row_begin, n_rows, pairs);
-    if (!in_place) ws.tile.resize(kTileRows * c_out_pad);
-    float* acc = in_place ? out + row_begin * c_out : ws.tile.data();
+    float* acc = in_place ? out + row_begin * c_out : ws.padded_tile(c_out_pad);
     std::fill(acc, acc + n_rows * c_out_pad, 0.f);
     conv_tile_avx2(feats, packed.data(), kvol, c_in, c_out, pairs, acc, c_out_pad);
     if (!in_place)
@@ -99,26 +72,28 @@ void conv_avx2(const float* feats, const float* weight, const int32_t* nbr, cons
 
 at::Tensor conv_fused_path(const at::Tensor& feats_in, const at::Tensor& weight_in, const at::Tensor& nbr_in,
                            bool allow_avx2) {
-  TORCH_CHECK(feats_in.dim() == 2 && weight_in.dim() == 3 && nbr_in.dim() == 2,
-              "conv_fused: expected feats [N_in, C_in], weight [K, C_in, C_out] and nbr [N_out, K], got ",
-              feats_in.dim(), ", ", weight_in.dim(), " and ", nbr_in.dim(), " dimensions");
-  TORCH_CHECK(weight_in.scalar_type() == feats_in.scalar_type() && nbr_in.scalar_type() == at::kInt,
-              "conv_fused: expected scalar type ", feats_in.scalar_type(), " for weight and Int for nbr, found ",
-              weight_in.scalar_type(), " and ", nbr_in.scalar_type());
-  TORCH_CHECK(weight_in.size(1) == feats_in.size(1) && weight_in.size(0) == nbr_in.size(1),
-              "conv_fused: weight ", weight_in.sizes(), " does not match feats ", feats_in.sizes(), " and nbr ",
-              nbr_in.sizes(), " (expected weight [nbr columns, feats columns, C_out])");
+  constexpr const char* op = "conv_fused";
+  check_float_matrix(feats_in, op, "feats", "[N_in, C_in]");
+  check_cpu_tensor(weight_in, op, "weight", feats_in.scalar_type());
+  check_matrix(nbr_in, op, "nbr", at::kInt, -1, "[N_out, K]");
+  check_row_count(feats_in.size(0), op, "feats");
+  TORCH_CHECK(weight_in.dim() == 3 && weight_in.size(1) == feats_in.size(1) && weight_in.size(0) == nbr_in.size(1),
+              "conv_fused: weight must have shape [K, C_in, C_out] = [", nbr_in.size(1), ", ", feats_in.size(1),
+              ", C_out] (nbr columns, feats columns), got ", weight_in.sizes());
   const at::Tensor feats = feats_in.contiguous(), weight = weight_in.contiguous(), nbr = nbr_in.contiguous();
   const Shape shape{feats.size(0), nbr.size(0), nbr.size(1), weight.size(1), weight.size(2)};
   at::Tensor out = at::empty({shape.n_out, shape.c_out}, feats.options());
+  bool valid;
   if (allow_avx2 && feats.scalar_type() == at::kFloat && cpu_has_avx2_fma()) {
-    conv_avx2(feats.data_ptr<float>(), weight.data_ptr<float>(), nbr.data_ptr<int32_t>(), shape, out.data_ptr<float>());
-    return out;
+    valid = conv_avx2(feats.data_ptr<float>(), weight.data_ptr<float>(), nbr.data_ptr<int32_t>(), shape,
+                      out.data_ptr<float>());
+  } else {
+    AT_DISPATCH_FLOATING_TYPES(feats.scalar_type(), "conv_fused_cpu", [&] {
+      valid = conv_portable<scalar_t>(feats.data_ptr<scalar_t>(), weight.data_ptr<scalar_t>(),
+                                      nbr.data_ptr<int32_t>(), shape, out.data_ptr<scalar_t>());
+    });
   }
-  AT_DISPATCH_FLOATING_TYPES(feats.scalar_type(), "conv_fused_cpu", [&] {
-    conv_portable<scalar_t>(feats.data_ptr<scalar_t>(), weight.data_ptr<scalar_t>(), nbr.data_ptr<int32_t>(), shape,
-                            out.data_ptr<scalar_t>());
-  });
+  TORCH_CHECK(valid, "conv_fused: nbr holds a row index >= the number of feats rows (", shape.n_in, ")");
   return out;
 }
 

@@ -12,19 +12,20 @@ namespace pointengine {
 // stay in L1/L2. Measured on the SemanticKITTI scan: 64 and 128 tie, 256 and 512 are 5-15% slower.
 constexpr int64_t kTileRows = 128;
 
-// The pairs of one tile grouped by offset: offset k connects tile row rows[k * kTileRows + j] with
-// input row inputs[k * kTileRows + j] for j < count[k], rows ascending.
+// The pairs of one tile grouped by offset: offset k connects tile row rows[k * slots + j] with
+// input row inputs[k * slots + j] for j < count[k], rows ascending; slots >= the tile's rows.
 struct TilePairs {
   int32_t* rows;
   int32_t* inputs;
   int32_t* count;
+  int64_t slots;
 };
 
 // Appends the pair (tile row r, input i) to offset k's list; false, and nothing appended, when i
 // is not an input row.
 inline bool add_tile_pair(TilePairs pairs, int64_t k, int64_t r, int32_t i, int64_t n_in) {
   if (i >= n_in) return false;
-  const int64_t j = k * kTileRows + pairs.count[k]++;
+  const int64_t j = k * pairs.slots + pairs.count[k]++;
   pairs.rows[j] = int32_t(r);
   pairs.inputs[j] = i;
   return true;

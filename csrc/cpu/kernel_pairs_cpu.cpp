@@ -6,11 +6,14 @@
 
 #include <vector>
 
+#include "../common/checks.h"
+
 namespace pointengine {
 namespace {
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> kernel_pairs_cpu(const at::Tensor& nbr_in) {
-  TORCH_CHECK(nbr_in.dim() == 2, "kernel_pairs: expected nbr int32 [N_out, K], got shape ", nbr_in.sizes());
+  check_matrix(nbr_in, "kernel_pairs", "nbr", at::kInt, -1, "[N_out, K]");
+  check_row_count(nbr_in.size(0), "kernel_pairs", "nbr");
   const at::Tensor nbr = nbr_in.contiguous();
   const int64_t m = nbr.size(0), kvol = nbr.size(1);
   const int32_t* t = nbr.data_ptr<int32_t>();

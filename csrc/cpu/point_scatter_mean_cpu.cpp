@@ -11,6 +11,7 @@
 
 #include <vector>
 
+#include "../common/checks.h"
 #include "../common/point_rows.h"
 
 namespace pointengine {
@@ -35,10 +36,13 @@ void scatter_mean(const scalar_t* feats, const Groups& groups, int64_t n_voxels,
 }
 
 at::Tensor point_scatter_mean_cpu(const at::Tensor& feats_in, const at::Tensor& index_in, int64_t n_voxels) {
-  TORCH_CHECK(feats_in.dim() == 2 && index_in.dim() == 1 && index_in.size(0) == feats_in.size(0) &&
-                  index_in.scalar_type() == at::kInt && n_voxels >= 0 && n_voxels <= INT32_MAX,
-              "point_scatter_mean: expected feats [N, C], index int32 [N] and 0 <= n_voxels < 2^31, got feats ",
-              feats_in.sizes(), ", index ", index_in.scalar_type(), " ", index_in.sizes(), ", n_voxels ", n_voxels);
+  const char* op = "point_scatter_mean";
+  check_float_matrix(feats_in, op, "feats", "[N, C]");
+  check_cpu_tensor(index_in, op, "index", at::kInt);
+  TORCH_CHECK(index_in.dim() == 1 && index_in.size(0) == feats_in.size(0), op, ": index must have shape [",
+              feats_in.size(0), "] (one entry per feats row), got ", index_in.sizes());
+  TORCH_CHECK(n_voxels >= 0 && n_voxels <= INT32_MAX, op, ": n_voxels must be in [0, ", INT32_MAX, "], got ",
+              n_voxels);
   const at::Tensor feats = feats_in.contiguous(), index = index_in.contiguous();
   const int64_t n = feats.size(0), c = feats.size(1);
   const int32_t* idx = index.data_ptr<int32_t>();

@@ -6,8 +6,12 @@
 namespace pointengine {
 namespace {
 
+// Offsets wider than the coordinate range connect no two sites; the plan refuses them, which also
+// keeps key differences far from overflow. Multiplied, not shifted: offsets are negative.
+constexpr int64_t kMaxPlanOffset = int64_t(kCoordMax) - kCoordMin;
+
 int64_t key_delta(const int32_t* off) {
-  return (int64_t(off[0]) << 32) + (int64_t(off[1]) << 16) + int64_t(off[2]);
+  return int64_t(off[0]) * (int64_t(1) << 32) + int64_t(off[1]) * (int64_t(1) << 16) + int64_t(off[2]);
 }
 
 bool interior(const MergePlan& plan, const int32_t* c) {
@@ -31,9 +35,10 @@ struct PairWriter {
   }
 };
 
-// A row too close to the coordinate range edge for key arithmetic: hashed lookups.
+// A row too close to the coordinate range edge for key arithmetic: hashed lookups, each hit checked
+// against the row it names (*consistent = false when the table is not the one of `coords`).
 void table_row(const MergePlan& plan, const int32_t* coords, const int32_t* offsets, const TableView& table,
-               int64_t o, const PairWriter& write) {
+               int64_t o, const PairWriter& write, bool* consistent) {
   const int32_t* c = coords + 4 * o;
   for (int64_t k = 0; k < plan.kvol / 2; ++k) {
     int32_t site[3];
@@ -43,8 +48,10 @@ void table_row(const MergePlan& plan, const int32_t* coords, const int32_t* offs
       inside &= axis_in_range(v);
       site[d] = int32_t(v);
     }
-    const int32_t i = inside ? table.find(pack_key(c[0], site[0], site[1], site[2])) : -1;
-    if (i >= 0 && i < o) write(o, k, i);  // every neighbour through k < K/2 is an earlier row
+    if (!inside) continue;
+    // Every neighbour through k < K/2 is an earlier row: a table naming row o or later is wrong.
+    const int32_t i = find_row(table, coords, o, pack_key(c[0], site[0], site[1], site[2]), consistent);
+    if (i >= 0) write(o, k, i);
   }
 }
 
@@ -68,6 +75,7 @@ bool make_merge_plan(const int32_t* offsets, int64_t kvol, MergePlan* plan) {
       plan->lo[d] = std::min(plan->lo[d], offsets[3 * k + d]);
       plan->hi[d] = std::max(plan->hi[d], offsets[3 * k + d]);
     }
+    if (plan->hi[d] > kMaxPlanOffset) return false;  // mirrored: lo = -hi
   }
   for (int64_t k = 0; k < centre; ++k) {
     const int32_t* off = offsets + 3 * k;
@@ -91,7 +99,7 @@ bool make_merge_plan(const int32_t* offsets, int64_t kvol, MergePlan* plan) {
   return true;
 }
 
-void merge_rows(const MergePlan& plan, const uint64_t* keys, const int32_t* coords, const int32_t* offsets,
+bool merge_rows(const MergePlan& plan, const uint64_t* keys, const int32_t* coords, const int32_t* offsets,
                 const TableView& table, int64_t begin, int64_t end, int32_t* nbr, std::vector<int64_t>* deferred) {
   const int64_t kvol = plan.kvol, centre = kvol / 2;
   const PairWriter write{nbr, kvol, begin, deferred};
@@ -99,13 +107,13 @@ void merge_rows(const MergePlan& plan, const uint64_t* keys, const int32_t* coor
   const int64_t n_columns = int64_t(plan.columns.size());
   std::vector<int64_t> next_in(n_columns);
   int64_t* next = next_in.data();
-  bool started = false;
+  bool started = false, consistent = true;
   for (int64_t o = begin; o < end; ++o) {
     // Mirrored entries of row o come from later rows of this range, after this fill.
     std::fill(nbr + o * kvol, nbr + (o + 1) * kvol, -1);
     nbr[o * kvol + centre] = int32_t(o);
     if (!interior(plan, coords + 4 * o)) {
-      table_row(plan, coords, offsets, table, o, write);
+      table_row(plan, coords, offsets, table, o, write, &consistent);
       continue;
     }
     const uint64_t key = keys[o];
@@ -135,6 +143,7 @@ void merge_rows(const MergePlan& plan, const uint64_t* keys, const int32_t* coor
     }
     started = true;
   }
+  return consistent;
 }
 
 }  // namespace pointengine

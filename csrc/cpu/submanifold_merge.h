@@ -32,14 +32,15 @@ struct MergePlan {
 // Whether offsets k and K-1-k are opposite (so the centre is zero), as for odd kernel_offsets.
 bool offsets_mirrored(const int32_t* offsets, int64_t kvol);
 
-// False when the offsets are not mirrored or some offset k < K/2 is not below zero in key order;
-// the caller then uses the hash table.
+// False when some offset k < K/2 is not below zero in key order, the offsets are not mirrored or
+// they reach past the coordinate range; the caller then uses the hash table.
 bool make_merge_plan(const int32_t* offsets, int64_t kvol, MergePlan* plan);
 
 // Rows [begin, end) of a submanifold table, keys = packed coordinates ascending followed by
 // kMaxColumnSpan sentinels (all ones). Writes rows [begin, end) completely, and the mirrored
 // entries of earlier rows: those below `begin` (another range's) go to `deferred` as (index, value).
-void merge_rows(const MergePlan& plan, const uint64_t* keys, const int32_t* coords, const int32_t* offsets,
+// False when the table (used near the range edge) names a row that does not hold the key.
+bool merge_rows(const MergePlan& plan, const uint64_t* keys, const int32_t* coords, const int32_t* offsets,
                 const TableView& table, int64_t begin, int64_t end, int32_t* nbr, std::vector<int64_t>* deferred);
 
 }  // namespace pointengine

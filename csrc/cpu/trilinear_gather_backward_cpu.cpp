@@ -10,6 +10,7 @@
 
 #include <algorithm>
 
+#include "../common/checks.h"
 #include "../common/point_rows.h"
 
 namespace pointengine {
@@ -35,14 +36,11 @@ void scatter(const scalar_t* grad_out, const scalar_t* weights, const Groups& gr
 
 at::Tensor trilinear_gather_backward_cpu(const at::Tensor& grad_in, const at::Tensor& index_in,
                                          const at::Tensor& weights_in, int64_t n_voxels) {
-  TORCH_CHECK(grad_in.dim() == 2 && index_in.dim() == 2 && index_in.size(1) == 8 &&
-                  index_in.size(0) == grad_in.size(0) && weights_in.sizes() == index_in.sizes() &&
-                  index_in.scalar_type() == at::kInt && weights_in.scalar_type() == grad_in.scalar_type() &&
-                  n_voxels >= 0 && n_voxels <= INT32_MAX,
-              "trilinear_gather_backward: expected grad_out [N, C], index int32 [N, 8], weights [N, 8] of grad_out's "
-              "dtype and 0 <= n_voxels < 2^31, got grad_out ", grad_in.scalar_type(), " ", grad_in.sizes(), ", index ",
-              index_in.scalar_type(), " ", index_in.sizes(), ", weights ", weights_in.scalar_type(), " ",
-              weights_in.sizes(), ", n_voxels ", n_voxels);
+  const char* op = "trilinear_gather_backward";
+  check_float_matrix(grad_in, op, "grad_out", "[N, C]");
+  check_point_corners(index_in, weights_in, grad_in.size(0), grad_in.scalar_type(), op);
+  TORCH_CHECK(n_voxels >= 0 && n_voxels <= INT32_MAX, op, ": n_voxels must be in [0, ", INT32_MAX, "], got ",
+              n_voxels);
   const at::Tensor grad = grad_in.contiguous(), index = index_in.contiguous(), weights = weights_in.contiguous();
   const int32_t* idx = index.data_ptr<int32_t>();
   const int64_t bad = count_bad_targets(idx, index.numel(), n_voxels);

@@ -13,6 +13,7 @@
 
 #include <algorithm>
 
+#include "../common/checks.h"
 #include "../common/point_rows.h"
 #include "conv_tile.h"  // cpu_has_avx2_fma
 #include "trilinear_gather_cpu.h"
@@ -62,24 +63,19 @@ namespace {
 
 // out = base (or 0) + the gather; out may be base itself.
 void gather_into(const at::Tensor& feats_in, const at::Tensor& index_in, const at::Tensor& weights_in,
-                 const at::Tensor& base_in, at::Tensor& out, bool allow_avx2) {
-  TORCH_CHECK(feats_in.dim() == 2 && index_in.dim() == 2 && index_in.size(1) == 8 &&
-                  weights_in.sizes() == index_in.sizes() && index_in.scalar_type() == at::kInt &&
-                  weights_in.scalar_type() == feats_in.scalar_type(),
-              "trilinear_gather: expected feats [M, C], index int32 [N, 8] and weights [N, 8] of feats' dtype, got "
-              "feats ", feats_in.scalar_type(), " ", feats_in.sizes(), ", index ", index_in.scalar_type(), " ",
-              index_in.sizes(), ", weights ", weights_in.scalar_type(), " ", weights_in.sizes());
-  TORCH_CHECK(!base_in.defined() || (base_in.dim() == 2 && base_in.size(0) == index_in.size(0) &&
-                                     base_in.size(1) == feats_in.size(1) &&
-                                     base_in.scalar_type() == feats_in.scalar_type()),
-              "trilinear_gather: expected base [N, C] of feats' dtype, got ",
-              base_in.defined() ? base_in.sizes() : at::IntArrayRef{}, " for index ", index_in.sizes(), " and feats ",
-              feats_in.sizes());
+                 const at::Tensor& base_in, at::Tensor& out, bool allow_avx2, const char* op) {
+  check_float_matrix(feats_in, op, "feats", "[M, C]");
+  check_point_corners(index_in, weights_in, index_in.dim() == 2 ? index_in.size(0) : -1, feats_in.scalar_type(), op);
+  if (base_in.defined()) {
+    check_matrix(base_in, op, "base", feats_in.scalar_type(), feats_in.size(1), "[N, C] (C: feats columns)");
+    TORCH_CHECK(base_in.size(0) == index_in.size(0), op, ": base must have one row per index row (",
+                index_in.size(0), "), got ", base_in.sizes());
+  }
   const at::Tensor feats = feats_in.contiguous(), index = index_in.contiguous(), weights = weights_in.contiguous();
   const at::Tensor base = base_in.defined() ? base_in.contiguous() : at::Tensor();
   const int64_t n = index.size(0), c = feats.size(1);
   const int64_t bad = count_bad_targets(index.data_ptr<int32_t>(), index.numel(), feats.size(0));
-  TORCH_CHECK(bad == 0, "trilinear_gather: ", bad, " index entries lie outside [-1, ", feats.size(0), ")");
+  TORCH_CHECK(bad == 0, op, ": ", bad, " index entries lie outside [-1, ", feats.size(0), ")");
   const bool avx2 = allow_avx2 && cpu_has_avx2_fma();
   AT_DISPATCH_FLOATING_TYPES(feats.scalar_type(), "trilinear_gather_cpu", [&] {
     const GatherArgs<scalar_t> args{feats.data_ptr<scalar_t>(), index.data_ptr<int32_t>(),
@@ -98,7 +94,7 @@ at::Tensor trilinear_gather_path(const at::Tensor& feats, const at::Tensor& inde
                                  const c10::optional<at::Tensor>& base, bool allow_avx2) {
   at::Tensor out = at::empty({index.dim() == 2 ? index.size(0) : 0, feats.dim() == 2 ? feats.size(1) : 0},
                              feats.options());
-  gather_into(feats, index, weights, base.value_or(at::Tensor()), out, allow_avx2);
+  gather_into(feats, index, weights, base.value_or(at::Tensor()), out, allow_avx2, "trilinear_gather");
   return out;
 }
 
@@ -111,8 +107,8 @@ at::Tensor trilinear_gather_cpu(const at::Tensor& feats, const at::Tensor& index
 
 void trilinear_gather_add_cpu(at::Tensor& base, const at::Tensor& feats, const at::Tensor& index,
                               const at::Tensor& weights) {
-  TORCH_CHECK(base.is_contiguous(), "trilinear_gather_add_: expected a contiguous base");
-  gather_into(feats, index, weights, base, base, /*allow_avx2=*/true);
+  TORCH_CHECK(base.is_contiguous(), "trilinear_gather_add_: base must be contiguous (it is written in place)");
+  gather_into(feats, index, weights, base, base, /*allow_avx2=*/true, "trilinear_gather_add_");
 }
 
 }  // namespace

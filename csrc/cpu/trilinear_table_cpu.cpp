@@ -17,6 +17,7 @@
 #include <algorithm>
 #include <atomic>
 
+#include "../common/checks.h"
 #include "../common/hash_table.h"
 #include "../common/point_rows.h"
 
@@ -73,19 +74,17 @@ bool point_corners(const scalar_t* row, const int64_t* stride, const Sites& site
   return true;
 }
 
-std::tuple<at::Tensor, at::Tensor> trilinear_table_cpu(const at::Tensor& keys, const at::Tensor& vals,
+std::tuple<at::Tensor, at::Tensor> trilinear_table_cpu(const at::Tensor& keys_in, const at::Tensor& vals_in,
                                                        const at::Tensor& corners_in, const at::Tensor& coords_in,
                                                        at::IntArrayRef stride, bool nearest) {
-  TORCH_CHECK(corners_in.dim() == 2 && corners_in.size(1) == kCorners && corners_in.scalar_type() == at::kInt,
-              "trilinear_table: expected corners int32 [M, 8], got ", corners_in.scalar_type(), " ",
-              corners_in.sizes());
-  TORCH_CHECK(coords_in.dim() == 2 && coords_in.size(1) == 4 && at::isFloatingType(coords_in.scalar_type()) &&
-                  stride.size() == 3 && stride[0] >= 1 && stride[1] >= 1 && stride[2] >= 1 && keys.dim() == 1 &&
-                  keys.scalar_type() == at::kLong && vals.scalar_type() == at::kInt && vals.sizes() == keys.sizes() &&
-                  keys.numel() > 0 && (keys.numel() & (keys.numel() - 1)) == 0,
-              "trilinear_table: expected floating coords [N, 4], 3 strides >= 1 and a table (keys int64, vals int32) "
-              "of one power-of-two length, got coords ", coords_in.scalar_type(), " ", coords_in.sizes(), ", stride ",
-              stride, ", keys ", keys.sizes(), ", vals ", vals.sizes());
+  const char* op = "trilinear_table";
+  check_table(keys_in, vals_in, op);
+  check_matrix(corners_in, op, "corners", at::kInt, kCorners, "[M, 8]");
+  check_float_matrix(coords_in, op, "coords", "[N, 4] (batch, x, y, z)");
+  TORCH_CHECK(coords_in.size(1) == 4, op, ": coords must have shape [N, 4] (batch, x, y, z), got ", coords_in.sizes());
+  check_strides(stride, op);
+  const at::Tensor keys = keys_in.contiguous(), vals = vals_in.contiguous();
+  check_empty_slot(keys, op);
   const at::Tensor coords = coords_in.contiguous(), corners = corners_in.contiguous();
   const int64_t n = coords.size(0);
   const int64_t s[3] = {stride[0], stride[1], stride[2]};

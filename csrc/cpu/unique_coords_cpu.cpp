@@ -20,10 +20,14 @@ namespace {
 
 constexpr int kDigitBits = 11;  // 2048 counters: the histogram stays in L1
 
-// Where each field lands in the compact key: key = sum over d of (c[d] - lo[d]) << shift[d].
+// Where each field lands in the compact key: key = sum over d of (c[d] - lo[d]) << shift[d], the
+// field taking width[d] bits. A field of one value takes no bits and shift 0 (its term is 0): its
+// shift would otherwise be the whole key width when the other fields fill the key, and a shift by
+// the width of the type is undefined.
 struct Packing {
   int32_t lo[4];
   int shift[4];
+  int width[4];
   int bits;
 };
 
@@ -31,9 +35,10 @@ Packing packing_of(const int32_t* lo, const int32_t* hi) {
   Packing p{};
   for (int d = 3; d >= 0; --d) {
     p.lo[d] = lo[d];
-    p.shift[d] = p.bits;
     const uint32_t span = uint32_t(hi[d] - lo[d]);
-    p.bits += span == 0 ? 0 : 32 - __builtin_clz(span);
+    p.width[d] = span == 0 ? 0 : 32 - __builtin_clz(span);
+    p.shift[d] = p.width[d] == 0 ? 0 : p.bits;
+    p.bits += p.width[d];
   }
   return p;
 }
@@ -69,16 +74,14 @@ at::Tensor unique_rows(const at::Tensor& coords, const Packing& p) {
   int32_t* o = out.data_ptr<int32_t>();
   at::parallel_for(0, int64_t(keys.size()), 16384, [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i)
-      for (int d = 0; d < 4; ++d) {
-        const int width = (d == 0 ? p.bits : p.shift[d - 1]) - p.shift[d];  // at most 16
-        o[4 * i + d] = int32_t((keys[i] >> p.shift[d]) & ((Key(1) << width) - 1)) + p.lo[d];
-      }
+      for (int d = 0; d < 4; ++d)  // widths are at most 16 bits
+        o[4 * i + d] = int32_t((keys[i] >> p.shift[d]) & ((Key(1) << p.width[d]) - 1)) + p.lo[d];
   });
   return out;
 }
 
 at::Tensor unique_coords_cpu(const at::Tensor& coords_in) {
-  check_rows_of_four(coords_in, "unique_coords");
+  check_matrix(coords_in, "unique_coords", "coords", at::kInt, 4, "[N, 4] (batch, x, y, z)");
   const at::Tensor coords = coords_in.contiguous();
   const int64_t n = coords.size(0);
   if (n == 0) return at::empty({0, 4}, coords.options());
@@ -86,11 +89,7 @@ at::Tensor unique_coords_cpu(const at::Tensor& coords_in) {
   int32_t lo[4] = {c[0], c[1], c[2], c[3]}, hi[4] = {c[0], c[1], c[2], c[3]};
   for (int64_t i = 1; i < n; ++i)
     for (int d = 0; d < 4; ++d) lo[d] = std::min(lo[d], c[4 * i + d]), hi[d] = std::max(hi[d], c[4 * i + d]);
-  if (!row_in_range(lo) || !row_in_range(hi)) {
-    int64_t outside = 0;
-    for (int64_t i = 0; i < n; ++i) outside += !row_in_range(c + 4 * i);
-    check_in_range(outside, "unique_coords");
-  }
+  if (!row_in_range(lo) || !row_in_range(hi)) check_in_range(count_outside(c, n), "unique_coords", "coords");
   const Packing p = packing_of(lo, hi);
   return p.bits <= 32 ? unique_rows<uint32_t>(coords, p) : unique_rows<uint64_t>(coords, p);
 }

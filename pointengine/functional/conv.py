@@ -10,7 +10,7 @@ import torch
 from torch import Tensor
 
 from .. import _ops
-from .._checks import as_triple, check_same_device, check_tensor
+from .._checks import as_triple, check_bias, check_same_device, check_tensor
 from ..tensor import SparseTensor
 from . import kmap as km
 
@@ -92,12 +92,7 @@ def check_conv_args(input: SparseTensor, weight: Tensor, bias, kernel_size) -> N
         raise ValueError(f"sparse convolution supports float32 and float64 feats, got {input.feats.dtype}")
     check_same_device(feats=input.feats, weight=weight)
     if bias is not None:
-        check_tensor(bias, "bias")
-        if bias.shape != (weight.shape[2],):
-            raise ValueError(f"bias must have shape [{weight.shape[2]}], got {list(bias.shape)}")
-        if bias.dtype != weight.dtype:
-            raise ValueError(f"bias dtype {bias.dtype} differs from weight dtype {weight.dtype}")
-        check_same_device(feats=input.feats, bias=bias)
+        check_bias(bias, weight.shape[2], weight.dtype, "weight", feats=input.feats)
 
 
 def conv3d(
@@ -124,8 +119,9 @@ def conv3d(
         raise ValueError(f"dataflow must be one of {DATAFLOWS}, got {dataflow!r}")
     _, st, _ = conv_geometry(kernel_size, stride, dilation, transposed, generative, sites)
     if weight.shape[0] == 1 and st == (1, 1, 1) and not generative:
-        # A 1x1x1 submanifold conv (or its transpose) reads each site alone: one dense GEMM, no map.
-        feats = input.feats @ weight[0]
+        # A 1x1x1 submanifold conv (or its transpose) reads each site alone: one dense product, no
+        # map; the thread-count independent one (_ops.linear), not torch's BLAS.
+        feats = _ops.linear(input.feats, weight[0].t(), None)
         coordinate_map, out_stride = input.coordinate_map, input.stride
     else:
         kmap, out_stride = conv_kernel_map(input, kernel_size, stride, dilation, transposed, generative, sites)

@@ -4,7 +4,7 @@ Built once per (coordinate set, kernel, stride, dilation, kind) and cached on th
 CoordinateMap, so every layer with the same geometry shares one map.
 """
 
-import itertools
+import functools
 import math
 import weakref
 from dataclasses import dataclass
@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 
 from .. import _ops
-from .._checks import COORD_MAX, COORD_MIN, as_triple
+from .._checks import COORD_MAX, COORD_MIN, MAX_GEOMETRY, as_triple
 from ..coordinate_map import CoordinateMap
 
 Triple = tuple[int, int, int]
@@ -24,11 +24,23 @@ SITES = ("dense", "floor")
 def kernel_offsets(kernel_size, dilation=1, device=None) -> Tensor:
     """The canonical offset order, int32 [K, 3]: x slowest, z fastest (the layout of a dense
     conv3d weight [C_out, C_in, kx, ky, kz]). Odd sizes are centred, even sizes start at 0;
-    offsets are multiplied by the dilation."""
-    size = as_triple(kernel_size, "kernel_size")
-    dil = as_triple(dilation, "dilation")
-    axes = [[(i - (s // 2 if s % 2 else 0)) * d for i in range(s)] for s, d in zip(size, dil)]
-    return torch.tensor(list(itertools.product(*axes)), dtype=torch.int32, device=device).reshape(-1, 3)
+    offsets are multiplied by the dilation, and span at most MAX_GEOMETRY grid units per axis."""
+    return _offsets(as_triple(kernel_size, "kernel_size"), as_triple(dilation, "dilation")).to(device, copy=True)
+
+
+@functools.lru_cache(maxsize=64)
+def _offsets(size: Triple, dil: Triple) -> Tensor:
+    """kernel_offsets on the CPU, computed once per geometry (callers get copies: a map build then
+    spends 2 us here, not 50). With torch, not a Python loop, so that a kernel too large to hold
+    fails at once instead of being enumerated."""
+    for axis, s, d in zip("xyz", size, dil):
+        if (s - 1) * d > MAX_GEOMETRY:
+            raise ValueError(
+                f"kernel_size {size} with dilation {dil} spans (kernel_size - 1) * dilation = {(s - 1) * d} grid "
+                f"units on {axis}, more than the {MAX_GEOMETRY} of the coordinate range"
+            )
+    axes = [(torch.arange(s) - (s // 2 if s % 2 else 0)) * d for s, d in zip(size, dil)]
+    return torch.cartesian_prod(*axes).int()
 
 
 @dataclass(frozen=True)
@@ -72,6 +84,24 @@ class KernelMap:
             raise RuntimeError("the output sites of this kernel map were freed with the tensors that held them")
         return out_map
 
+    @property
+    def alive(self) -> bool:
+        """False once the output sites held weakly were freed."""
+        return not isinstance(self.output, weakref.ReferenceType) or self.output() is not None
+
+    def __getstate__(self) -> dict:
+        # A weak reference cannot be copied or pickled: the state holds the sites themselves (the
+        # copy of the coordinate map being copied, through the memo) and __setstate__ weakens it again.
+        state = dict(self.__dict__)
+        if isinstance(self.output, weakref.ReferenceType):
+            state["output"], state["weak_output"] = self.out_map, True
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        if state.pop("weak_output", False):
+            state["output"] = weakref.ref(state["output"])
+        self.__dict__.update(state)
+
     @cached_property
     def pairs(self) -> KernelPairs:
         return KernelPairs(*_ops.kernel_pairs(self.nbr))
@@ -85,8 +115,11 @@ class KernelMap:
         return _ops.transpose_table(self.nbr, self.n_in)
 
 
-def _check_range(coords: Tensor, what: str) -> None:
-    lo, hi = int(coords[:, 1:].min()), int(coords[:, 1:].max())
+def _check_range(spatial: Tensor, what: str) -> None:
+    """Exact (int64) x, y, z of new sites [N, 3] must fit the packed keys."""
+    if len(spatial) == 0:
+        return
+    lo, hi = int(spatial.min()), int(spatial.max())
     if lo < COORD_MIN or hi > COORD_MAX:
         raise ValueError(f"{what} leave the coordinate range [{COORD_MIN}, {COORD_MAX}]: got [{lo}, {hi}]")
 
@@ -99,29 +132,34 @@ def _lookup(cmap: CoordinateMap, out_coords: Tensor, offsets: Tensor, stride: Tr
 def submanifold_map(cmap: CoordinateMap, kernel_size, dilation=1) -> KernelMap:
     """Outputs are the input sites; offsets k and K-1-k mirror each other for odd kernels."""
     key = KernelMapKey(as_triple(kernel_size, "kernel_size"), (1, 1, 1), as_triple(dilation, "dilation"), "submanifold")
-    if key not in cmap.kernel_maps:
+
+    def build() -> KernelMap:
         offsets = kernel_offsets(key.kernel_size, key.dilation, cmap.coords.device)
         odd = all(s % 2 for s in key.kernel_size)
         nbr = _lookup(cmap, cmap.coords, offsets, (1, 1, 1), transposed=False, submanifold=odd)
-        cmap.kernel_maps[key] = KernelMap(nbr, len(cmap), weakref.ref(cmap))
-    return cmap.kernel_maps[key]
+        return KernelMap(nbr, len(cmap), weakref.ref(cmap))
+
+    return cmap.kernel_map(key, build)
 
 
 def strided_output_coords(coords: Tensor, offsets: Tensor, stride: Triple, sites: str) -> Tensor:
     """Output sites of a strided conv: "dense" = dense-convolution support (o * s + off_k is an
     input for some k), "floor" = unique(floor(c / s))."""
-    s = torch.tensor(stride, dtype=torch.int32, device=coords.device)
     if sites == "floor" or _tiles_stride(offsets, stride):
+        # |floor(c / s)| <= |c|: the outputs stay in range, int32 suffices.
+        s = torch.tensor(stride, dtype=torch.int32, device=coords.device)
         candidates = torch.cat([coords[:, :1], torch.div(coords[:, 1:], s, rounding_mode="floor")], 1)
     else:
-        shifted = coords[:, None, 1:] - offsets[None]
+        # In 64 bits: c - off can leave int32 for offsets of any int32 value, and the exact outputs
+        # are checked against the range before they are narrowed back.
+        s = torch.tensor(stride, dtype=torch.int64, device=coords.device)
+        shifted = coords[:, None, 1:].long() - offsets[None].long()
         exact = (torch.remainder(shifted, s) == 0).all(-1)
         rows, ks = exact.nonzero(as_tuple=True)
         spatial = torch.div(shifted[rows, ks], s, rounding_mode="floor")
-        candidates = torch.cat([coords[rows, :1], spatial], 1)
         # An axis of stride 1 keeps coordinates on the input grid, where an offset can step out of it.
-        if len(candidates):
-            _check_range(candidates, "strided conv outputs")
+        _check_range(spatial, "strided conv outputs")
+        candidates = torch.cat([coords[rows, :1], spatial.int()], 1)
     return _ops.unique_coords(candidates.contiguous())
 
 
@@ -141,29 +179,33 @@ def strided_map(cmap: CoordinateMap, kernel_size, stride, dilation=1, sites: str
     """Outputs o on the coarser grid read inputs o * s + off_k."""
     check_sites(sites)
     key = KernelMapKey(as_triple(kernel_size, "kernel_size"), as_triple(stride, "stride"), as_triple(dilation, "dilation"), sites)
-    if key not in cmap.kernel_maps:
+
+    def build() -> KernelMap:
         offsets = kernel_offsets(key.kernel_size, key.dilation, cmap.coords.device)
         out_map = CoordinateMap(strided_output_coords(cmap.coords, offsets, key.stride, sites), validate=False)
         nbr = _lookup(cmap, out_map.coords, offsets, key.stride, transposed=False, submanifold=False)
-        cmap.kernel_maps[key] = KernelMap(nbr, len(cmap), out_map)
-    return cmap.kernel_maps[key]
+        return KernelMap(nbr, len(cmap), out_map)
+
+    return cmap.kernel_map(key, build)
 
 
 def generative_map(cmap: CoordinateMap, kernel_size, stride, dilation=1) -> KernelMap:
     """Transposed conv that makes new sites: outputs are every o = i * s + off_k, and o reads
     input (o - off_k) / s where that divides exactly."""
     key = KernelMapKey(as_triple(kernel_size, "kernel_size"), as_triple(stride, "stride"), as_triple(dilation, "dilation"), "generative")
-    if key not in cmap.kernel_maps:
+
+    def build() -> KernelMap:
         offsets = kernel_offsets(key.kernel_size, key.dilation, cmap.coords.device)
         s = torch.tensor(key.stride, dtype=torch.int64, device=cmap.coords.device)
         spatial = (cmap.coords[:, None, 1:].long() * s + offsets[None].long()).reshape(-1, 3)
-        _check_range(torch.cat([spatial.new_zeros(len(spatial), 1), spatial], 1), "generative transposed conv outputs")
+        _check_range(spatial, "generative transposed conv outputs")
         batch = cmap.coords[:, :1].repeat_interleave(offsets.shape[0], 0)
         out_coords = _ops.unique_coords(torch.cat([batch, spatial.int()], 1))
         out_map = CoordinateMap(out_coords, validate=False)
         nbr = _lookup(cmap, out_coords, offsets, key.stride, transposed=True, submanifold=False)
-        cmap.kernel_maps[key] = KernelMap(nbr, len(cmap), out_map)
-    return cmap.kernel_maps[key]
+        return KernelMap(nbr, len(cmap), out_map)
+
+    return cmap.kernel_map(key, build)
 
 
 def transposed_map(coarse: CoordinateMap, fine: CoordinateMap, kernel_size, stride, dilation=1) -> KernelMap:
@@ -171,13 +213,16 @@ def transposed_map(coarse: CoordinateMap, fine: CoordinateMap, kernel_size, stri
     and fine site i reads coarse row o through offset k where i = o * s + off_k. With stride 1,
     `coarse` is `fine` and the map inverted is the submanifold one."""
     key = KernelMapKey(as_triple(kernel_size, "kernel_size"), as_triple(stride, "stride"), as_triple(dilation, "dilation"), "transposed")
-    if key not in coarse.kernel_maps:
+
+    def build() -> KernelMap:
         if key.stride == (1, 1, 1):
             forward = submanifold_map(fine, key.kernel_size, key.dilation)
         else:
             forward = _find_strided(coarse, fine, key)
-        coarse.kernel_maps[key] = KernelMap(forward.transposed_table(), len(coarse), weakref.ref(fine))
-    return coarse.kernel_maps[key]
+        return KernelMap(forward.transposed_table(), len(coarse), weakref.ref(fine))
+
+    # Locks go from the coarse map to the fine one, never back: no two threads can wait on each other.
+    return coarse.kernel_map(key, build)
 
 
 def _find_strided(coarse: CoordinateMap, fine: CoordinateMap, key: KernelMapKey) -> KernelMap:

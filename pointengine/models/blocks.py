@@ -4,7 +4,7 @@ the residual block, and SPVCNN's point MLP."""
 import torch
 from torch import Tensor
 
-from .. import nn
+from .. import functional, nn
 from ..tensor import SparseTensor
 
 
@@ -51,7 +51,7 @@ class PointMLP(torch.nn.Sequential):
 
     def __init__(self, in_features: int, out_features: int):
         super().__init__(
-            torch.nn.Linear(in_features, out_features), torch.nn.BatchNorm1d(out_features), torch.nn.ReLU(inplace=True)
+            nn.Linear(in_features, out_features), torch.nn.BatchNorm1d(out_features), torch.nn.ReLU(inplace=True)
         )
 
     def forward(self, feats: Tensor) -> Tensor:
@@ -60,4 +60,4 @@ class PointMLP(torch.nn.Sequential):
         linear, norm = self[0], self[1]
         scale = norm.weight * torch.rsqrt(norm.running_var + norm.eps)
         bias = (linear.bias - norm.running_mean) * scale + norm.bias
-        return torch.addmm(bias, feats, (linear.weight * scale[:, None]).t()).relu_()
+        return functional.linear(feats, linear.weight * scale[:, None], bias).relu_()

@@ -43,7 +43,7 @@ class MinkUNet(torch.nn.Module):
             self.up_blocks.append(
                 torch.nn.Sequential(ResidualBlock(c_out + c_skip, c_out), ResidualBlock(c_out, c_out))
             )
-        self.classifier = torch.nn.Linear(w[8], num_classes)
+        self.classifier = nn.Linear(w[8], num_classes)
 
     def up_stage(self, i: int, x: SparseTensor, skip: SparseTensor) -> SparseTensor:
         """Up stage i (0..3): transposed conv back onto the sites of `skip`, concatenation, blocks."""

@@ -4,7 +4,8 @@ from .activation import LeakyReLU, ReLU
 from .cat import cat
 from .conv import Conv3d
 from .dense import ToDense
+from .linear import Linear
 from .norm import BatchNorm
 from .pool import GlobalAvgPool, GlobalMaxPool
 
-__all__ = ["BatchNorm", "Conv3d", "GlobalAvgPool", "GlobalMaxPool", "LeakyReLU", "ReLU", "ToDense", "cat"]
+__all__ = ["BatchNorm", "Conv3d", "GlobalAvgPool", "GlobalMaxPool", "LeakyReLU", "Linear", "ReLU", "ToDense", "cat"]

@@ -1,0 +1,89 @@
+// The backstop checks of the raw ops (torch.ops.pointengine.*, which anyone can call): every
+// failure is a RuntimeError that names the op and the argument. The Python entry points validate
+// first, with friendlier messages; these keep a bad direct call from reading outside a buffer,
+// looping or overflowing.
+#pragma once
+#include <ATen/ATen.h>
+
+#include <cstdint>
+#include <limits>
+#include <string>
+
+#include "hash_table.h"
+#include "keys.h"
+
+namespace pointengine {
+
+// A dtype as Python spells it ("torch.int32"), as the messages of the Python checks do.
+inline std::string dtype_name(at::ScalarType dtype) {
+  return "torch." + std::string(c10::getDtypeNames(dtype).first);
+}
+
+// Where a kernel reads raw pointers: a CPU tensor of one dtype.
+inline void check_cpu_tensor(const at::Tensor& t, const char* op, const char* arg, at::ScalarType dtype) {
+  TORCH_CHECK(t.defined(), op, ": ", arg, " is an undefined tensor");
+  TORCH_CHECK(t.device().is_cpu(), op, ": ", arg, " must be a CPU tensor, got one on ", t.device());
+  TORCH_CHECK(t.scalar_type() == dtype, op, ": ", arg, " must have dtype ", dtype_name(dtype), ", got ",
+              dtype_name(t.scalar_type()));
+}
+
+// A CPU matrix of one dtype with `columns` columns (< 0: any number); `layout` names the shape.
+inline void check_matrix(const at::Tensor& t, const char* op, const char* arg, at::ScalarType dtype,
+                         int64_t columns, const char* layout) {
+  check_cpu_tensor(t, op, arg, dtype);
+  TORCH_CHECK(t.dim() == 2 && (columns < 0 || t.size(1) == columns), op, ": ", arg, " must have shape ", layout,
+              ", got ", t.sizes());
+}
+
+// A CPU float32 or float64 matrix (the dtypes the tile kernels compute in).
+inline void check_float_matrix(const at::Tensor& t, const char* op, const char* arg, const char* layout) {
+  TORCH_CHECK(t.defined(), op, ": ", arg, " is an undefined tensor");
+  TORCH_CHECK(t.scalar_type() == at::kFloat || t.scalar_type() == at::kDouble, op, ": ", arg,
+              " must be float32 or float64, got ", dtype_name(t.scalar_type()));
+  check_matrix(t, op, arg, t.scalar_type(), -1, layout);
+}
+
+// Row indices are stored as int32: a tensor with more rows could not be indexed.
+inline void check_row_count(int64_t rows, const char* op, const char* arg) {
+  TORCH_CHECK(rows <= std::numeric_limits<int32_t>::max(), op, ": ", arg, " has ", rows,
+              " rows, more than int32 row indices reach (", std::numeric_limits<int32_t>::max(), ")");
+}
+
+// A hash table as hash_build makes it: keys int64[cap], vals int32[cap], cap a power of two (the
+// probe sequence masks with cap - 1). The contents need not be trusted: see check_empty_slot.
+inline void check_table(const at::Tensor& keys, const at::Tensor& vals, const char* op) {
+  check_cpu_tensor(keys, op, "keys", at::kLong);
+  check_cpu_tensor(vals, op, "vals", at::kInt);
+  TORCH_CHECK(keys.dim() == 1 && vals.dim() == 1 && keys.size(0) == vals.size(0), op,
+              ": keys and vals must be 1-D of one length, got ", keys.sizes(), " and ", vals.sizes());
+  const int64_t cap = keys.size(0);
+  TORCH_CHECK(cap > 0 && (cap & (cap - 1)) == 0, op,
+              ": the table length (keys, vals) must be a power of two, as hash_build makes it, got ", cap);
+}
+
+// After check_table, on the contiguous keys: the empty slot that ends every lookup (hash_table.h).
+inline void check_empty_slot(const at::Tensor& keys, const char* op) {
+  TORCH_CHECK(has_empty_slot(keys.data_ptr<int64_t>(), keys.size(0)), op,
+              ": the table (keys, vals) has no empty slot (key -1), so a lookup of a missing key would never end; "
+              "hash_build leaves at least half of the slots empty");
+}
+
+// Strides of a kernel map: one per axis, in [1, kMaxGeometry].
+inline void check_strides(at::IntArrayRef stride, const char* op) {
+  TORCH_CHECK(stride.size() == 3, op, ": stride must have 3 values, got ", stride.size());
+  for (const int64_t s : stride)
+    TORCH_CHECK(s >= 1 && s <= kMaxGeometry, op, ": stride must be in [1, ", kMaxGeometry, "], got ", stride);
+}
+
+// The corner table of a point-voxel op: index int32 [N, 8] and weights [N, 8] of `dtype`, with
+// N = `rows` (the points; < 0: as many as index has).
+inline void check_point_corners(const at::Tensor& index, const at::Tensor& weights, int64_t rows,
+                                at::ScalarType dtype, const char* op) {
+  check_matrix(index, op, "index", at::kInt, 8, "[N, 8]");
+  check_matrix(weights, op, "weights", dtype, 8, "[N, 8]");
+  const int64_t n = rows < 0 ? index.size(0) : rows;
+  TORCH_CHECK(index.size(0) == n && weights.size(0) == n, op, ": index and weights must have one row per point (",
+              n, "), got ", index.sizes(), " and ", weights.sizes());
+}
+
+}  // namespace pointengine
