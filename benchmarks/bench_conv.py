@@ -30,8 +30,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
+from common import machine
 
-from pointengine import _C
 from pointengine.coordinate_map import CoordinateMap
 from pointengine.datasets import generate_scan, read_points
 from pointengine.functional import conv as conv_ops
@@ -59,15 +59,6 @@ LAYERS = (
     Layer("subm3 128->128", 3, 1, 128, 128),
     Layer("down2 32->64", 2, 2, 32, 64),
 )
-
-
-def machine() -> str:
-    """CPU model (with family and model numbers: a VM may hide the marketing name), cores, torch, and
-    the path conv_fused takes on this CPU."""
-    info = dict(line.split(":", 1) for line in Path("/proc/cpuinfo").read_text().splitlines() if ":" in line)
-    info = {key.strip(): value.strip() for key, value in info.items()}
-    cpu = f"{info.get('model name', 'unknown CPU')} (family {info.get('cpu family', '?')} model {info.get('model', '?')})"
-    return f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__}, conv_fused path {_C.conv_fused_isa()}"
 
 
 def load_scans(names: list[str] | None) -> list[tuple[str, torch.Tensor]]:

@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 import torch
+from common import machine
 
 import pointengine as pe
 from pointengine.datasets import generate_scan, read_points
@@ -33,18 +34,6 @@ from pointengine.profiler import profile
 ROOT = Path(__file__).resolve().parents[1]
 SCANS = ROOT.parent / "shared" / "data" / "semantickitti" / "sequences" / "00" / "velodyne"
 RESULTS = ROOT / "benchmarks" / "results" / "bench_minkunet.jsonl"
-
-
-def machine() -> str:
-    cpu = next(
-        (
-            line.split(":", 1)[1].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if line.startswith("model name")
-        ),
-        "unknown CPU",
-    )
-    return f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__}"
 
 
 def voxelize(points: torch.Tensor, voxel_size: float) -> tuple[torch.Tensor, torch.Tensor]:

@@ -32,8 +32,8 @@ from collections import defaultdict
 from pathlib import Path
 
 import torch
-from bench_conv import machine
 from bench_minkunet import load_scans, markdown_row, voxelize
+from common import machine
 
 import pointengine as pe
 from pointengine.models import SPVCNN, MinkUNet

@@ -29,7 +29,9 @@ def run_once(script: str, script_args: list[str], tree: Path) -> list[dict]:
     stem = Path(script).stem
     results = RESULTS / f"{stem}.jsonl"
     before = results.read_text().splitlines() if results.exists() else []
-    env = dict(os.environ, PYTHONPATH=str(tree), PYTHONSAFEPATH="1")
+    # The tree's package, and this checkout's benchmarks (the scripts import their shared helpers);
+    # PYTHONSAFEPATH keeps the working folder from shadowing the tree.
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(tree), str(ROOT / "benchmarks")]), PYTHONSAFEPATH="1")
     subprocess.run([sys.executable, script, *script_args], env=env, check=True, stdout=subprocess.DEVNULL)
     return [json.loads(line) for line in results.read_text().splitlines()[len(before) :]]
 

@@ -15,7 +15,7 @@ import torch
 
 import pointengine as pe
 from pointengine import nn
-from pointengine.models import MinkUNet, load_checkpoint, save_checkpoint
+from pointengine.models import SPVCNN, MinkUNet, load_checkpoint, save_checkpoint
 from pointengine.models.minkunet import WIDTHS
 from pointengine.testing import (
     RELATIVE_TOLERANCE,
@@ -338,28 +338,31 @@ def test_spvnas_zoo_file_point_transforms_dropped(tmp_path, source):
     assert stem.source == "stem.0.kernel" and "reordered" in stem.change
 
 
-class SPVCNNStandIn(MinkUNet):
-    """The attribute structure of our coming SPVCNN: MinkUNet's voxel branch plus SPVNAS's
-    point_transforms and dropout (its forward here is MinkUNet's; only loading is under test)."""
-
-    def __init__(self, cr: float = CR):
-        super().__init__(4, CLASSES, cr)
-        w = [int(cr * c) for c in WIDTHS]
-        self.point_transforms = torch.nn.ModuleList(
-            torch.nn.Sequential(torch.nn.Linear(a, b), torch.nn.BatchNorm1d(b), torch.nn.ReLU(True))
-            for a, b in [(w[0], w[4]), (w[4], w[6]), (w[6], w[8])]
-        )
-        self.dropout = torch.nn.Dropout(0.3, True)
+def spvcnn_reference(source: MinkUNet, state: dict) -> SPVCNN:
+    """The SPVCNN that an SPVNAS SPVCNN file made from `source` and `state`'s point_transforms holds,
+    loaded directly in our layout."""
+    reference = SPVCNN(4, CLASSES, CR).eval()
+    point = {name: value for name, value in state.items() if name.startswith("point_transforms.")}
+    reference.load_state_dict(source.state_dict() | point)
+    return reference
 
 
-def test_spvcnn_layout_loads_point_transforms(source):
+def test_spvnas_spvcnn_file_loads_whole(source):
+    """An SPVNAS SPVCNN checkpoint: the voxel branch converted, the point transforms kept; the loaded
+    model labels points exactly as the model the file was made from."""
     state = spvnas_state(source)
-    target = SPVCNNStandIn()
+    reference = spvcnn_reference(source, state)
+    torch.manual_seed(1)
+    target = SPVCNN(4, CLASSES, CR).eval()
     report = load_checkpoint(target, state)
-    assert report.dropped == () and same_parameters(target, source)
-    loaded = target.state_dict()
-    for name in (k for k in state if k.startswith("point_transforms.")):
-        assert torch.equal(loaded[name], state[name]), name
+    assert report.layout == "torchsparse" and report.dropped == ()
+    assert same_parameters(target, reference)
+    g = torch.Generator().manual_seed(6)
+    sites = random_sites(300, 2, 16, g, low=-8).float()
+    inside = torch.rand(len(sites), 4, generator=g) * torch.tensor([0.0, 1, 1, 1])  # batch column kept
+    points = pe.PointTensor(torch.randn(len(sites), 4, generator=g), sites + inside)
+    with torch.no_grad():
+        assert torch.equal(target(points).feats, reference(points).feats)
 
 
 # --- our own files ----------------------------------------------------------------------------------------
@@ -456,7 +459,7 @@ def test_another_class_count_is_the_one_mismatch():
 def test_another_architecture_lists_missing_and_leftover_parameters(tmp_path):
     path = save_checkpoint(small_model(), tmp_path / "minkunet.safetensors", {})
     with pytest.raises(ValueError, match=r"missing point_transforms\.0\.0\.weight \[64, 8\]"):
-        load_checkpoint(SPVCNNStandIn(), path)
+        load_checkpoint(SPVCNN(4, CLASSES, CR), path)
     stem_only = torch.nn.Sequential(nn.Conv3d(4, 8, 3), nn.BatchNorm(8))
     with pytest.raises(ValueError) as err:
         load_checkpoint(stem_only, spvnas_state(small_model()))

@@ -311,3 +311,41 @@ def test_fuzz_public_api(fuzz_examples):
             pass
 
     check()
+
+
+@st.composite
+def point_tensors(draw):
+    """(feats, coords) for PointTensor: mostly float points near the origin in batches 0-2, sometimes
+    NaN, inf, huge, fractional batches or another shape and dtype."""
+    n = draw(mostly(st.integers(1, 6), st.just(0)))
+    value = mostly(st.floats(-4, 4, width=32), st.sampled_from([math.nan, math.inf, -1e30, 40000.5]), one_in=40)
+    batch = mostly(st.sampled_from([0, 1, 2]), st.just(0.5), one_in=40)
+    rows = [[draw(batch), *(draw(value) for _ in range(3))] for _ in range(n)]
+    dtype = draw(mostly(st.sampled_from(FLOAT_DTYPES), st.just(torch.float16), one_in=20))
+    coords = torch.tensor(rows, dtype=dtype).reshape(n, 4)
+    coords = draw(mostly(st.just(coords), st.sampled_from([coords[:, :3], coords.int(), coords.reshape(-1)]), 20))
+    feats = draw(shapes([n, 2], one_in=20).flatmap(lambda shape: float_tensors(shape, st.sampled_from(FLOAT_DTYPES))))
+    return feats, draw(laid_out(coords))
+
+
+def test_fuzz_point_voxel_api(fuzz_examples):
+    @fuzz(fuzz_examples, seed_value=56)
+    @given(points=point_tensors(), voxels=sparse_tensors(), nearest=mostly(st.booleans(), st.just(1)))
+    def check(points, voxels, nearest):
+        try:
+            z = pe.PointTensor(*points)
+            x = pe.SparseTensor(voxels[0].to(z.feats.dtype), voxels[1], voxels[2])
+        except (ValueError, TypeError):
+            return
+        for call in (
+            lambda: pe.functional.initial_voxelize(z),
+            lambda: pe.functional.voxel_to_point(x, z, nearest=nearest),
+            lambda: pe.functional.point_to_voxel(x, z),
+        ):
+            try:
+                out = call()
+            except (ValueError, TypeError):
+                continue
+            assert bool(torch.isfinite(out.feats).all() or not torch.isfinite(z.feats).all())
+
+    check()
