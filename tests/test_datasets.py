@@ -19,9 +19,10 @@ from pointengine.datasets import (
     read_labels,
     read_nuscenes_points,
     read_points,
+    write_synthetic_dataset,
 )
 from pointengine.datasets.raycast import Box, Cylinder, Ellipsoid, RangeImage
-from pointengine.datasets.synthetic import hdl64_elevations
+from pointengine.datasets.synthetic import frame_seed, hdl64_elevations
 from pointengine.functional import voxelize_points
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -288,3 +289,23 @@ def test_perfect_prediction_on_real_labels():
 def test_confusion_matrix_bad_inputs(pred, target, message):
     with pytest.raises(ValueError, match=message):
         confusion_matrix(pred, target, num_classes=4)
+
+
+def test_synthetic_dataset_on_disk_reads_back(tmp_path):
+    """write_synthetic_dataset: the SemanticKITTI layout, read back by the SemanticKITTI reader as the
+    generated scans (points bitwise, training ids through the raw ids and back); seeded per frame."""
+    options = dict(beams=16, azimuth_steps=256)
+    root = write_synthetic_dataset(tmp_path / "synth", {"00": 2, "08": 1}, seed=3, **options)
+    names = sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
+    assert names == [
+        "sequences/00/labels/000000.label", "sequences/00/labels/000001.label", "sequences/00/velodyne/000000.bin",
+        "sequences/00/velodyne/000001.bin", "sequences/08/labels/000000.label", "sequences/08/velodyne/000000.bin",
+    ]
+    data = SemanticKITTI(root, sequences=("00", "08"))
+    seeds = [frame_seed(3, "00", 0), frame_seed(3, "00", 1), frame_seed(3, "08", 0)]
+    assert len(set(seeds)) == 3
+    for index, seed in enumerate(seeds):
+        expected = generate_scan(seed=seed, **options)
+        assert torch.equal(data[index].points, expected.points) and torch.equal(data[index].labels, expected.labels)
+    with pytest.raises(ValueError, match="sequences maps digit names to frame counts >= 1"):
+        write_synthetic_dataset(tmp_path / "bad", {"train": 2})

@@ -5,7 +5,7 @@ from .metrics import class_iou, confusion_matrix, mean_iou
 from .nuscenes import read_nuscenes_points
 from .scan import LidarScan
 from .semantickitti import SemanticKITTI, load_scan, read_labels, read_points
-from .synthetic import generate_scan
+from .synthetic import generate_scan, write_synthetic_dataset
 
 __all__ = [
     "DatasetConfig",
@@ -20,4 +20,5 @@ __all__ = [
     "read_labels",
     "read_nuscenes_points",
     "read_points",
+    "write_synthetic_dataset",
 ]

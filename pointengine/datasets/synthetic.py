@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -235,3 +236,31 @@ def _returns(image: RangeImage, rng: np.random.Generator, min_range: float, nois
     points = np.concatenate([xyz, np.clip(remission[keep], 0.0, 0.99)[:, None]], axis=1)
     return LidarScan(torch.from_numpy(points.astype(np.float32)), torch.from_numpy(image.label[keep]))
 
+
+
+def frame_seed(seed: int, sequence: str, frame: int) -> int:
+    """The generate_scan seed of one frame of a synthetic dataset: every (seed, sequence, frame) its
+    own street, the same on every machine."""
+    return int(np.random.SeedSequence([seed, int(sequence), frame]).generate_state(1)[0])
+
+
+def write_synthetic_dataset(root, sequences: dict[str, int], seed: int = 0, **scan_options) -> Path:
+    """Writes generated scans in the SemanticKITTI layout under `root`: for each sequence name and
+    frame count, `sequences/<seq>/velodyne/<frame>.bin` (float32 x, y, z, remission) and
+    `sequences/<seq>/labels/<frame>.label` (uint32 raw SemanticKITTI ids, instance 0), frames
+    numbered 000000 up. Seeded per frame (frame_seed); `scan_options` go to generate_scan. Returns root."""
+    from ..outputs import write_labels
+    from .config import load_dataset_config
+
+    root = Path(root)
+    config = load_dataset_config("semantickitti")
+    for sequence, frames in sequences.items():
+        if not (sequence.isdigit() and frames >= 1):
+            raise ValueError(f"sequences maps digit names to frame counts >= 1, got {sequence!r}: {frames!r}")
+        folder = root / "sequences" / sequence
+        (folder / "velodyne").mkdir(parents=True, exist_ok=True)
+        for frame in range(frames):
+            scan = generate_scan(seed=frame_seed(seed, sequence, frame), **scan_options)
+            scan.points.numpy().astype("<f4").tofile(folder / "velodyne" / f"{frame:06d}.bin")
+            write_labels(folder / "labels" / f"{frame:06d}.label", config.raw_labels(scan.labels).numpy(), "label")
+    return root
