@@ -18,7 +18,8 @@ KITTI_HEIGHT = 1.73  # m above the road, as on the KITTI car
 # One sensor unit: its elevation errors and weak beams are fixed, the same in every scan.
 _UNIT = np.random.default_rng(64)
 BEAM_OFFSETS = np.radians(_UNIT.normal(0.0, 0.04, 64))
-BEAM_LOSS = np.where(_UNIT.random(64) < 0.1, _UNIT.uniform(0.1, 0.4, 64), 0.0)  # extra loss of the weak beams
+BEAM_LOSS = np.zeros(64)  # the extra fraction of returns its six weak beams lose
+BEAM_LOSS[_UNIT.choice(64, 6, replace=False)] = _UNIT.uniform(0.1, 0.4, 6)
 EGO = -2  # label of rays that end on the sensor's own car: never returned
 
 
