@@ -70,18 +70,18 @@ def test_rejects_bad_sensor():
 
 def test_every_class_appears():
     """Every class the generator claims shows up: the vehicles, people and street furniture among the
-    shapes of a few seeded streets, and all of them (rare riders aside) in the points of three scans."""
+    shapes of a few seeded streets; the ground classes and the common objects in the points of two scans."""
     built = set()
-    for seed in range(12):
+    for seed in range(9):
         rng = np.random.default_rng(seed)
         Pose.draw(rng)
         built |= {shape.label for shape in Scene(draw_layout(rng), rng, -1.73).shapes()}
     assert {CAR, BICYCLE, MOTORCYCLE, TRUCK, OTHER_VEHICLE, PERSON, BICYCLIST, MOTORCYCLIST, BUILDING, FENCE,
             VEGETATION, TRUNK, POLE, TRAFFIC_SIGN} <= built
     seen = set()
-    for seed in (1, 2, 3):
+    for seed in (1, 3):
         seen |= set(generate_scan(seed, azimuth_steps=1024).labels.unique().tolist())
-    assert {CAR, TRUCK, OTHER_VEHICLE, ROAD, PARKING, SIDEWALK, BUILDING, FENCE, VEGETATION, TRUNK, TERRAIN, POLE,
+    assert {CAR, TRUCK, PERSON, BICYCLIST, ROAD, PARKING, SIDEWALK, BUILDING, FENCE, VEGETATION, TRUNK, TERRAIN, POLE,
             TRAFFIC_SIGN} <= seen
 
 

@@ -174,7 +174,7 @@ def _arm(rng, origin, heading, curvature, start, end, road) -> Arm:
 
     parking = pair(lambda: rng.uniform(2.0, 2.6) if rng.random() < 0.5 else 0.0)
     sidewalk = pair(lambda: rng.uniform(2.0, 5.0))
-    verge = pair(lambda: rng.uniform(0.5, 3.0) if rng.random() < 0.4 else 0.0)
+    verge = pair(lambda: rng.uniform(0.5, 3.0) if rng.random() < 0.3 else 0.0)
     # Near-infrared albedo: asphalt dark, paving and concrete brighter, grass bright.
     albedo = (rng.uniform(0.28, 0.45), rng.uniform(0.35, 0.55), rng.uniform(0.4, 0.6), rng.uniform(0.45, 0.7),
               rng.uniform(0.45, 0.7))

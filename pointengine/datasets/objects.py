@@ -62,7 +62,7 @@ def car(rng, x, y, yaw, ground) -> list[Shape]:
     return [
         Box((x, y, low + body / 2), (length / 2, width / 2, body / 2), yaw, label=CAR, remission=paint),
         Box((*_ahead(x, y, yaw, -back), low + body + cabin / 2), (cabin_length, 0.45 * width, cabin / 2), yaw,
-            label=CAR, remission=albedo(rng, "glass"), porosity=0.3),
+            label=CAR, remission=albedo(rng, "glass"), porosity=0.6),
     ] + _wheels(rng, x, y, yaw, ground, CAR, 0.6 * length, width - 0.25, 0.31)
 
 

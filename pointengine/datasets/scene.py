@@ -55,7 +55,7 @@ class Scene:
             along += self.rng.uniform(*spacing)
 
     def _traffic(self, index: int, arm: Arm) -> list[Shape]:
-        """Vehicles in both lanes, and riders near the kerb, clear of the sensor's own car."""
+        """Vehicles in both lanes, and riders (bicycles, some motorcycles) near the kerb, clear of the sensor's own car."""
         rng, out = self.rng, []
         for _ in range(rng.poisson(1.5)):
             lane = rng.choice([-1.0, 1.0])
@@ -65,28 +65,26 @@ class Scene:
             x, y, heading, ground = spot
             yaw = heading + (0.0 if lane < 0 else math.pi) + rng.normal(0.0, 0.03)
             kind = rng.random()
-            if kind < 0.8:
+            if kind < 0.84:
                 out += objects.car(rng, x, y, yaw, ground)
-            elif kind < 0.88:
+            elif kind < 0.92:
                 out += objects.truck(rng, x, y, yaw, ground)
-            elif kind < 0.94:
-                out += objects.other_vehicle(rng, x, y, yaw, ground)
             else:
-                out += objects.two_wheeler(rng, x, y, yaw, ground, motor=True, rider=True)
-        for _ in range(rng.poisson(0.6)):
+                out += objects.other_vehicle(rng, x, y, yaw, ground)
+        for _ in range(rng.poisson(1.0)):
             lane = rng.choice([-1.0, 1.0])
             spot = self._at(index, arm, rng.uniform(arm.start, arm.end), lane * (arm.road - 0.7), (CARRIAGEWAY,))
             if spot is not None and math.hypot(spot[0], spot[1]) > 4.0:
                 x, y, heading, ground = spot
                 yaw = heading + (0.0 if lane < 0 else math.pi)
-                out += objects.two_wheeler(rng, x, y, yaw, ground, motor=False, rider=True)
+                out += objects.two_wheeler(rng, x, y, yaw, ground, motor=rng.random() < 0.4, rider=True)
         return out
 
     def _parked(self, index: int, arm: Arm, side: int) -> list[Shape]:
         rng, out = self.rng, []
         if not arm.parking[side]:
             return out
-        sign, occupied = 1.0 - 2.0 * side, rng.uniform(0.1, 0.8)
+        sign, occupied = 1.0 - 2.0 * side, rng.uniform(0.1, 0.6)
         lateral = sign * (arm.road + arm.parking[side] / 2 + rng.uniform(-0.15, 0.15))
         for along in self._walk(arm, (5.2, 8.0)):
             if rng.random() > occupied:
@@ -148,14 +146,14 @@ class Scene:
         """A fence or hedge at the front of each plot, buildings set back behind it, bushes and trees between."""
         rng, out = self.rng, []
         sign, edge = 1.0 - 2.0 * side, arm.edges(side)[3]
-        setback = rng.uniform(0.5, 10.0)
+        setback = rng.uniform(0.5, 6.0)
         built = rng.random() < 0.85
         along = arm.start + rng.uniform(0.0, 10.0)
         while along < arm.end:
             plot = rng.uniform(8.0, 30.0)
             front = self._at(index, arm, along + plot / 2, sign * (edge + 0.3), (LAND,))
             kind = rng.random()
-            if front is not None and kind < 0.08:
+            if front is not None and kind < 0.05:
                 x, y, heading, ground = front
                 out.append(objects.fence(rng, x, y, ground, plot, heading))
             elif front is not None and kind < 0.6:
@@ -171,7 +169,7 @@ class Scene:
                 yaw = heading if side == 0 else heading + math.pi
                 out += objects.building(rng, x, y, yaw, ground, plot, depth, setback)
             # a front garden, or a plot of trees and bushes where nothing is built
-            for _ in range(rng.poisson(1.5 if house else 5.0)):
+            for _ in range(rng.poisson(3.0 if house else 6.0)):
                 across = rng.uniform(0.5, setback) if house else rng.uniform(0.5, setback + depth)
                 spot = self._at(index, arm, along + rng.uniform(0, plot), sign * (edge + across), (LAND,))
                 if spot is not None:
