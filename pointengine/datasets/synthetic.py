@@ -31,7 +31,7 @@ def generate_scan(
     max_range: float = 80.0,
     min_range: float = 1.0,
     range_noise: float = 0.015,
-    dropout: float = 0.03,
+    dropout: float = 0.01,
     pose: Pose | None = None,
 ) -> LidarScan:
     """One scan: points float32 [N, 4] (x, y, z, remission in [0, 1)), labels int64 [N].
