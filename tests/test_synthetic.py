@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from pointengine.datasets import SemanticKITTI, generate_scan, write_synthetic_dataset
-from pointengine.datasets.layout import CARRIAGEWAY, FOOTWAY, LAND, Arm, Layout
+from pointengine.datasets import SemanticKITTI, generate_scan, objects, write_synthetic_dataset
+from pointengine.datasets.layout import CARRIAGEWAY, FOOTWAY, LAND, Arm, Layout, draw_layout
 from pointengine.datasets.raycast import Box, Cylinder, Ellipsoid, RangeImage
 from pointengine.datasets.scene import Scene
 from pointengine.datasets.sensor import BEAM_LOSS, Pose, remission_of
@@ -17,7 +17,6 @@ from pointengine.datasets.synthetic import (
     BICYCLE, BICYCLIST, BUILDING, CAR, FENCE, GENERATED_IDS, MOTORCYCLE, MOTORCYCLIST, OTHER_VEHICLE, PARKING, PERSON,
     POLE, ROAD, SIDEWALK, TERRAIN, TRAFFIC_SIGN, TRUCK, TRUNK, VEGETATION, frame_seed, hdl64_elevations,
 )
-from pointengine.datasets.layout import draw_layout
 from pointengine.functional import voxelize_points
 
 LEVEL = Pose(height=1.73, roll=0.0, pitch=0.0)
@@ -184,6 +183,21 @@ def test_road_remission_falls_with_range(full_scan):
     distance = road[:, :3].norm(dim=1)
     near, far = road[(distance > 5) & (distance < 10), 3], road[(distance > 25) & (distance < 50), 3]
     assert float(far.mean()) < 0.8 * float(near.mean())
+
+
+@pytest.mark.parametrize("facing, bright", [(math.pi, True), (0.0, False)])
+def test_sign_face_is_retroreflective_its_back_is_not(facing, bright):
+    """A sign 10 m ahead facing the sensor shows its retro-reflective face; turned away, its dull back.
+    The ray passes 0.2 m beside the pole, through the plate."""
+    shapes = objects.pole(np.random.default_rng(0), 10.0, 0.0, -1.73, facing, sign=True)
+    plate = shapes[1].center
+    steps = 314  # the second ray turns 0.02 rad to the left: 0.2 m at 10 m
+    image = RangeImage(np.array([math.atan2(plate[2], 10.0)]), steps, max_range=50.0)
+    for shape in shapes:
+        image.cast(shape, None)
+    assert image.label[0, 1] == TRAFFIC_SIGN
+    low, high = objects.ALBEDO["retroreflector"] if bright else objects.ALBEDO["metal"]
+    assert low <= image.remission[0, 1] <= high
 
 
 # --- ray casting ---------------------------------------------------------------------------------

@@ -129,7 +129,8 @@ class Layout:
             previous[index[~hit]] = t_level[~hit]
         self._refine_faces(d, t, previous, face, height, halvings)
         rank, owner, level = self.zone(t * d[:, 0], t * d[:, 1])
-        cos = np.where(face, np.hypot(d[:, 0], d[:, 1]) * 0.7, -d[:, 2])
+        # A kerb face is vertical; which way it faces is not tracked, so take a typical 45 deg off the ray.
+        cos = np.where(face, np.hypot(d[:, 0], d[:, 1]) * math.sqrt(0.5), -d[:, 2])
         albedo = self.albedo(t * d[:, 0], t * d[:, 1], rank, owner)
         window = (rows, cols)
         nearer = t < image.depth[window]

@@ -15,11 +15,19 @@ from .raycast import Box, RangeImage
 from .scan import LidarScan
 
 KITTI_HEIGHT = 1.73  # m above the road, as on the KITTI car
-# One sensor unit: its elevation errors and weak beams are fixed, the same in every scan.
-_UNIT = np.random.default_rng(64)
-BEAM_OFFSETS = np.radians(_UNIT.normal(0.0, 0.04, 64))
-BEAM_LOSS = np.zeros(64)  # the extra fraction of returns its six weak beams lose
-BEAM_LOSS[_UNIT.choice(64, 6, replace=False)] = _UNIT.uniform(0.1, 0.4, 6)
+
+
+def _unit_calibration() -> tuple[np.ndarray, np.ndarray]:
+    """One sensor unit, the same in every scan: each beam's elevation error (radians), and the extra
+    fraction of returns its six weak beams lose."""
+    rng = np.random.default_rng(64)
+    offsets = np.radians(rng.normal(0.0, 0.04, 64))
+    loss = np.zeros(64)
+    loss[rng.choice(64, 6, replace=False)] = rng.uniform(0.1, 0.4, 6)
+    return offsets, loss
+
+
+BEAM_OFFSETS, BEAM_LOSS = _unit_calibration()
 EGO = -2  # label of rays that end on the sensor's own car: never returned
 
 
@@ -40,7 +48,8 @@ def hdl64_elevations(beams: int = 64, calibrated: bool = False) -> np.ndarray:
 
 @dataclass(frozen=True)
 class Pose:
-    """Sensor height above the road (m) and tilt (radians): roll about x, then pitch about y."""
+    """Sensor height above the road (m) and tilt (radians): roll about x (positive: left side up),
+    then pitch about y (positive: nose down)."""
 
     height: float = KITTI_HEIGHT
     roll: float = 0.0
