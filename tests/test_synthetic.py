@@ -65,6 +65,10 @@ def test_rejects_bad_sensor():
         generate_scan(beams=0)
     with pytest.raises(ValueError, match="need 0 < min_range < max_range"):
         generate_scan(min_range=50.0, max_range=40.0)
+    with pytest.raises(ValueError, match=r"pose needs height > 0 .* got Pose\(height=-1.0"):
+        generate_scan(pose=Pose(-1.0, 0.0, 0.0))
+    with pytest.raises(ValueError, match="pose needs"):
+        generate_scan(pose=Pose(1.7, 0.0, 0.6))
 
 
 def test_every_class_appears():

@@ -24,6 +24,7 @@ TRAINING_IDS = (CAR, BICYCLE, MOTORCYCLE, TRUCK, OTHER_VEHICLE, PERSON, BICYCLIS
                 SIDEWALK, OTHER_GROUND, BUILDING, FENCE, VEGETATION, TRUNK, TERRAIN, POLE, TRAFFIC_SIGN)
 GENERATED_IDS = tuple(i for i in TRAINING_IDS if i != OTHER_GROUND)  # what the generator labels with
 
+
 def generate_scan(
     seed: int = 0,
     beams: int = 64,
@@ -46,8 +47,10 @@ def generate_scan(
         raise ValueError(f"beams and azimuth_steps must be >= 1, got {beams} and {azimuth_steps}")
     if not 0 < min_range < max_range:
         raise ValueError(f"need 0 < min_range < max_range, got min_range={min_range}, max_range={max_range}")
+    if pose is not None and not (pose.height > 0 and abs(pose.roll) < 0.5 and abs(pose.pitch) < 0.5):
+        raise ValueError(f"pose needs height > 0 and |roll|, |pitch| < 0.5 rad, got {pose}")
     rng = np.random.default_rng(seed)
-    drawn = Pose.draw(rng)
+    drawn = Pose.draw(rng)  # drawn even when `pose` is given, so the street stays the same
     pose = drawn if pose is None else pose
     layout = draw_layout(rng)
     image = RangeImage(hdl64_elevations(beams, calibrated=True), azimuth_steps, max_range, pose.rotation())
