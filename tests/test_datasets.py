@@ -1,5 +1,5 @@
-"""Dataset readers and label map (checked on the real scans in ../shared/data when present), the
-synthetic lidar, and the segmentation metrics."""
+"""Dataset readers and label map (checked on the real scans in ../shared/data when present) and the
+segmentation metrics. The synthetic lidar is tested in test_synthetic.py."""
 
 import math
 from pathlib import Path
@@ -12,18 +12,13 @@ from pointengine.datasets import (
     SemanticKITTI,
     class_iou,
     confusion_matrix,
-    generate_scan,
     load_dataset_config,
     load_scan,
     mean_iou,
     read_labels,
     read_nuscenes_points,
     read_points,
-    write_synthetic_dataset,
 )
-from pointengine.datasets.raycast import Box, Cylinder, Ellipsoid, RangeImage
-from pointengine.datasets.synthetic import frame_seed, hdl64_elevations
-from pointengine.functional import voxelize_points
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 KITTI = DATA / "semantickitti"
@@ -168,81 +163,6 @@ def test_nuscenes_sweep():
     assert set(points[:, 4].long().unique().tolist()) == set(range(32))  # ring index of the HDL-32E
 
 
-# --- synthetic lidar -----------------------------------------------------------------------------
-
-TRAIN_IDS = {1, 9, 10, 11, 13, 14, 15, 16, 17, 18, 19}
-
-
-@pytest.fixture(scope="module")
-def full_scan():
-    return generate_scan(seed=0)
-
-
-def test_synthetic_scan_is_realistic_in_size(full_scan):
-    points, labels = full_scan.points, full_scan.labels
-    assert points.dtype == torch.float32 and points.shape[1] == 4 and labels.dtype == torch.int64
-    assert 100_000 <= points.shape[0] <= 131_072  # at most one return per ray of 64 x 2048
-    assert set(labels.unique().tolist()) <= TRAIN_IDS
-    assert {9, 11, 13, 15} <= set(labels.unique().tolist())  # road, sidewalk, building, vegetation
-    voxels = voxelize_points(points, 0.05)
-    assert 70_000 <= voxels.coords.shape[0] <= 110_000  # a real scan has about 92k at 0.05 m
-    remission = points[:, 3]
-    assert float(remission.min()) >= 0 and float(remission.max()) < 1
-    distance = points[:, :3].norm(dim=1)
-    assert float(distance.min()) >= 2.4 and float(distance.max()) <= 100.1
-    assert float(points[labels == 9, 2].mean()) == pytest.approx(-1.73, abs=0.02)  # the road, 1.73 m down
-
-
-def test_synthetic_is_deterministic_per_seed():
-    one, two, other = (generate_scan(seed, beams=16, azimuth_steps=512) for seed in (7, 7, 8))
-    assert torch.equal(one.points, two.points) and torch.equal(one.labels, two.labels)
-    assert one.points.shape != other.points.shape or not torch.equal(one.points, other.points)
-
-
-def test_synthetic_rejects_bad_sensor():
-    with pytest.raises(ValueError, match="beams and azimuth_steps must be >= 1"):
-        generate_scan(beams=0)
-    with pytest.raises(ValueError, match="need 0 < min_range < max_range"):
-        generate_scan(min_range=50.0, max_range=40.0)
-
-
-def test_hdl64_elevations():
-    degrees = np.degrees(hdl64_elevations())
-    assert degrees.shape == (64,) and degrees[0] == pytest.approx(2.0) and degrees[-1] == pytest.approx(-24.8)
-    assert np.all(np.diff(degrees) < 0)
-    assert np.allclose(np.degrees(hdl64_elevations(2)), [2.0, -24.8])
-
-
-def test_ray_hits_by_hand():
-    image = RangeImage(np.array([0.0]), 4, max_range=50.0)  # four horizontal rays: +x, +y, -x, -y
-    image.cast(Box((10.0, 0.0, 0.0), (1.0, 1.0, 1.0), 0.0, label=1, remission=0.5), None)
-    image.cast(Ellipsoid((0.0, 10.0, 0.0), (2.0, 3.0, 2.0), label=2, remission=0.5), None)
-    image.cast(Cylinder(-5.0, 0.0, 1.0, -1.0, 1.0, label=3, remission=0.5), None)
-    image.cast(Box((0.0, -6.0, 0.0), (1.0, 1.0, 1.0), math.pi / 4, label=4, remission=0.5), None)
-    assert image.depth[0].tolist() == pytest.approx([9.0, 7.0, 4.0, 6.0 - math.sqrt(2)])
-    assert image.label[0].tolist() == [1, 2, 3, 4]
-    assert image.cos[0].tolist() == pytest.approx([1.0, 1.0, 1.0, math.sqrt(0.5)])
-
-
-def test_angular_window_misses_no_hit():
-    """Casting through each shape's window equals testing every ray against every shape."""
-    rng = np.random.default_rng(0)
-    windowed = RangeImage(hdl64_elevations(24), 256, max_range=60.0)
-    every = RangeImage(hdl64_elevations(24), 256, max_range=60.0)
-    rays = np.ix_(np.arange(24), np.arange(256))
-    for i in range(60):
-        centre = tuple(rng.uniform(-20, 20, 2)) + (rng.uniform(-2, 4),)
-        size = tuple(rng.uniform(0.1, 4.0, 3))
-        shape = [Box(centre, size, rng.uniform(0, 6), label=i, remission=0.3),
-                 Ellipsoid(centre, size, label=i, remission=0.3),
-                 Cylinder(centre[0], centre[1], size[0], centre[2] - size[2], centre[2] + size[2], label=i,
-                          remission=0.3)][i % 3]
-        windowed.cast(shape, None)
-        every.update(rays, *shape.intersect(every.dirs), shape.label, shape.remission)
-    assert np.array_equal(windowed.depth, every.depth) and np.array_equal(windowed.label, every.label)
-    assert (windowed.label >= 0).mean() > 0.2  # the shapes do cover much of the view
-
-
 # --- metrics -------------------------------------------------------------------------------------
 
 
@@ -289,23 +209,3 @@ def test_perfect_prediction_on_real_labels():
 def test_confusion_matrix_bad_inputs(pred, target, message):
     with pytest.raises(ValueError, match=message):
         confusion_matrix(pred, target, num_classes=4)
-
-
-def test_synthetic_dataset_on_disk_reads_back(tmp_path):
-    """write_synthetic_dataset: the SemanticKITTI layout, read back by the SemanticKITTI reader as the
-    generated scans (points bitwise, training ids through the raw ids and back); seeded per frame."""
-    options = dict(beams=16, azimuth_steps=256)
-    root = write_synthetic_dataset(tmp_path / "synth", {"00": 2, "08": 1}, seed=3, **options)
-    names = sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
-    assert names == [
-        "sequences/00/labels/000000.label", "sequences/00/labels/000001.label", "sequences/00/velodyne/000000.bin",
-        "sequences/00/velodyne/000001.bin", "sequences/08/labels/000000.label", "sequences/08/velodyne/000000.bin",
-    ]
-    data = SemanticKITTI(root, sequences=("00", "08"))
-    seeds = [frame_seed(3, "00", 0), frame_seed(3, "00", 1), frame_seed(3, "08", 0)]
-    assert len(set(seeds)) == 3
-    for index, seed in enumerate(seeds):
-        expected = generate_scan(seed=seed, **options)
-        assert torch.equal(data[index].points, expected.points) and torch.equal(data[index].labels, expected.labels)
-    with pytest.raises(ValueError, match="sequences maps digit names to frame counts >= 1"):
-        write_synthetic_dataset(tmp_path / "bad", {"train": 2})

@@ -109,13 +109,20 @@ Shape = Box | Ellipsoid | Cylinder
 
 class RangeImage:
     """The nearest hit of every ray of a spinning lidar: rows are beams (elevations, descending),
-    columns azimuth steps (counter-clockwise from +x). Hits beyond `max_range` are never kept."""
+    columns azimuth steps (counter-clockwise from +x). Hits beyond `max_range` are never kept.
 
-    def __init__(self, elevations: np.ndarray, azimuth_steps: int, max_range: float):
+    `rotation` (3 x 3, sensor frame -> world frame) tilts the sensor: `sensor_dirs` are the rays as
+    the sensor reports them, `dirs` the same rays in the world the shapes stand in."""
+
+    def __init__(self, elevations: np.ndarray, azimuth_steps: int, max_range: float, rotation: np.ndarray | None = None):
         self.elevations = np.asarray(elevations, dtype=np.float64)
         self.azimuths = np.arange(azimuth_steps) * (2 * math.pi / azimuth_steps)
         el, az = self.elevations[:, None], self.azimuths[None, :]
-        self.dirs = np.stack(np.broadcast_arrays(np.cos(el) * np.cos(az), np.cos(el) * np.sin(az), np.sin(el)), -1)
+        self.sensor_dirs = np.stack(np.broadcast_arrays(np.cos(el) * np.cos(az), np.cos(el) * np.sin(az), np.sin(el)), -1)
+        rotation = np.eye(3) if rotation is None else np.asarray(rotation, dtype=np.float64)
+        self.dirs = self.sensor_dirs @ rotation.T
+        # A rotation by angle a moves every ray by at most a: the angular windows widen by that much.
+        self.tilt = math.acos(min(1.0, max(-1.0, (np.trace(rotation) - 1) / 2)))
         shape = self.dirs.shape[:2]
         self.depth = np.full(shape, float(max_range))
         self.cos = np.zeros(shape)
@@ -148,7 +155,7 @@ class RangeImage:
         # The steepest ray up ends at the top seen from the nearest point, the lowest at the bottom.
         top = math.atan2(hi[2], near if hi[2] > 0 else far)
         bottom = math.atan2(lo[2], near if lo[2] < 0 else far)
-        rows = np.nonzero((self.elevations >= bottom) & (self.elevations <= top))[0]
+        rows = np.nonzero((self.elevations >= bottom - self.tilt) & (self.elevations <= top + self.tilt))[0]
         if rows.size == 0:
             return None
         steps = self.azimuths.size
@@ -157,7 +164,15 @@ class RangeImage:
         centre = math.atan2((lo[1] + hi[1]) / 2, (lo[0] + hi[0]) / 2)
         spread = (np.arctan2(corners[:, 1], corners[:, 0]) - centre + math.pi) % (2 * math.pi) - math.pi
         step = 2 * math.pi / steps
-        first, last = math.ceil((centre + spread.min()) / step), math.floor((centre + spread.max()) / step)
+        # A ray at elevation e moved by angle a turns by at most asin(sin a / cos e) in azimuth.
+        steepest = float(np.abs(self.elevations[rows]).max()) + self.tilt
+        if self.tilt and steepest >= math.pi / 2 - 0.01:
+            return np.ix_(rows, np.arange(steps))
+        margin = math.asin(min(1.0, math.sin(self.tilt) / math.cos(steepest))) if self.tilt else 0.0
+        first = math.ceil((centre + spread.min() - margin) / step)
+        last = math.floor((centre + spread.max() + margin) / step)
         if last < first:
             return None
+        if last - first + 1 >= steps:
+            return np.ix_(rows, np.arange(steps))
         return np.ix_(rows, np.arange(first, last + 1) % steps)

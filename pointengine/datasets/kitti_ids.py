@@ -1,0 +1,4 @@
+"""The SemanticKITTI training ids (datasets/semantickitti.yaml) the synthetic lidar labels with."""
+
+(CAR, BICYCLE, MOTORCYCLE, TRUCK, OTHER_VEHICLE, PERSON, BICYCLIST, MOTORCYCLIST, ROAD, PARKING, SIDEWALK,
+ OTHER_GROUND, BUILDING, FENCE, VEGETATION, TRUNK, TERRAIN, POLE, TRAFFIC_SIGN) = range(1, 20)
