@@ -82,7 +82,8 @@ def cmd_train(args) -> int:
         settings = new_settings(args.config, **given)
     out = args.out or (args.resume if args.resume and Path(args.resume).is_dir() else "runs/train")
     records = train(settings, args.data, out, resume=args.resume, device=args.device)
-    if records and records[-1].val_miou is not None:
+    main_process = not (torch.distributed.is_initialized() and torch.distributed.get_rank() > 0)
+    if main_process and records and records[-1].val_miou is not None:
         print(f"final val mIoU {100 * records[-1].val_miou:.1f}% after {records[-1].epoch} epochs; weights in "
               f"{Path(out) / 'model.safetensors'}")
     return 0

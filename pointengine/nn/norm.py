@@ -22,13 +22,11 @@ def batch_norm_features(module: torch.nn.BatchNorm1d, feats: Tensor) -> Tensor:
     autograd-aware all-reduces so the gradient flows across ranks as it would in one process."""
     if not (module.training and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
         return torch.nn.BatchNorm1d.forward(module, feats)
-    from torch.distributed.nn.functional import all_reduce
-
     count = torch.tensor([float(feats.shape[0])], dtype=feats.dtype, device=feats.device)
     dist.all_reduce(count)
-    mean = all_reduce(feats.sum(0)) / count
+    mean = _AllReduceSum.apply(feats.sum(0)) / count
     centred = feats - mean
-    var = all_reduce((centred * centred).sum(0)) / count
+    var = _AllReduceSum.apply((centred * centred).sum(0)) / count
     out = centred * torch.rsqrt(var + module.eps)
     if module.affine:
         out = out * module.weight + module.bias
@@ -40,6 +38,22 @@ def batch_norm_features(module: torch.nn.BatchNorm1d, feats: Tensor) -> Tensor:
             module.running_mean.mul_(1 - factor).add_(mean.detach(), alpha=factor)
             module.running_var.mul_(1 - factor).add_(unbiased.detach(), alpha=factor)
     return out
+
+
+class _AllReduceSum(torch.autograd.Function):
+    """The sum over ranks, every rank getting it; the gradient of each rank's input is the sum of the
+    ranks' output gradients. (torch.distributed.nn.functional.all_reduce does the same but is deprecated
+    for torch.distributed._functional_collectives, a private module.)"""
+
+    @staticmethod
+    def forward(ctx, tensor: Tensor) -> Tensor:
+        out = tensor.clone(memory_format=torch.contiguous_format)
+        dist.all_reduce(out)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> Tensor:
+        return _AllReduceSum.apply(grad)
 
 
 class GlobalBatchNorm1d(torch.nn.BatchNorm1d):
