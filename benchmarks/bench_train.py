@@ -10,6 +10,12 @@ Segmenter runs it). Writes JSON lines to benchmarks/results/bench_train.jsonl an
     python benchmarks/bench_train.py --steps 10 --threads 1
 """
 
+import os
+
+# Idle OpenMP threads sleep instead of spinning on a shared machine (as in bench_conv.py); set before
+# torch starts, and inherited by the child processes.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 import argparse
 import multiprocessing
 import resource

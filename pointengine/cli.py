@@ -80,7 +80,8 @@ def cmd_train(args) -> int:
         settings = resumed_settings(load_train_state(args.resume).settings, args.config, **given)
     else:
         settings = new_settings(args.config, **given)
-    out = args.out or (args.resume if args.resume and Path(args.resume).is_dir() else "runs/train")
+    resumed_run = None if args.resume is None else Path(args.resume) if Path(args.resume).is_dir() else Path(args.resume).parent
+    out = args.out or resumed_run or "runs/train"
     records = train(settings, args.data, out, resume=args.resume, device=args.device)
     main_process = not (torch.distributed.is_initialized() and torch.distributed.get_rank() > 0)
     if main_process and records and records[-1].val_miou is not None:

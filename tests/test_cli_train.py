@@ -61,6 +61,7 @@ def test_train_then_segment_with_the_weights(dataset, config, tmp_path, capsys):
     assert run_train("--data", dataset, "--resume", out, "--lr", "0.1") == 2
     assert "differ from it: lr (saved 0.05)" in capsys.readouterr().err
     assert run_train("--data", dataset, "--resume", out, "--batch-size", "2") == 0  # same value: fine
+    assert "all 1 epochs are done already" in capsys.readouterr().out
     assert load_train_state(out).epochs_done == 1  # already all epochs done: nothing more to run
 
     label = tmp_path / "pred.label"

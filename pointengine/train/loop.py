@@ -82,13 +82,18 @@ def train(
         optimizer.load_state_dict(state.optimizer)
 
     steps_per_epoch = len(epoch_batches(len(train_frames), settings.batch_size, settings.seed, 0, world.size))
+    if steps_per_epoch == 0:
+        raise ValueError(f"{len(train_frames)} training scans cannot give each of {world.size} processes one")
     total_steps = steps_per_epoch * settings.epochs
     warmup_steps = round(settings.warmup_epochs * steps_per_epoch)
     step = state.step if state is not None else 0
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     records = []
-    for epoch in range(state.epochs_done if state is not None else 0, settings.epochs):
+    first = state.epochs_done if state is not None else 0
+    if first >= settings.epochs and world.is_main:
+        log(f"{resume}: all {settings.epochs} epochs are done already; nothing to train")
+    for epoch in range(first, settings.epochs):
         model.train()
         batches = epoch_batches(len(train_frames), settings.batch_size, settings.seed, epoch, world.size)
         bar = tqdm(batches, desc=f"epoch {epoch + 1}/{settings.epochs}", disable=not (progress and world.is_main),
