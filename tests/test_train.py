@@ -179,6 +179,22 @@ def test_augment_is_a_seeded_similarity():
     assert float((d_out - ratio * d_in).abs().max()) <= 2 * math.sqrt(3) * 0.05 + 1e-4
 
 
+def test_collate_equals_voxelizing_the_scans_together(dataset):
+    """sparse_collate of scans voxelized alone = Segmenter's voxelization of the list (scan j at batch j)."""
+    from pointengine.models import load_model_config
+    from pointengine.segment import voxelize_scans
+    from pointengine.train.data import LabelledFrames
+    from pointengine.train.loop import collate
+
+    config = load_model_config("minkunet_cr0.5")
+    frames = LabelledFrames(dataset, ["00", "01"], config.dataset)
+    points = [frames.load(i).points for i in range(3)]
+    ours, theirs = collate(config, points, "cpu"), voxelize_scans(config, points)
+    assert ours.point_counts == theirs.point_counts and ours.tensor.num_sites == theirs.tensor.num_sites
+    for a, b in ((ours.tensor.coords, theirs.tensor.coords), (ours.tensor.feats, theirs.tensor.feats)):
+        assert torch.equal(a.index_select(0, ours.inverse), b.index_select(0, theirs.inverse))
+
+
 def test_batches_and_shards_cover_each_scan_once():
     batches = epoch_batches(10, 4, seed=0, epoch=1, world_size=3)
     assert [len(b) for b in batches] == [4, 4]  # the last batch of 2 cannot give 3 ranks a scan each
