@@ -53,12 +53,13 @@ def weights(path):
 
 
 def test_loss_falls(dataset, tmp_path):
-    settings = new_settings(tiny_config(tmp_path), train_sequences=["00"], val_sequences=["01"], epochs=8,
+    settings = new_settings(tiny_config(tmp_path), train_sequences=["00"], val_sequences=["01"], epochs=4,
                             batch_size=1, optimizer="adamw", lr=1e-2, warmup_epochs=0)
     records = train(settings, dataset, tmp_path / "run", progress=False, log=quiet)
-    assert records[-1].loss < 0.6 * records[0].loss, [r.loss for r in records]
+    losses = [r.loss for r in records]
+    assert all(b < a for a, b in zip(losses, losses[1:])) and losses[-1] < 0.8 * losses[0], losses
     assert 0 <= records[-1].val_miou <= 1
-    assert records[-1].step == 16
+    assert records[-1].step == 8
 
 
 class Interrupted(Exception):
