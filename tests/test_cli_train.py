@@ -62,6 +62,8 @@ def test_train_then_segment_with_the_weights(dataset, config, tmp_path, capsys):
     assert "differ from it: lr (saved 0.05)" in capsys.readouterr().err
     assert run_train("--data", dataset, "--resume", out, "--batch-size", "2") == 0  # same value: fine
     assert "all 1 epochs are done already" in capsys.readouterr().out
+    assert run_train("--data", dataset, "--resume", out / "train_state.safetensors") == 0  # the file, not the folder
+    assert "all 1 epochs are done already" in capsys.readouterr().out
     assert load_train_state(out).epochs_done == 1  # already all epochs done: nothing more to run
 
     label = tmp_path / "pred.label"
@@ -118,6 +120,13 @@ def test_label_count_differs_from_points(dataset, config, tmp_path, capsys):
     label.write_bytes(label.read_bytes()[:-8])
     points = (folder / "velodyne" / "000000.bin").stat().st_size // 16
     refuses(root, config, tmp_path, capsys, f"{label}: {points - 2} labels but")
+
+
+def test_scan_of_partial_points(dataset, config, tmp_path, capsys):
+    root, folder = broken_copy(dataset, tmp_path)
+    scan = folder / "velodyne" / "000000.bin"
+    scan.write_bytes(scan.read_bytes()[:-4])
+    refuses(root, config, tmp_path, capsys, f"{scan}: {scan.stat().st_size} bytes is not a whole number of 16-byte points")
 
 
 def test_empty_folder(dataset, config, tmp_path, capsys):
