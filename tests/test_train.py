@@ -100,6 +100,8 @@ def _float64_gradients(settings, data, world):
     frames = LabelledFrames(data, ["00", "01"], config.dataset)
     torch.manual_seed(0)
     model = build_model(config).double()
+    if hasattr(model, "dropout"):
+        model.dropout.p = 0.0  # SPVCNN: its masks are drawn per process, so they cannot match
     network = wrap_model(model, world, torch.device("cpu"))
     optimizer = torch.optim.SGD(model.parameters(), lr=0.0)
     scans = [frames.load_augmented(i, 0, 0) for i in shard([0, 1, 2, 2], world.rank, world.size)]
@@ -107,15 +109,16 @@ def _float64_gradients(settings, data, world):
     return {name: p.grad for name, p in model.named_parameters()}
 
 
-def _one_rank(rank, world_size, init_file, settings, data, out):
+def _one_rank(rank, world_size, init_file, settings, spvcnn_settings, data, out):
     from pointengine.train.distributed import World
 
     torch.distributed.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world_size)
     torch.set_num_threads(1)
     try:
-        gradients = _float64_gradients(settings, data, World(rank, world_size))
-        if rank == 0:
-            safetensors.torch.save_file(gradients, str(out.parent / "two_gradients.safetensors"))
+        for name, each in (("minkunet", settings), ("spvcnn", spvcnn_settings)):
+            gradients = _float64_gradients(each, data, World(rank, world_size))
+            if rank == 0:
+                safetensors.torch.save_file(gradients, str(out.parent / f"two_gradients_{name}.safetensors"))
         train(settings, data, out, progress=False, log=quiet)
     finally:
         torch.distributed.destroy_process_group()
@@ -124,18 +127,23 @@ def _one_rank(rank, world_size, init_file, settings, data, out):
 def test_two_processes_equal_one(dataset, tmp_path):
     """Global batch 2 over 2 gloo ranks (a scan each) = one process at batch 2: BatchNorm over the
     global batch, the loss over its labelled points. In float64 the gradients of a step on 4 scans (2 per
-    rank) agree to rounding; in float32, summation order differs between the two, and the runs stay
-    within 1e-5 here, not bitwise."""
+    rank) agree to rounding, for MinkUNet and for SPVCNN (its point MLPs' BatchNorm1d too; no dropout);
+    in float32, summation order differs between the two, and the runs stay within 1e-5 here, not bitwise."""
     from pointengine.train.distributed import World
 
     settings = new_settings(tiny_config(tmp_path), train_sequences=["00"], val_sequences=["01"], epochs=3,
                             batch_size=2, optimizer="sgd", lr=0.05, warmup_epochs=0)
-    torch.multiprocessing.spawn(_one_rank, args=(2, tmp_path / "rendezvous", settings, dataset, tmp_path / "two"),
-                                nprocs=2)
-    one_gradients = _float64_gradients(settings, dataset, World())
-    two_gradients = safetensors.torch.load_file(str(tmp_path / "two_gradients.safetensors"))
-    for name, grad in one_gradients.items():
-        assert float((grad - two_gradients[name]).abs().max()) <= 1e-12 * max(1.0, float(grad.abs().max())), name
+    spvcnn_settings = new_settings(tiny_config(tmp_path, "spvcnn"), train_sequences=["00"])
+    torch.multiprocessing.spawn(
+        _one_rank, args=(2, tmp_path / "rendezvous", settings, spvcnn_settings, dataset, tmp_path / "two"), nprocs=2
+    )
+    for name, each in (("minkunet", settings), ("spvcnn", spvcnn_settings)):
+        one_gradients = _float64_gradients(each, dataset, World())
+        two_gradients = safetensors.torch.load_file(str(tmp_path / f"two_gradients_{name}.safetensors"))
+        assert one_gradients.keys() == two_gradients.keys()
+        for key, grad in one_gradients.items():
+            scale = max(1.0, float(grad.abs().max()))
+            assert float((grad - two_gradients[key]).abs().max()) <= 1e-12 * scale, (name, key)
 
     train(settings, dataset, tmp_path / "one", progress=False, log=quiet)
     one, two = weights(tmp_path / "one" / WEIGHTS_FILE), weights(tmp_path / "two" / WEIGHTS_FILE)
