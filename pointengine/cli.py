@@ -3,11 +3,13 @@
   info      version, torch, how the extension was built
   demo      the main job on a built-in synthetic scan (no downloads)
   segment   label the points of scan files with a zoo model or a checkpoint
+  train     train or fine-tune a model on labelled scans (data-parallel under torchrun)
 """
 
 import argparse
 import sys
 import warnings
+from pathlib import Path
 
 from . import __version__
 
@@ -63,6 +65,31 @@ def cmd_segment(args) -> int:
     return 0
 
 
+def cmd_train(args) -> int:
+    import torch
+
+    from .train import load_train_state, new_settings, resumed_settings, train
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    given = {"train_sequences": args.train_sequences, "val_sequences": args.val_sequences, "epochs": args.epochs,
+             "batch_size": args.batch_size, "optimizer": args.optimizer, "lr": args.lr,
+             "weight_decay": args.weight_decay, "warmup_epochs": args.warmup_epochs, "seed": args.seed,
+             "init": args.init}
+    if args.resume:
+        settings = resumed_settings(load_train_state(args.resume).settings, args.config, **given)
+    else:
+        settings = new_settings(args.config, **given)
+    resumed_run = None if args.resume is None else Path(args.resume) if Path(args.resume).is_dir() else Path(args.resume).parent
+    out = args.out or resumed_run or "runs/train"
+    records = train(settings, args.data, out, resume=args.resume, device=args.device)
+    main_process = not (torch.distributed.is_initialized() and torch.distributed.get_rank() > 0)
+    if main_process and records and records[-1].val_miou is not None:
+        print(f"final val mIoU {100 * records[-1].val_miou:.1f}% after {records[-1].epoch} epochs; weights in "
+              f"{Path(out) / 'model.safetensors'}")
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="pointengine", description="Sparse point-cloud inference for lidar.")
     p.add_argument("--version", action="version", version=f"pointengine {__version__}")
@@ -95,6 +122,33 @@ def parser() -> argparse.ArgumentParser:
     seg.add_argument("--ply", action="store_true", help="also write a point cloud coloured by class per scan")
     seg.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's)")
     seg.set_defaults(run=cmd_segment)
+
+    tr = sub.add_parser(
+        "train",
+        help="train or fine-tune a model on labelled scans",
+        description="Train a zoo model (or fine-tune a checkpoint) on scans in the SemanticKITTI layout "
+        "(ROOT/sequences/<seq>/velodyne/*.bin, labels/*.label). Under `torchrun --nproc_per_node N` the same "
+        "command trains data-parallel, the global batch shared between the processes.",
+    )
+    tr.add_argument("--config", default=None, help="zoo name or YAML path (default: the --init checkpoint's)")
+    tr.add_argument("--data", required=True, metavar="ROOT", help="folder holding sequences/")
+    tr.add_argument("--train-sequences", nargs="+", default=None, metavar="SEQ", help="default: 00-07 09 10")
+    tr.add_argument("--val-sequences", nargs="*", default=None, metavar="SEQ",
+                    help="default: 08; none to skip validation")
+    tr.add_argument("--epochs", type=int, default=None, help="default 15")
+    tr.add_argument("--batch-size", type=int, default=None, help="global batch in scans, default 2")
+    tr.add_argument("--optimizer", choices=["sgd", "adamw"], default=None, help="default sgd (nesterov, momentum 0.9)")
+    tr.add_argument("--lr", type=float, default=None, help="peak learning rate (default 0.1 sgd, 2e-3 adamw)")
+    tr.add_argument("--weight-decay", type=float, default=None, help="default 1e-4")
+    tr.add_argument("--warmup-epochs", type=float, default=None, help="linear warm-up before the cosine, default 1")
+    tr.add_argument("--seed", type=int, default=None, help="initialisation, shuffling and augmentation, default 0")
+    tr.add_argument("--out", default=None, help="run folder (default: the --resume folder, else runs/train)")
+    tr.add_argument("--resume", default=None, metavar="DIR_OR_FILE", help="continue a run from its folder")
+    tr.add_argument("--init", default=None, metavar="CHECKPOINT",
+                    help="start from these weights (any checkpoint load_checkpoint reads)")
+    tr.add_argument("--device", default="cpu", help="cpu or cuda[:i] (default cpu)")
+    tr.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's)")
+    tr.set_defaults(run=cmd_train)
     return p
 
 

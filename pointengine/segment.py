@@ -73,16 +73,7 @@ class Segmenter:
 
     def voxelize(self, scans: list) -> VoxelizedBatch:
         """Scans (each [N, >= 3], numpy or torch, columns as the dataset's point_columns) -> model input."""
-        if not scans:
-            raise ValueError("no scans to segment")
-        names = ["points"] if len(scans) == 1 else [f"scan {i}" for i in range(len(scans))]
-        points = [self._features(scan, name) for scan, name in zip(scans, names)]
-        counts = tuple(p.shape[0] for p in points)
-        batch = torch.repeat_interleave(torch.arange(len(points)), torch.tensor(counts))
-        c = self.config
-        voxels = voxelize_points(torch.cat(points), c.voxel_size, c.reduce, batch, c.quantization)
-        tensor = voxels.to_sparse(voxels.feats[:, 3:].contiguous()).to(self.device)
-        return VoxelizedBatch(tensor, voxels.inverse, counts)
+        return voxelize_scans(self.config, scans, self.device)
 
     def preprocess(self, points) -> SparseTensor:
         """The model's input SparseTensor for one scan (or a list of scans, one batch index each)."""
@@ -106,18 +97,31 @@ class Segmenter:
         release_free_memory()  # a long run of scans holds its memory flat
         return results[0] if single else results
 
-    def _features(self, scan, name: str) -> Tensor:
-        """[N, 3 + F]: x, y, z, then the config's input channels, scaled (float32)."""
-        points = _as_tensor(scan, name)
-        columns = self.config.feature_columns
-        needed = max(columns) + 1
-        if points.shape[1] < needed:
-            names = list(self.config.dataset.point_columns[:needed])
-            raise ValueError(
-                f"{name}: model {self.config.name!r} reads columns {names}, got {points.shape[1]} columns"
-            )
-        scale = torch.tensor(self.config.feature_scale, dtype=points.dtype)
-        return torch.cat([points[:, :3], points[:, list(columns)] * scale], 1)
+
+def voxelize_scans(config: ModelConfig, scans: list, device="cpu") -> VoxelizedBatch:
+    """The model input of `config` for scans (each [N, >= 3], numpy or torch, columns as the
+    dataset's point_columns), scan j at batch index j: Segmenter's and training's one voxelization."""
+    if not scans:
+        raise ValueError("no scans to segment")
+    names = ["points"] if len(scans) == 1 else [f"scan {i}" for i in range(len(scans))]
+    points = [_features(config, scan, name) for scan, name in zip(scans, names)]
+    counts = tuple(p.shape[0] for p in points)
+    batch = torch.repeat_interleave(torch.arange(len(points)), torch.tensor(counts))
+    voxels = voxelize_points(torch.cat(points), config.voxel_size, config.reduce, batch, config.quantization)
+    tensor = voxels.to_sparse(voxels.feats[:, 3:].contiguous()).to(device)
+    return VoxelizedBatch(tensor, voxels.inverse, counts)
+
+
+def _features(config: ModelConfig, scan, name: str) -> Tensor:
+    """[N, 3 + F]: x, y, z, then the config's input channels, scaled (float32)."""
+    points = _as_tensor(scan, name)
+    columns = config.feature_columns
+    needed = max(columns) + 1
+    if points.shape[1] < needed:
+        names = list(config.dataset.point_columns[:needed])
+        raise ValueError(f"{name}: model {config.name!r} reads columns {names}, got {points.shape[1]} columns")
+    scale = torch.tensor(config.feature_scale, dtype=points.dtype)
+    return torch.cat([points[:, :3], points[:, list(columns)] * scale], 1)
 
 
 def _as_tensor(scan, name: str) -> Tensor:

@@ -1,0 +1,105 @@
+"""Training speed and memory: scans/s of `pointengine train`'s step (augmentation, the Segmenter's
+voxelization, forward, point-level cross-entropy, backward, SGD) on a real-size scan for MinkUNet cr 0.5
+and SPVCNN cr 0.5, peak RSS of each (one child process per model), and one training step against one
+inference pass of the same model on the same scan.
+
+The goal: a training step of MinkUNet cr 0.5 within 3x its inference time (forward under no_grad, as
+Segmenter runs it). Writes JSON lines to benchmarks/results/bench_train.jsonl and a markdown table.
+
+    python benchmarks/bench_train.py                  # 2 threads, 5 timed steps per model
+    python benchmarks/bench_train.py --steps 10 --threads 1
+"""
+
+import os
+
+# Idle OpenMP threads sleep instead of spinning on a shared machine (as in bench_conv.py); set before
+# torch starts, and inherited by the child processes.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import argparse
+import multiprocessing
+import resource
+import statistics
+import time
+
+import torch
+
+from common import KITTI_SCANS, append_results, machine
+from pointengine.datasets import LidarScan, generate_scan, load_scan
+from pointengine.models import build_model, load_model_config
+from pointengine.segment import voxelize_scans
+from pointengine.train.augment import augment
+from pointengine.train.distributed import World
+from pointengine.train.loop import train_step
+
+CONFIGS = ("minkunet_cr0.5", "spvcnn_cr0.5")
+GOAL = 3.0
+
+
+def real_size_scan() -> tuple[str, LidarScan]:
+    """The first SemanticKITTI scan of sequence 00, else a full-size (64-beam) synthetic one."""
+    path = KITTI_SCANS / "000000.bin"
+    if path.exists():
+        return "kitti/00/000000", load_scan(path, path.parent.parent / "labels" / "000000.label")
+    return "synthetic/seed0 (64 beams)", generate_scan(seed=0)
+
+
+def measure(name: str, steps: int, threads: int) -> dict:
+    """In a child process: median step and inference times, peak RSS (MB)."""
+    torch.set_num_threads(threads)
+    scan_name, scan = real_size_scan()
+    config = load_model_config(name)
+    torch.manual_seed(0)
+    model = build_model(config)
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9, nesterov=True, weight_decay=1e-4)
+    world = World()
+    step_s = []
+    for i in range(steps + 1):  # the first step warms up (allocations, first kernel maps)
+        model.train()
+        start = time.perf_counter()
+        scans = [LidarScan(augment(scan.points, 0, 0, i), scan.labels)]
+        train_step(model, optimizer, config, scans, world, torch.device("cpu"))
+        step_s.append(time.perf_counter() - start)
+    model.eval()
+    infer_s = []
+    with torch.no_grad():
+        for _ in range(steps + 1):
+            start = time.perf_counter()
+            batch = voxelize_scans(config, [scan.points])
+            model(batch.tensor).feats.index_select(0, batch.inverse)
+            infer_s.append(time.perf_counter() - start)
+    step, infer = statistics.median(step_s[1:]), statistics.median(infer_s[1:])
+    voxels = voxelize_scans(config, [scan.points]).tensor.num_sites
+    return {"config": name, "scan": scan_name, "points": int(scan.points.shape[0]), "voxels": int(voxels),
+            "threads": threads, "steps": steps, "step_s": step, "scans_per_s": 1.0 / step, "infer_s": infer,
+            "step_over_infer": step / infer, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--steps", type=int, default=5, help="timed training steps (and inference passes) per model")
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    context = multiprocessing.get_context("spawn")  # each model's peak RSS on its own
+    records = []
+    for name in CONFIGS:
+        with context.Pool(1) as pool:
+            record = pool.apply(measure, (name, args.steps, args.threads))
+        record.update(machine=machine(), time=time.strftime("%Y-%m-%d %H:%M:%S"))
+        records.append(record)
+    print(f"{machine()}, {args.threads} threads; {records[0]['scan']} ({records[0]['points']:,} points), "
+          f"batch 1, median of {args.steps} steps")
+    print("| model | voxels | train step | scans/s | inference | step / inference | peak RSS |")
+    print("|---|---|---|---|---|---|---|")
+    for r in records:
+        print(f"| {r['config']} | {r['voxels']:,} | {r['step_s'] * 1e3:.0f} ms | {r['scans_per_s']:.2f} | "
+              f"{r['infer_s'] * 1e3:.0f} ms | {r['step_over_infer']:.2f}x | {r['peak_rss_mb']:.0f} MB |")
+    mink = records[0]
+    verdict = "meets" if mink["step_over_infer"] <= GOAL else "misses"
+    print(f"\n{mink['config']}: a training step takes {mink['step_over_infer']:.2f}x its inference time "
+          f"({verdict} the {GOAL:.0f}x goal)")
+    append_results("bench_train", records)
+
+
+if __name__ == "__main__":
+    main()

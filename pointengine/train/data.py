@@ -1,0 +1,99 @@
+"""Labelled scans for training in the SemanticKITTI layout, checked before any step, and the global
+batches of each epoch.
+
+`sequences/<seq>/velodyne/<frame>.bin` with `sequences/<seq>/labels/<frame>.label` under the data
+root. Every frame's label file is read once up front: a missing file, a count that differs from the
+scan's points, or a raw id the config's label map does not know raises a ValueError naming the file,
+so that a bad frame never surfaces hours into a run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ..datasets.config import DatasetConfig
+from ..datasets.scan import LidarScan
+from ..datasets.semantickitti import read_labels, read_points
+from .augment import augment
+
+POINT_BYTES = 16  # float32 x, y, z, remission
+
+
+@dataclass(frozen=True)
+class Frame:
+    scan: Path
+    label: Path
+
+
+class LabelledFrames:
+    """The frames of `sequences` under `root`, in sequence then frame order, each checked."""
+
+    def __init__(self, root: str | Path, sequences, config: DatasetConfig):
+        self.root = Path(root)
+        self.config = config
+        self.frames: list[Frame] = []
+        if not sequences:
+            raise ValueError("no sequences given")
+        for sequence in sequences:
+            folder = self.root / "sequences" / str(sequence)
+            scans = sorted((folder / "velodyne").glob("*.bin"))
+            if not scans:
+                raise ValueError(f"{folder / 'velodyne'}: no scans (*.bin) in sequence {sequence!r}")
+            self.frames += [_checked_frame(scan, folder / "labels" / f"{scan.stem}.label", config) for scan in scans]
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+    def load(self, index: int) -> LidarScan:
+        """Scan `index` with its training ids."""
+        frame = self.frames[index]
+        semantic, _ = read_labels(frame.label)
+        return LidarScan(read_points(frame.scan), self.config.map_labels(semantic))
+
+    def load_augmented(self, index: int, seed: int, epoch: int) -> LidarScan:
+        scan = self.load(index)
+        return LidarScan(augment(scan.points, seed, epoch, index), scan.labels)
+
+
+def _checked_frame(scan: Path, label: Path, config: DatasetConfig) -> Frame:
+    if not label.is_file():
+        raise ValueError(f"{label}: missing label file for scan {scan}")
+    size = scan.stat().st_size
+    if size % POINT_BYTES:
+        raise ValueError(f"{scan}: {size} bytes is not a whole number of {POINT_BYTES}-byte points")
+    semantic, _ = read_labels(label)
+    if semantic.shape[0] != size // POINT_BYTES:
+        raise ValueError(f"{label}: {semantic.shape[0]} labels but {scan} has {size // POINT_BYTES} points")
+    try:
+        config.map_labels(semantic)
+    except ValueError as error:
+        raise ValueError(f"{label}: {error}") from None
+    return Frame(scan, label)
+
+
+def epoch_batches(count: int, batch_size: int, seed: int, epoch: int, world_size: int) -> list[list[int]]:
+    """The global batches of an epoch: a permutation of the frames seeded by (seed, epoch), cut into
+    batches of batch_size. A last batch too small to give every rank a scan is dropped."""
+    order = np.random.default_rng([seed, epoch]).permutation(count).tolist()
+    batches = [order[i : i + batch_size] for i in range(0, count, batch_size)]
+    return [batch for batch in batches if len(batch) >= world_size]
+
+
+def shard(batch: list[int], rank: int, world_size: int) -> list[int]:
+    """Rank `rank`'s whole scans of a global batch: a contiguous slice, sizes differing by at most one."""
+    bounds = np.linspace(0, len(batch), world_size + 1).round().astype(int)
+    return batch[bounds[rank] : bounds[rank + 1]]
+
+
+def logit_targets(labels: Tensor, config: DatasetConfig, ignore: int = -100) -> Tensor:
+    """The logit column of each point's training id (`predicted_classes` order); `ignore` for the
+    ignored class."""
+    column = torch.full((config.num_classes,), ignore, dtype=torch.int64)
+    predicted = torch.tensor(config.predicted_classes)
+    column[predicted] = torch.arange(len(predicted))
+    return column.index_select(0, labels)
