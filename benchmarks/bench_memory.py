@@ -10,6 +10,7 @@ end of warm-up. Writes JSON lines to benchmarks/results/bench_memory.jsonl and p
 
 import argparse
 import os
+import sys
 import time
 import warnings
 
@@ -17,7 +18,9 @@ import torch
 
 from common import KITTI_SCANS, append_results, machine
 from pointengine import Segmenter
-from pointengine.datasets import generate_scan, load_scan
+from pointengine.datasets import LidarScan, generate_scan, load_scan
+from pointengine.train.distributed import World
+from pointengine.train.loop import train_step
 
 PAGE = os.sysconf("SC_PAGE_SIZE")
 
@@ -43,28 +46,22 @@ def segment_curve(seg: Segmenter, points: torch.Tensor, iterations: int, every: 
         seg(points)
         if i % every == 0 or i == 1:
             curve.append((i, rss_mb()))
+            print(f"segment {i}: {curve[-1][1]:.0f} MB", file=sys.stderr, flush=True)
     return curve
 
 
 def train_curve(seg: Segmenter, points: torch.Tensor, labels: torch.Tensor, steps: int, every: int):
-    """SGD steps on one scan: the Segmenter's voxelization, per-point cross-entropy (ignore class left out)."""
+    """SGD steps on one scan through `pointengine train`'s step (Segmenter's voxelization, per-point
+    cross-entropy, the ignored class left out)."""
     model = seg.model.train()
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
-    predicted = torch.tensor(seg.config.dataset.predicted_classes)
-    # training id -> logit column; the ignored class maps to -100, which cross_entropy skips
-    column = torch.full((seg.config.dataset.num_classes,), -100, dtype=torch.int64)
-    column[predicted] = torch.arange(len(predicted))
-    target = column[labels]
+    scan = LidarScan(points, labels)
     curve = []
     for i in range(1, steps + 1):
-        batch = seg.voxelize([points])
-        logits = model(batch.tensor).feats.index_select(0, batch.inverse)
-        loss = torch.nn.functional.cross_entropy(logits, target, ignore_index=-100)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
+        train_step(model, optimizer, seg.config, [scan], World(), "cpu")
         if i % every == 0 or i == 1:
             curve.append((i, rss_mb()))
+            print(f"train {i}: {curve[-1][1]:.0f} MB", file=sys.stderr, flush=True)
     model.eval()
     return curve
 

@@ -1,4 +1,5 @@
-"""Files written from predictions, each written whole or not at all (a temporary file renamed into place)."""
+"""Files written from predictions and checkpoints, each written whole or not at all (a temporary file
+renamed into place)."""
 
 from __future__ import annotations
 
@@ -26,6 +27,14 @@ def atomic_path(path: Path):
     except BaseException:
         temporary.unlink(missing_ok=True)
         raise
+
+
+def write_bytes_atomically(path: Path, data: bytes) -> None:
+    """`data` as the file at `path`, synced to disk before it replaces what was there."""
+    with atomic_path(path) as temporary, open(temporary, "xb") as file:
+        file.write(data)
+        file.flush()
+        os.fsync(file.fileno())
 
 
 def write_labels(path: Path, raw_ids: np.ndarray, fmt: str) -> None:

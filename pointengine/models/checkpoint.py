@@ -29,7 +29,7 @@ import torch
 from torch import Tensor
 
 from ..nn import Conv3d
-from ..outputs import atomic_path
+from ..outputs import write_bytes_atomically
 from .peer_layouts import LAYOUTS, WEIGHT_KEY, convert_bias, convert_weight, detect_layout, expected_weight_shape
 
 FORMAT_KEY = "pointengine_checkpoint"
@@ -95,7 +95,7 @@ def save_checkpoint(model: torch.nn.Module, path, config: dict) -> Path:
         "extra_state": _to_json(extra, "extra state"),
     }
     path = Path(path)
-    _write_atomically(path, safetensors.torch.save(tensors, metadata))
+    write_bytes_atomically(path, safetensors.torch.save(tensors, metadata))
     return path
 
 
@@ -150,13 +150,6 @@ def _to_json(value, what: str) -> str:
         return json.dumps(value)
     except (TypeError, ValueError) as err:
         raise ValueError(f"{what} must be JSON-serialisable: {err}") from None
-
-
-def _write_atomically(path: Path, data: bytes) -> None:
-    with atomic_path(path) as temporary, open(temporary, "xb") as file:
-        file.write(data)
-        file.flush()
-        os.fsync(file.fileno())
 
 
 def _is_safetensors(path: Path) -> bool:

@@ -16,7 +16,7 @@ import safetensors
 import safetensors.torch
 import torch
 
-from ..models.checkpoint import _write_atomically
+from ..outputs import write_bytes_atomically
 
 WEIGHTS_FILE = "model.safetensors"
 STATE_FILE = "train_state.safetensors"
@@ -52,7 +52,7 @@ def save_train_state(folder: Path, state: TrainState) -> Path:
         "scalars": json.dumps(scalars),
     }
     path = Path(folder) / STATE_FILE
-    _write_atomically(path, safetensors.torch.save(tensors, metadata))
+    write_bytes_atomically(path, safetensors.torch.save(tensors, metadata))
     return path
 
 
