@@ -5,41 +5,23 @@ import shutil
 
 import numpy as np
 import pytest
-import torch
 
 from pointengine.cli import main
-from pointengine.datasets import read_labels, write_synthetic_dataset
+from pointengine.datasets import read_labels
 from pointengine.models import checkpoint_config
 from pointengine.train import load_train_state
 
-TINY = """architecture: minkunet
-cr: 0.125
-dataset: semantickitti
-voxel_size: 0.5
-quantization: floor
-reduce: mean
-features: [x, y, z, remission]
-feature_scale: [0.05, 0.05, 0.05, 1.0]
-"""
-
-
-@pytest.fixture(autouse=True)
-def one_thread(restore_threads):
-    """Tiny models run fastest on one thread, and a 2-core CI machine shares its cores."""
-    torch.set_num_threads(1)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
-def dataset(tmp_path_factory):
-    root = tmp_path_factory.mktemp("synthetic")
-    return write_synthetic_dataset(root, {"00": 2, "01": 1}, seed=5, beams=8, azimuth_steps=128)
+def dataset(tiny_dataset):
+    return tiny_dataset
 
 
 @pytest.fixture
-def config(tmp_path):
-    path = tmp_path / "tiny.yaml"
-    path.write_text(TINY)
-    return path
+def config(tiny_config):
+    return tiny_config()
 
 
 def run_train(*args) -> int:

@@ -3,45 +3,22 @@ processes equal one, and the pieces (schedule, augmentation, training state) on 
 
 import math
 
-import numpy as np
 import pytest
 import safetensors.torch
 import torch
 
-from pointengine.datasets import write_synthetic_dataset
 from pointengine.train import load_train_state, new_settings, train
 from pointengine.train.augment import augment
 from pointengine.train.data import epoch_batches, shard
 from pointengine.train.schedule import learning_rate
 from pointengine.train.state import STATE_FILE, WEIGHTS_FILE, TrainState, save_train_state
 
-TINY_CONFIG = """architecture: {architecture}
-cr: 0.125
-dataset: semantickitti
-voxel_size: 0.5
-quantization: floor
-reduce: mean
-features: [x, y, z, remission]
-feature_scale: [0.05, 0.05, 0.05, 1.0]
-"""
-
-
-def tiny_config(folder, architecture="minkunet"):
-    path = folder / f"tiny_{architecture}.yaml"
-    path.write_text(TINY_CONFIG.format(architecture=architecture))
-    return path
-
-
-@pytest.fixture(autouse=True)
-def one_thread(restore_threads):
-    """Tiny models run fastest on one thread, and a 2-core CI machine shares its cores."""
-    torch.set_num_threads(1)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
-def dataset(tmp_path_factory):
-    root = tmp_path_factory.mktemp("synthetic")
-    return write_synthetic_dataset(root, {"00": 2, "01": 1}, seed=3, beams=8, azimuth_steps=128)
+def dataset(tiny_dataset):
+    return tiny_dataset
 
 
 def quiet(*_):
@@ -52,8 +29,8 @@ def weights(path):
     return safetensors.torch.load_file(str(path))
 
 
-def test_loss_falls(dataset, tmp_path):
-    settings = new_settings(tiny_config(tmp_path), train_sequences=["00"], val_sequences=["01"], epochs=4,
+def test_loss_falls(tiny_config, dataset, tmp_path):
+    settings = new_settings(tiny_config(), train_sequences=["00"], val_sequences=["01"], epochs=4,
                             batch_size=1, optimizer="adamw", lr=1e-2, warmup_epochs=0)
     records = train(settings, dataset, tmp_path / "run", progress=False, log=quiet)
     losses = [r.loss for r in records]
@@ -72,9 +49,9 @@ def stop_after_first_epoch(line):
 
 
 @pytest.mark.parametrize("architecture,optimizer", [("minkunet", "sgd"), ("spvcnn", "adamw")])
-def test_resume_equals_uninterrupted(dataset, tmp_path, architecture, optimizer):
+def test_resume_equals_uninterrupted(tiny_config, dataset, tmp_path, architecture, optimizer):
     """SGD's momentum and AdamW's moments and step counts come back; SPVCNN's dropout is seeded by step."""
-    settings = new_settings(tiny_config(tmp_path, architecture), train_sequences=["00"], val_sequences=[],
+    settings = new_settings(tiny_config(architecture), train_sequences=["00"], val_sequences=[],
                             epochs=2, batch_size=1, optimizer=optimizer, lr=0.02, warmup_epochs=0.5)
     train(settings, dataset, tmp_path / "whole", progress=False, log=quiet)
     with pytest.raises(Interrupted):
@@ -124,16 +101,16 @@ def _one_rank(rank, world_size, init_file, settings, spvcnn_settings, data, out)
         torch.distributed.destroy_process_group()
 
 
-def test_two_processes_equal_one(dataset, tmp_path):
+def test_two_processes_equal_one(tiny_config, dataset, tmp_path):
     """Global batch 2 over 2 gloo ranks (a scan each) = one process at batch 2: BatchNorm over the
     global batch, the loss over its labelled points. In float64 the gradients of a step on 4 scans (2 per
     rank) agree to rounding, for MinkUNet and for SPVCNN (its point MLPs' BatchNorm1d too; no dropout);
     in float32, summation order differs between the two, and the runs stay within 1e-5 here, not bitwise."""
     from pointengine.train.distributed import World
 
-    settings = new_settings(tiny_config(tmp_path), train_sequences=["00"], val_sequences=["01"], epochs=3,
+    settings = new_settings(tiny_config(), train_sequences=["00"], val_sequences=["01"], epochs=3,
                             batch_size=2, optimizer="sgd", lr=0.05, warmup_epochs=0)
-    spvcnn_settings = new_settings(tiny_config(tmp_path, "spvcnn"), train_sequences=["00"])
+    spvcnn_settings = new_settings(tiny_config("spvcnn"), train_sequences=["00"])
     torch.multiprocessing.spawn(
         _one_rank, args=(2, tmp_path / "rendezvous", settings, spvcnn_settings, dataset, tmp_path / "two"), nprocs=2
     )
