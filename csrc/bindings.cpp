@@ -4,6 +4,7 @@
 #include <torch/library.h>
 
 #include "cpu/conv_fused_cpu.h"
+#include "cpu/conv_weight_grad_cpu.h"
 #include "cpu/trilinear_gather_cpu.h"
 #include "cpu/linear_cpu.h"
 
@@ -20,6 +21,7 @@ TORCH_LIBRARY(pointengine, m) {
       "bool transposed, bool submanifold) -> Tensor");
   m.def("kernel_pairs(Tensor nbr) -> (Tensor in_rows, Tensor out_rows, Tensor ptr)");
   m.def("conv_fused(Tensor feats, Tensor weight, Tensor nbr) -> Tensor");
+  m.def("conv_weight_grad(Tensor feats, Tensor grad_out, Tensor nbr) -> Tensor");
   m.def("point_scatter_mean(Tensor feats, Tensor index, int n_voxels) -> Tensor");
   m.def(
       "trilinear_table(Tensor keys, Tensor vals, Tensor corners, Tensor coords, int[] stride, bool nearest) -> "
@@ -57,6 +59,9 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("conv_fused_portable", [](const at::Tensor& feats, const at::Tensor& weight, const at::Tensor& nbr) {
     return pointengine::conv_fused_path(feats, weight, nbr, /*allow_avx2=*/false);
   }, "conv_fused on the portable path whatever the CPU, for tests.");
+  m.def("conv_weight_grad_portable", [](const at::Tensor& feats, const at::Tensor& grad_out, const at::Tensor& nbr) {
+    return pointengine::conv_weight_grad_path(feats, grad_out, nbr, /*allow_avx2=*/false);
+  }, "conv_weight_grad on the portable path whatever the CPU, for tests.");
   m.def("trilinear_gather_portable", [](const at::Tensor& feats, const at::Tensor& index, const at::Tensor& weights,
                                         const c10::optional<at::Tensor>& base) {
     return pointengine::trilinear_gather_path(feats, index, weights, base, /*allow_avx2=*/false);

@@ -95,18 +95,9 @@ def transpose_table(nbr: Tensor, n_rows: int) -> Tensor:
     return out
 
 
-def weight_grad(feats: Tensor, grad_out: Tensor, nbr: Tensor) -> Tensor:
-    """d(loss)/d(weight)[k] = sum over pairs (i, o) of offset k of feats[i]^T grad_out[o]."""
-    in_rows, out_rows, ptr = kernel_pairs(nbr)
-    bounds = ptr.tolist()
-    grads = []
-    for k in range(nbr.shape[1]):
-        lo, hi = bounds[k], bounds[k + 1]
-        # No branch on the pair count (an empty offset gives a zero product): the bounds are
-        # data-dependent, and torch.compile / export can trace a check but not a branch.
-        torch._check(hi >= lo)
-        grads.append(feats.index_select(0, in_rows[lo:hi]).t() @ grad_out.index_select(0, out_rows[lo:hi]))
-    return torch.stack(grads)
+def conv_weight_grad(feats: Tensor, grad_out: Tensor, nbr: Tensor) -> Tensor:
+    """[K, C_in, C_out]: d(loss)/d(weight)[k] = sum over o with i = nbr[o, k] >= 0 of feats[i]^T grad_out[o]."""
+    return _ops.conv_weight_grad(feats, grad_out, nbr)
 
 
 @torch.library.register_fake("pointengine::hash_build")
@@ -141,6 +132,11 @@ def _(feats, weight, nbr):
     return feats.new_empty(nbr.shape[0], weight.shape[2])
 
 
+@torch.library.register_fake("pointengine::conv_weight_grad")
+def _(feats, grad_out, nbr):
+    return feats.new_empty(nbr.shape[1], feats.shape[1], grad_out.shape[1])
+
+
 def _conv_fused_setup(ctx, inputs, output):
     feats, weight, nbr = inputs
     ctx.save_for_backward(feats, weight, nbr)
@@ -154,7 +150,7 @@ def _conv_fused_backward(ctx, grad_out):
         # The adjoint reads the same pairs from the input side, with each W[k] transposed.
         grad_feats = conv_fused(grad_out, weight.transpose(1, 2).contiguous(), transpose_table(nbr, feats.shape[0]))
     if ctx.needs_input_grad[1]:
-        grad_weight = weight_grad(feats, grad_out, nbr)
+        grad_weight = conv_weight_grad(feats, grad_out, nbr)
     return grad_feats, grad_weight, None
 
 

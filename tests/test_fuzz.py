@@ -133,6 +133,8 @@ def raw_calls(draw):
                 "kernel_pairs",
                 "conv_fused",
                 "conv_fused_portable",
+                "conv_weight_grad",
+                "conv_weight_grad_portable",
                 "linear",
                 "linear_portable",
                 "point_scatter_mean",
@@ -174,6 +176,15 @@ def raw_calls(draw):
         )
         run = ops.conv_fused if op == "conv_fused" else _C.conv_fused_portable
         return "conv_fused", lambda: run(feats, weight, nbr)
+    if op.startswith("conv_weight_grad"):
+        feats = draw(shapes([n_in, c_in]).flatmap(lambda shape: float_tensors(shape, st.just(dtype))))
+        grad_out = draw(
+            shapes([n_out, c_out]).flatmap(
+                lambda shape: float_tensors(shape, mostly(st.just(dtype), st.just(torch.float32)))
+            )
+        )
+        run = ops.conv_weight_grad if op == "conv_weight_grad" else _C.conv_weight_grad_portable
+        return "conv_weight_grad", lambda: run(feats, grad_out, nbr)
     input = draw(shapes([n_in, c_in]).flatmap(lambda shape: float_tensors(shape, st.just(dtype))))
     weight = draw(shapes([c_out, c_in]).flatmap(lambda shape: float_tensors(shape, st.just(dtype))))
     bias = draw(st.one_of(st.none(), shapes([c_out]).flatmap(lambda shape: float_tensors(shape, st.just(dtype)))))

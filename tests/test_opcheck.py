@@ -39,6 +39,12 @@ def conv_args(dtype, requires_grad: bool):
     return feats, weight, neighbours(2)
 
 
+def weight_grad_args(dtype):
+    g = torch.Generator().manual_seed(0)
+    nbr = neighbours()
+    return torch.randn(6, 3, generator=g, dtype=dtype), torch.randn(nbr.shape[0], 5, generator=g, dtype=dtype), nbr
+
+
 def points(dtype) -> torch.Tensor:
     """Float points around sites(): corners present, missing, and a point on a voxel corner."""
     return torch.tensor(
@@ -95,6 +101,10 @@ CASES = {
     "conv_fused": [
         lambda: conv_args(torch.float32, False),
         lambda: conv_args(torch.float64, True),
+    ],
+    "conv_weight_grad": [
+        lambda: weight_grad_args(torch.float32),
+        lambda: weight_grad_args(torch.float64),
     ],
     "point_scatter_mean": [
         lambda: scatter_mean_args(torch.float32, False),

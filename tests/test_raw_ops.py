@@ -48,6 +48,7 @@ def neighbor_table(keys, vals, out_coords, offs, stride=(1, 1, 1), transposed=Fa
 KEYS, VALS = table()
 NBR = neighbor_table(KEYS, VALS, SITES, kernel_offsets(3), submanifold=True)
 FEATS, WEIGHT = torch.ones(4, 2), torch.ones(27, 2, 3)
+GRAD_OUT = torch.ones(4, 3)
 
 # Point-voxel ops: points at SITES' positions (and one between them), their corners, a corner table.
 PFEATS, PINDEX = torch.ones(3, 2), torch.tensor([0, 1, -1], dtype=torch.int32)
@@ -206,6 +207,38 @@ BAD_CALLS = {
     "conv_fused_portable row past feats": (
         lambda: _C.conv_fused_portable(FEATS[:3], WEIGHT, NBR),
         r"conv_fused: nbr holds a row index >= the number of feats rows \(3\)",
+    ),
+    "conv_weight_grad feats dtype": (
+        lambda: ops.conv_weight_grad(FEATS.half(), GRAD_OUT.half(), NBR),
+        r"conv_weight_grad: feats must be float32 or float64, got torch.float16",
+    ),
+    "conv_weight_grad grad_out dtype": (
+        lambda: ops.conv_weight_grad(FEATS.double(), GRAD_OUT, NBR),
+        r"conv_weight_grad: grad_out must have dtype torch.float64, got torch.float32",
+    ),
+    "conv_weight_grad nbr dtype": (
+        lambda: ops.conv_weight_grad(FEATS, GRAD_OUT, NBR.long()),
+        r"conv_weight_grad: nbr must have dtype torch.int32, got torch.int64",
+    ),
+    "conv_weight_grad grad_out rank": (
+        lambda: ops.conv_weight_grad(FEATS, GRAD_OUT[None], NBR),
+        r"conv_weight_grad: grad_out must have shape \[N_out, C_out\], got \[1, 4, 3\]",
+    ),
+    "conv_weight_grad grad_out rows": (
+        lambda: ops.conv_weight_grad(FEATS, GRAD_OUT[:3], NBR),
+        r"conv_weight_grad: grad_out must have one row per nbr row \(4\), got \[3, 3\]",
+    ),
+    "conv_weight_grad row past feats": (
+        lambda: ops.conv_weight_grad(FEATS[:3], GRAD_OUT, NBR),
+        r"conv_weight_grad: nbr holds a row index >= the number of feats rows \(3\)",
+    ),
+    "conv_weight_grad_portable row past feats": (
+        lambda: _C.conv_weight_grad_portable(FEATS[:3], GRAD_OUT, NBR),
+        r"conv_weight_grad: nbr holds a row index >= the number of feats rows \(3\)",
+    ),
+    "conv_weight_grad_portable device": (
+        lambda: _C.conv_weight_grad_portable(FEATS, GRAD_OUT.to("meta"), NBR),
+        r"conv_weight_grad: grad_out must be a CPU tensor, got one on meta",
     ),
     "conv_fused_portable device": (
         lambda: _C.conv_fused_portable(FEATS.to("meta"), WEIGHT, NBR),

@@ -7,9 +7,9 @@
 #include <vector>
 
 #include "../common/checks.h"
+#include "kernel_pairs_cpu.h"
 
 namespace pointengine {
-namespace {
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> kernel_pairs_cpu(const at::Tensor& nbr_in) {
   check_matrix(nbr_in, "kernel_pairs", "nbr", at::kInt, -1, "[N_out, K]");
@@ -53,8 +53,6 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> kernel_pairs_cpu(const at::Tensor
   });
   return {in_rows, out_rows, ptr};
 }
-
-}  // namespace
 
 TORCH_LIBRARY_IMPL(pointengine, CPU, m) { m.impl("kernel_pairs", &kernel_pairs_cpu); }
 

@@ -1,0 +1,94 @@
+// AVX2 + FMA float kernel of the convolution's weight gradient, compiled for those instructions with
+// function attributes and called only when cpu_has_avx2_fma() (conv_tile.h).
+//
+// Register blocking: an MR x (8 * NV) block of the gradient (input channels x output columns, at
+// most 12 accumulators) held in registers while the pairs stream past: per pair, NV vectors of the
+// grad_out row and MR broadcasts of the feats row. Pairs go in chunks whose row pointers are looked
+// up once and whose rows stay in cache for every channel block; each accumulator element still sums
+// the pairs in ascending order, so the result does not depend on the chunking.
+#include <immintrin.h>
+
+#include <algorithm>
+#include <utility>
+
+#include "conv_weight_grad_cpu.h"
+
+#define PE_AVX2 __attribute__((target("avx2,fma")))
+
+namespace pointengine {
+namespace {
+
+constexpr int kMaxVectors = int(kGradPanel / 8);
+constexpr int kMaxBlockRows = 12;
+constexpr int64_t kChunkPairs = 256;
+
+constexpr int block_rows(int vectors) { return vectors == 4 ? 3 : 12 / vectors; }
+
+template <int MR, int NV>
+PE_AVX2 void fma_block(const float* const* x, int64_t ci, const float* const* g, int64_t n, float* acc,
+                       int64_t width) {
+  __m256 c[MR][NV];
+#pragma GCC unroll 12
+  for (int r = 0; r < MR; ++r)
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v) c[r][v] = _mm256_loadu_ps(acc + r * width + 8 * v);
+  for (int64_t p = 0; p < n; ++p) {
+    __m256 gv[NV];
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v) gv[v] = _mm256_loadu_ps(g[p] + 8 * v);
+    const float* xp = x[p] + ci;
+#pragma GCC unroll 12
+    for (int r = 0; r < MR; ++r) {
+      const __m256 xb = _mm256_broadcast_ss(xp + r);
+#pragma GCC unroll 4
+      for (int v = 0; v < NV; ++v) c[r][v] = _mm256_fmadd_ps(xb, gv[v], c[r][v]);
+    }
+  }
+#pragma GCC unroll 12
+  for (int r = 0; r < MR; ++r)
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v) _mm256_storeu_ps(acc + r * width + 8 * v, c[r][v]);
+}
+
+using BlockFn = void (*)(const float* const*, int64_t, const float* const*, int64_t, float*, int64_t);
+
+template <int NV, int... M>
+void fill_blocks(BlockFn* table, std::integer_sequence<int, M...>) {
+  ((table[M] = &fma_block<M + 1, NV>), ...);
+}
+
+// fn[nv][m - 1]: the kernel for m channels of nv vectors.
+struct BlockTable {
+  BlockFn fn[kMaxVectors + 1][kMaxBlockRows] = {};
+  BlockTable() {
+    fill_blocks<1>(fn[1], std::make_integer_sequence<int, block_rows(1)>{});
+    fill_blocks<2>(fn[2], std::make_integer_sequence<int, block_rows(2)>{});
+    fill_blocks<3>(fn[3], std::make_integer_sequence<int, block_rows(3)>{});
+    fill_blocks<4>(fn[4], std::make_integer_sequence<int, block_rows(4)>{});
+  }
+};
+
+const BlockTable kBlocks;
+
+}  // namespace
+
+void weight_grad_panel_avx2(const float* feats, int64_t c_in, const float* grad, int64_t grad_stride,
+                            const int32_t* in_rows, const int32_t* out_rows, int64_t n_pairs, int64_t col,
+                            int64_t width, float* acc) {
+  const int nv = int(width / 8), mr = block_rows(nv);
+  const float* x[kChunkPairs];
+  const float* g[kChunkPairs];
+  for (int64_t p0 = 0; p0 < n_pairs; p0 += kChunkPairs) {
+    const int64_t n = std::min(kChunkPairs, n_pairs - p0);
+    for (int64_t p = 0; p < n; ++p) {
+      x[p] = feats + int64_t(in_rows[p0 + p]) * c_in;
+      g[p] = grad + int64_t(out_rows[p0 + p]) * grad_stride + col;
+    }
+    for (int64_t ci = 0; ci < c_in; ci += mr) {
+      const int m = int(std::min<int64_t>(mr, c_in - ci));
+      kBlocks.fn[nv][m - 1](x, ci, g, n, acc + ci * width, width);
+    }
+  }
+}
+
+}  // namespace pointengine

@@ -1,0 +1,92 @@
+"""conv_weight_grad (the weight gradient of conv_fused) on both CPU paths against a float64 brute force
+over the (output row, offset) entries of the table and against the per-offset gather + matmul formula
+it replaced: random tables (absent entries, empty offsets, repeated input rows, no rows), real
+submanifold and strided maps, channel counts with tails past the 8-wide vectors and 32-wide panels;
+bitwise equal at 1 and 2 threads."""
+
+import pytest
+import torch
+
+from pointengine import _C
+from pointengine.coordinate_map import CoordinateMap
+from pointengine.functional import kmap as km
+from pointengine.testing import RELATIVE_TOLERANCE, random_sites, relative_error
+
+PATHS = {"default": torch.ops.pointengine.conv_weight_grad, "portable": _C.conv_weight_grad_portable}
+CHANNELS = [(1, 1), (3, 7), (5, 9), (8, 33), (33, 40), (17, 64)]
+
+
+def brute_force(feats, grad_out, nbr):
+    """Every present entry (o, k) adds the outer product feats[i] x grad_out[o], in float64."""
+    out = torch.zeros(nbr.shape[1], feats.shape[1], grad_out.shape[1], dtype=torch.float64)
+    for o, row in enumerate(nbr.tolist()):
+        for k, i in enumerate(row):
+            if i >= 0:
+                out[k] += torch.outer(feats[i].double(), grad_out[o].double())
+    return out
+
+
+def gather_matmul(feats, grad_out, nbr):
+    """The formula conv_weight_grad replaced: per offset, its pairs gathered and multiplied."""
+    grads = []
+    for k in range(nbr.shape[1]):
+        out_rows = (nbr[:, k] >= 0).nonzero()[:, 0]
+        grads.append(feats[nbr[out_rows, k].long()].t() @ grad_out[out_rows])
+    return torch.stack(grads)
+
+
+def random_table(n_in, n_out, kvol, g, present=0.4):
+    """Random entries in [0, n_in) kept with probability `present`, the rest -1; offset 1 is empty."""
+    nbr = torch.randint(0, max(n_in, 1), (n_out, kvol), generator=g, dtype=torch.int32)
+    nbr[torch.rand(n_out, kvol, generator=g) >= present] = -1
+    if kvol > 1:
+        nbr[:, 1] = -1
+    return nbr
+
+
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("c_in, c_out", CHANNELS)
+def test_random_tables_match_brute_force(path, dtype, c_in, c_out):
+    g = torch.Generator().manual_seed(c_in * 100 + c_out)
+    for n_in, n_out, kvol, present in [(30, 300, 8, 0.4), (5, 40, 3, 1.0), (0, 7, 4, 0.0), (6, 0, 5, 0.5)]:
+        nbr = random_table(n_in, n_out, kvol, g, present)
+        feats = torch.randn(n_in, c_in, generator=g, dtype=torch.float64)
+        grad_out = torch.randn(n_out, c_out, generator=g, dtype=torch.float64)
+        out = PATHS[path](feats.to(dtype), grad_out.to(dtype), nbr)
+        assert out.dtype == dtype and out.shape == (kvol, c_in, c_out)
+        expected = brute_force(feats, grad_out, nbr)
+        if expected.abs().max() == 0:
+            assert torch.equal(out, torch.zeros_like(out))
+        else:
+            assert relative_error(out.double(), expected) <= RELATIVE_TOLERANCE[dtype]
+        if kvol > 1:
+            assert torch.equal(out[1], torch.zeros_like(out[1]))  # the empty offset
+
+
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("kernel_size, stride", [(3, 1), (2, 2)])
+def test_real_maps_match_gather_matmul(path, dtype, kernel_size, stride):
+    g = torch.Generator().manual_seed(kernel_size * 10 + stride)
+    coords = random_sites(400, 3, 9, g)
+    cmap = CoordinateMap(coords)
+    kmap = km.submanifold_map(cmap, kernel_size) if stride == 1 else km.strided_map(cmap, kernel_size, stride)
+    feats = torch.randn(len(coords), 19, generator=g, dtype=torch.float64)
+    grad_out = torch.randn(kmap.nbr.shape[0], 35, generator=g, dtype=torch.float64)
+    out = PATHS[path](feats.to(dtype), grad_out.to(dtype), kmap.nbr)
+    assert relative_error(out.double(), gather_matmul(feats, grad_out, kmap.nbr)) <= RELATIVE_TOLERANCE[dtype]
+
+
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_bitwise_equal_across_thread_counts(path, dtype, restore_threads):
+    g = torch.Generator().manual_seed(0)
+    cmap = CoordinateMap(random_sites(2000, 2, 16, g))
+    nbr = km.submanifold_map(cmap, 3).nbr
+    feats = torch.randn(len(cmap), 19, generator=g, dtype=dtype)
+    grad_out = torch.randn(len(cmap), 35, generator=g, dtype=dtype)
+    torch.set_num_threads(1)
+    one = PATHS[path](feats, grad_out, nbr)
+    torch.set_num_threads(2)
+    assert torch.equal(one, PATHS[path](feats, grad_out, nbr))
