@@ -314,3 +314,13 @@ def brute_force_devoxelize(points: Tensor, sites: Tensor, site_feats: Tensor, st
                 acc = [a + weight * v for a, v in zip(acc, feats[row])]
         out.append(acc)
     return torch.tensor(out, dtype=torch.float64).reshape(len(out), site_feats.shape[1])
+
+
+def gather_matmul_weight_grad(feats: Tensor, grad_out: Tensor, nbr: Tensor) -> Tensor:
+    """The convolution's weight gradient [K, C_in, C_out] as gathers and one matmul per offset (the
+    Python formula conv_weight_grad replaced): a reference for tests and the baseline of its benchmark."""
+    grads = []
+    for k in range(nbr.shape[1]):
+        out_rows = (nbr[:, k] >= 0).nonzero()[:, 0]
+        grads.append(feats.index_select(0, nbr[out_rows, k].long()).t() @ grad_out.index_select(0, out_rows))
+    return torch.stack(grads)

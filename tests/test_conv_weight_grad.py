@@ -10,7 +10,7 @@ import torch
 from pointengine import _C
 from pointengine.coordinate_map import CoordinateMap
 from pointengine.functional import kmap as km
-from pointengine.testing import RELATIVE_TOLERANCE, random_sites, relative_error
+from pointengine.testing import RELATIVE_TOLERANCE, gather_matmul_weight_grad, random_sites, relative_error
 
 PATHS = {"default": torch.ops.pointengine.conv_weight_grad, "portable": _C.conv_weight_grad_portable}
 CHANNELS = [(1, 1), (3, 7), (5, 9), (8, 33), (33, 40), (17, 64)]
@@ -24,15 +24,6 @@ def brute_force(feats, grad_out, nbr):
             if i >= 0:
                 out[k] += torch.outer(feats[i].double(), grad_out[o].double())
     return out
-
-
-def gather_matmul(feats, grad_out, nbr):
-    """The formula conv_weight_grad replaced: per offset, its pairs gathered and multiplied."""
-    grads = []
-    for k in range(nbr.shape[1]):
-        out_rows = (nbr[:, k] >= 0).nonzero()[:, 0]
-        grads.append(feats[nbr[out_rows, k].long()].t() @ grad_out[out_rows])
-    return torch.stack(grads)
 
 
 def random_table(n_in, n_out, kvol, g, present=0.4):
@@ -75,7 +66,7 @@ def test_real_maps_match_gather_matmul(path, dtype, kernel_size, stride):
     feats = torch.randn(len(coords), 19, generator=g, dtype=torch.float64)
     grad_out = torch.randn(kmap.nbr.shape[0], 35, generator=g, dtype=torch.float64)
     out = PATHS[path](feats.to(dtype), grad_out.to(dtype), kmap.nbr)
-    assert relative_error(out.double(), gather_matmul(feats, grad_out, kmap.nbr)) <= RELATIVE_TOLERANCE[dtype]
+    assert relative_error(out.double(), gather_matmul_weight_grad(feats, grad_out, kmap.nbr)) <= RELATIVE_TOLERANCE[dtype]
 
 
 @pytest.mark.parametrize("path", PATHS)

@@ -1,0 +1,83 @@
+"""The convolution's weight gradient on real scan layers: the C++ conv_weight_grad op against the
+per-offset gather + matmul formula it replaced (pointengine.testing.gather_matmul_weight_grad), both
+timed round-robin in the same run (medians), with the largest relative difference between them.
+
+Layers as in bench_conv.py (3x3x3 submanifold and a 2x2x2 stride-2 downsample) on SemanticKITTI
+00/000000 voxelized at 0.05 m, else the synthetic scan. Writes JSON lines to
+benchmarks/results/bench_weight_grad.jsonl and prints a markdown table.
+
+    python benchmarks/bench_weight_grad.py --threads 2 --repeats 5
+"""
+
+import os
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as bench_conv.py: idle threads sleep
+
+import argparse
+import statistics
+import time
+
+import torch
+from common import KITTI_SCANS, append_results, machine
+
+from pointengine import _ops
+from pointengine.coordinate_map import CoordinateMap
+from pointengine.datasets import generate_scan, read_points
+from pointengine.functional import kmap as km
+from pointengine.functional import voxelize_points
+from pointengine.testing import gather_matmul_weight_grad, relative_error
+
+LAYERS = (("subm3 16->32", 3, 1, 16, 32), ("subm3 32->32", 3, 1, 32, 32), ("subm3 64->64", 3, 1, 64, 64),
+          ("subm3 128->128", 3, 1, 128, 128), ("down2 32->64", 2, 2, 32, 64))
+
+
+def scan_points() -> tuple[str, torch.Tensor]:
+    path = KITTI_SCANS / "000000.bin"
+    return ("kitti/00/000000", read_points(path)) if path.exists() else ("synthetic/seed0", generate_scan(seed=0).points)
+
+
+def median_seconds(runs: dict, repeats: int) -> dict[str, float]:
+    times = {name: [] for name in runs}
+    for _ in range(repeats + 1):  # the first round warms up
+        for name, run in runs.items():
+            start = time.perf_counter()
+            run()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(values[1:]) for name, values in times.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    scan, points = scan_points()
+    cmap = CoordinateMap(voxelize_points(points, 0.05).coords)
+    g = torch.Generator().manual_seed(0)
+    records = []
+    for name, kernel_size, stride, c_in, c_out in LAYERS:
+        kmap = km.submanifold_map(cmap, kernel_size) if stride == 1 else km.strided_map(cmap, kernel_size, stride)
+        feats = torch.randn(len(cmap), c_in, generator=g)
+        grad_out = torch.randn(kmap.nbr.shape[0], c_out, generator=g)
+        runs = {"gather_matmul": lambda: gather_matmul_weight_grad(feats, grad_out, kmap.nbr),
+                "conv_weight_grad": lambda: _ops.conv_weight_grad(feats, grad_out, kmap.nbr)}
+        seconds = median_seconds(runs, args.repeats)
+        difference = relative_error(runs["conv_weight_grad"]().double(), runs["gather_matmul"]().double())
+        records.append({"scan": scan, "layer": name, "sites": len(cmap), "pairs": int((kmap.nbr >= 0).sum()),
+                        "threads": args.threads, "gather_matmul_ms": seconds["gather_matmul"] * 1e3,
+                        "conv_weight_grad_ms": seconds["conv_weight_grad"] * 1e3,
+                        "speedup": seconds["gather_matmul"] / seconds["conv_weight_grad"],
+                        "relative_difference": difference, "machine": machine(),
+                        "time": time.strftime("%Y-%m-%d %H:%M:%S")})
+    print(f"{machine()}, {args.threads} threads; {scan}, {len(cmap):,} voxels, median of {args.repeats}")
+    print("| layer | pairs | gather + matmul | conv_weight_grad | speedup | relative difference |")
+    print("|---|---|---|---|---|---|")
+    for r in records:
+        print(f"| {r['layer']} | {r['pairs']:,} | {r['gather_matmul_ms']:.1f} ms | {r['conv_weight_grad_ms']:.1f} ms | "
+              f"{r['speedup']:.1f}x | {r['relative_difference']:.1e} |")
+    append_results("bench_weight_grad", records)
+
+
+if __name__ == "__main__":
+    main()
