@@ -20,9 +20,10 @@ namespace {
 
 constexpr int kMaxVectors = int(kGradPanel / 8);
 constexpr int kMaxBlockRows = 12;
-constexpr int64_t kChunkPairs = 256;
+constexpr int64_t kChunkPairs = 128;
 
-constexpr int block_rows(int vectors) { return vectors == 4 ? 3 : 12 / vectors; }
+// 12 accumulators for 4, 3 or 2 vectors; 6 for 1 (6 broadcasts + 1 vector + 6 = 13 registers).
+constexpr int block_rows(int vectors) { return vectors == 1 ? 6 : 12 / vectors; }
 
 template <int MR, int NV>
 PE_AVX2 void fma_block(const float* const* x, int64_t ci, const float* const* g, int64_t n, float* acc,
@@ -32,16 +33,18 @@ PE_AVX2 void fma_block(const float* const* x, int64_t ci, const float* const* g,
   for (int r = 0; r < MR; ++r)
 #pragma GCC unroll 4
     for (int v = 0; v < NV; ++v) c[r][v] = _mm256_loadu_ps(acc + r * width + 8 * v);
+  // The MR broadcasts are held and the grad_out vectors loaded one at a time: 12 accumulators, 3
+  // broadcasts and 1 vector fill the 16 registers (holding all 4 vectors spilled an accumulator).
   for (int64_t p = 0; p < n; ++p) {
-    __m256 gv[NV];
-#pragma GCC unroll 4
-    for (int v = 0; v < NV; ++v) gv[v] = _mm256_loadu_ps(g[p] + 8 * v);
+    __m256 xb[MR];
     const float* xp = x[p] + ci;
 #pragma GCC unroll 12
-    for (int r = 0; r < MR; ++r) {
-      const __m256 xb = _mm256_broadcast_ss(xp + r);
+    for (int r = 0; r < MR; ++r) xb[r] = _mm256_broadcast_ss(xp + r);
 #pragma GCC unroll 4
-      for (int v = 0; v < NV; ++v) c[r][v] = _mm256_fmadd_ps(xb, gv[v], c[r][v]);
+    for (int v = 0; v < NV; ++v) {
+      const __m256 gv = _mm256_loadu_ps(g[p] + 8 * v);
+#pragma GCC unroll 12
+      for (int r = 0; r < MR; ++r) c[r][v] = _mm256_fmadd_ps(xb[r], gv, c[r][v]);
     }
   }
 #pragma GCC unroll 12
