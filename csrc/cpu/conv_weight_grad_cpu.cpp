@@ -11,6 +11,7 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <functional>
 #include <vector>
 
 #include "../common/checks.h"
