@@ -30,7 +30,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
-from common import machine
+from common import machine, round_robin
 
 from pointengine.coordinate_map import CoordinateMap
 from pointengine.datasets import generate_scan, read_points
@@ -71,20 +71,6 @@ def load_scans(names: list[str] | None) -> list[tuple[str, torch.Tensor]]:
     if names:
         scans = [(name, path) for name, path in scans if any(n in name for n in names)]
     return [(name, read_points(path) if path else generate_scan(seed=0).points) for name, path in scans]
-
-
-def round_robin(runs: dict, repeats: int, warmup: int) -> dict[str, float]:
-    """Median seconds of each callable; every repeat runs each of them once, in turn."""
-    for _ in range(warmup):
-        for run in runs.values():
-            run()
-    times = {name: [] for name in runs}
-    for _ in range(repeats):
-        for name, run in runs.items():
-            start = time.perf_counter()
-            run()
-            times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(values) for name, values in times.items()}
 
 
 def build_map(coords: torch.Tensor, layer: Layer) -> tuple[km.KernelMap, dict]:

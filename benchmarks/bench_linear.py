@@ -15,11 +15,10 @@ import argparse
 import copy
 import json
 import os
-import statistics
-import time
 from pathlib import Path
 
 import torch
+from common import round_robin
 
 import pointengine as pe
 from pointengine import _ops
@@ -75,17 +74,6 @@ def dense_shapes(model: torch.nn.Module, x: pe.SparseTensor) -> list[tuple[int, 
     return shapes
 
 
-def round_robin(runs: dict, repeats: int) -> dict[str, float]:
-    """Median seconds of each callable, one call of each per round, after one warm-up round."""
-    times = {name: [] for name in runs}
-    for _ in range(repeats + 1):
-        for name, run in runs.items():
-            start = time.perf_counter()
-            run()
-            times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(values[1:]) for name, values in times.items()}
-
-
 def products(shapes: list[tuple[int, int, int]]) -> dict:
     """Callables computing every product of the shapes with BLAS and with linear."""
     gen = torch.Generator().manual_seed(0)
@@ -103,13 +91,13 @@ def bench(cr: float, feats: torch.Tensor, coords: torch.Tensor, args) -> dict:
     model = build_model(f"minkunet_cr{cr}").eval()
     twin = blas_twin(model)
     shapes = dense_shapes(model, pe.SparseTensor(feats, coords))
-    alone = round_robin(products(shapes), args.repeats)
+    alone = round_robin(products(shapes), args.repeats, warmup=1)
 
     def forward(network):
         with torch.no_grad():
             return network(pe.SparseTensor(feats, coords)).feats
 
-    whole = round_robin({"blas": lambda: forward(twin), "linear": lambda: forward(model)}, args.repeats)
+    whole = round_robin({"blas": lambda: forward(twin), "linear": lambda: forward(model)}, args.repeats, warmup=1)
     ours, theirs = forward(model), forward(twin)
     flop = 2 * sum(n * c_in * c_out for n, c_in, c_out in shapes)
     return {

@@ -2,6 +2,8 @@
 
 import json
 import os
+import statistics
+import time
 from pathlib import Path
 
 import torch
@@ -30,3 +32,18 @@ def append_results(name: str, records: list[dict]) -> Path:
         for record in records:
             out.write(json.dumps(record) + "\n")
     return path
+
+
+def round_robin(runs: dict, repeats: int, warmup: int) -> dict[str, float]:
+    """Median seconds of each callable; every round runs each of them once, in turn, so that a change
+    of machine load hits them alike. `warmup` untimed rounds first."""
+    for _ in range(warmup):
+        for run in runs.values():
+            run()
+    times = {name: [] for name in runs}
+    for _ in range(repeats):
+        for name, run in runs.items():
+            start = time.perf_counter()
+            run()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(values) for name, values in times.items()}
