@@ -208,3 +208,45 @@ def test_train_state_round_trip_without_pickle(tmp_path):
     assert fresh.state_dict()["param_groups"] == optimizer.state_dict()["param_groups"]
     with pytest.raises(ValueError, match="no training state"):
         load_train_state(tmp_path / "elsewhere")
+
+
+def test_class_weights_follow_the_shares_of_the_training_points():
+    from pointengine.datasets import load_dataset_config
+    from pointengine.train.data import class_weights
+
+    config = load_dataset_config("semantickitti")
+    counts = torch.zeros(config.num_classes, dtype=torch.int64)
+    counts[0], counts[1], counts[9], counts[18] = 500, 10, 640, 250  # the ignored class 0 does not count
+    assert class_weights(counts, 0.0, config) is None
+    weights = class_weights(counts, 0.5, config).double()
+    share = {1: 10 / 900, 9: 640 / 900, 18: 250 / 900}
+    columns = {c: config.predicted_classes.index(c) for c in share}
+    raw = {c: s**-0.5 for c, s in share.items()}
+    scale = sum(share[c] * raw[c] for c in share)
+    for c in share:
+        assert weights[columns[c]].item() == pytest.approx(raw[c] / scale, rel=1e-6)
+    assert sum(share[c] * weights[columns[c]].item() for c in share) == pytest.approx(1.0, rel=1e-6)
+    assert int((weights != 0).sum()) == 3  # classes without points weigh nothing
+
+
+def test_weighted_step_reports_torchs_weighted_cross_entropy(tiny_config, dataset):
+    from pointengine.models import build_model
+    from pointengine.train.data import LabelledFrames, class_weights, logit_targets
+    from pointengine.train.distributed import World
+    from pointengine.train.loop import IGNORE, collate, train_step
+
+    config = new_settings(tiny_config()).model_config()
+    frames = LabelledFrames(dataset, ["00", "01"], config.dataset)
+    weights = class_weights(frames.class_points, 0.5, config.dataset)
+    scans = [frames.load(0), frames.load(2)]
+    torch.manual_seed(0)
+    model = build_model(config)
+    batch = collate(config, [s.points for s in scans], "cpu")
+    with torch.no_grad():
+        logits = model(batch.tensor).feats.index_select(0, batch.inverse)
+    target = logit_targets(torch.cat([s.labels for s in scans]), config.dataset, IGNORE)
+    expected = torch.nn.functional.cross_entropy(logits, target, weight=weights, ignore_index=IGNORE)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.0)
+    loss = train_step(model, optimizer, config, scans, World(), "cpu", weights)
+    assert loss == pytest.approx(expected.item(), rel=1e-5)
+    assert loss != pytest.approx(torch.nn.functional.cross_entropy(logits, target, ignore_index=IGNORE).item(), rel=1e-3)

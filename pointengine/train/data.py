@@ -31,12 +31,14 @@ class Frame:
 
 
 class LabelledFrames:
-    """The frames of `sequences` under `root`, in sequence then frame order, each checked."""
+    """The frames of `sequences` under `root`, in sequence then frame order, each checked;
+    `class_points` (int64 [num_classes]) counts their points of each training id."""
 
     def __init__(self, root: str | Path, sequences, config: DatasetConfig):
         self.root = Path(root)
         self.config = config
         self.frames: list[Frame] = []
+        self.class_points = torch.zeros(config.num_classes, dtype=torch.int64)
         if not sequences:
             raise ValueError("no sequences given")
         for sequence in sequences:
@@ -44,7 +46,10 @@ class LabelledFrames:
             scans = sorted((folder / "velodyne").glob("*.bin"))
             if not scans:
                 raise ValueError(f"{folder / 'velodyne'}: no scans (*.bin) in sequence {sequence!r}")
-            self.frames += [_checked_frame(scan, folder / "labels" / f"{scan.stem}.label", config) for scan in scans]
+            for scan in scans:
+                frame, labels = _checked_frame(scan, folder / "labels" / f"{scan.stem}.label", config)
+                self.frames.append(frame)
+                self.class_points += torch.bincount(labels, minlength=config.num_classes)
 
     def __len__(self) -> int:
         return len(self.frames)
@@ -60,7 +65,8 @@ class LabelledFrames:
         return LidarScan(augment(scan.points, seed, epoch, index), scan.labels)
 
 
-def _checked_frame(scan: Path, label: Path, config: DatasetConfig) -> Frame:
+def _checked_frame(scan: Path, label: Path, config: DatasetConfig) -> tuple[Frame, Tensor]:
+    """The frame and its training ids, or a ValueError naming the file."""
     if not label.is_file():
         raise ValueError(f"{label}: missing label file for scan {scan}")
     size = scan.stat().st_size
@@ -70,10 +76,10 @@ def _checked_frame(scan: Path, label: Path, config: DatasetConfig) -> Frame:
     if semantic.shape[0] != size // POINT_BYTES:
         raise ValueError(f"{label}: {semantic.shape[0]} labels but {scan} has {size // POINT_BYTES} points")
     try:
-        config.map_labels(semantic)
+        labels = config.map_labels(semantic)
     except ValueError as error:
         raise ValueError(f"{label}: {error}") from None
-    return Frame(scan, label)
+    return Frame(scan, label), labels
 
 
 def epoch_batches(count: int, batch_size: int, seed: int, epoch: int, world_size: int) -> list[list[int]]:
@@ -97,3 +103,15 @@ def logit_targets(labels: Tensor, config: DatasetConfig, ignore: int = -100) -> 
     predicted = torch.tensor(config.predicted_classes)
     column[predicted] = torch.arange(len(predicted))
     return column.index_select(0, labels)
+
+
+def class_weights(class_points: Tensor, power: float, config: DatasetConfig) -> Tensor | None:
+    """Loss weight of each logit column (`predicted_classes` order): a class's share of the labelled
+    training points to the power -`power`, scaled so that the mean weight over those points is 1;
+    classes without points weigh 0 (no target has them). None for power 0 (unweighted)."""
+    if power == 0:
+        return None
+    points = class_points.index_select(0, torch.tensor(config.predicted_classes)).double()
+    share = points / points.sum().clamp(min=1)
+    weights = torch.where(share > 0, share.clamp(min=1e-12).pow(-power), 0.0)
+    return (weights / (share * weights).sum().clamp(min=1e-12)).float()

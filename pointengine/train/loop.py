@@ -25,7 +25,7 @@ from ..models.checkpoint import load_checkpoint, save_checkpoint
 from ..models.registry import build_model
 from ..segment import VoxelizedBatch, voxelize_scans
 from ..tensor import sparse_collate
-from .data import LabelledFrames, epoch_batches, logit_targets, shard
+from .data import LabelledFrames, class_weights, epoch_batches, logit_targets, shard
 from .distributed import World, all_sum, init_world, rank_device, wrap_model
 from .schedule import learning_rate
 from .settings import SGD_MOMENTUM, TrainSettings
@@ -62,6 +62,8 @@ def train(
     config = settings.model_config()
     train_frames = LabelledFrames(data, settings.train_sequences, config.dataset)
     val_frames = LabelledFrames(data, settings.val_sequences, config.dataset) if settings.val_sequences else None
+    weights = class_weights(train_frames.class_points, settings.class_balance, config.dataset)
+    weights = None if weights is None else weights.to(device)
     world = init_world(device)
     if settings.batch_size < world.size:
         raise ValueError(f"batch_size ({settings.batch_size}) must be >= the number of processes ({world.size})")
@@ -106,7 +108,7 @@ def train(
             torch.manual_seed(_step_seed(settings.seed, step))  # dropout masks
             scans_here = [train_frames.load_augmented(i, settings.seed, epoch)
                           for i in shard(batch, world.rank, world.size)]
-            loss = train_step(network, optimizer, config, scans_here, world, device)
+            loss = train_step(network, optimizer, config, scans_here, world, device, weights)
             step += 1
             loss_sum += loss
             scans += len(batch)
@@ -149,20 +151,23 @@ def collate(config, scans: list, device) -> VoxelizedBatch:
     return VoxelizedBatch(sparse_collate([p.tensor for p in parts]), inverse, counts)
 
 
-def train_step(network, optimizer, config, scans: list, world: World, device) -> float:
-    """One optimizer step on this rank's scans of a global batch; returns the global batch's mean loss."""
+def train_step(network, optimizer, config, scans: list, world: World, device, weights=None) -> float:
+    """One optimizer step on this rank's scans of a global batch; returns the global batch's mean loss
+    (weighted by `weights`, one per logit column, when given: data.class_weights)."""
     batch = collate(config, [s.points for s in scans], device)
     target = logit_targets(torch.cat([s.labels for s in scans]), config.dataset, IGNORE).to(device)
     logits = network(batch.tensor).feats.index_select(0, batch.inverse.to(device))
-    summed = F.cross_entropy(logits.float(), target, ignore_index=IGNORE, reduction="sum")
-    totals = all_sum(torch.stack([summed.detach(), (target != IGNORE).sum().to(summed.dtype)]), world)
-    labelled = totals[1].clamp(min=1)
-    # DDP averages gradients over ranks: times world.size makes it the global batch's mean.
-    loss = summed * world.size / labelled
+    summed = F.cross_entropy(logits.float(), target, weight=weights, ignore_index=IGNORE, reduction="sum")
+    labelled = target[target != IGNORE]
+    weight = labelled.numel() if weights is None else weights.index_select(0, labelled).sum()
+    totals = all_sum(torch.stack([summed.detach(), torch.as_tensor(weight, dtype=summed.dtype, device=device)]), world)
+    total_weight = totals[1].clamp(min=1e-12)
+    # DDP averages gradients over ranks: times world.size makes it the global batch's (weighted) mean.
+    loss = summed * world.size / total_weight
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
-    return float(totals[0] / labelled)
+    return float(totals[0] / total_weight)
 
 
 @torch.no_grad()

@@ -17,7 +17,9 @@ SGD_MOMENTUM = 0.9
 @dataclass(frozen=True)
 class TrainSettings:
     """`config`: the model config as a dict (ModelConfig.to_dict, so a run never depends on a zoo
-    file changing); `init`: the checkpoint the weights start from (None: seeded initialisation)."""
+    file changing); `class_balance`: the exponent p of the loss weight share^-p of each class
+    (data.class_weights; 0: unweighted); `init`: the checkpoint the weights start from (None: seeded
+    initialisation)."""
 
     config: dict
     train_sequences: tuple[str, ...] = ("00", "01", "02", "03", "04", "05", "06", "07", "09", "10")
@@ -28,6 +30,7 @@ class TrainSettings:
     lr: float = DEFAULT_LR["sgd"]
     weight_decay: float = 1e-4
     warmup_epochs: float = 1.0
+    class_balance: float = 0.0
     seed: int = 0
     init: str | None = None
 
@@ -97,7 +100,7 @@ def _checked(settings: TrainSettings) -> TrainSettings:
     for name in ("epochs", "batch_size"):
         if getattr(settings, name) < 1:
             raise ValueError(f"{name} must be >= 1, got {getattr(settings, name)}")
-    for name in ("lr", "weight_decay", "warmup_epochs"):
+    for name in ("lr", "weight_decay", "warmup_epochs", "class_balance"):
         value = getattr(settings, name)
         if not value >= 0:
             raise ValueError(f"{name} must be >= 0, got {value}")
