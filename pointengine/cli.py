@@ -4,6 +4,7 @@
   demo      the main job on a built-in synthetic scan (no downloads)
   segment   label the points of scan files with a zoo model or a checkpoint
   train     train or fine-tune a model on labelled scans (data-parallel under torchrun)
+  synthetic write seeded synthetic lidar scans with labels, in the SemanticKITTI layout
 """
 
 import argparse
@@ -12,6 +13,7 @@ import warnings
 from pathlib import Path
 
 from . import __version__
+from .demo import DEMO_SEED, REAL_DATA, run_demo
 
 
 def cmd_info(args) -> int:
@@ -24,24 +26,33 @@ def cmd_info(args) -> int:
 def cmd_demo(args) -> int:
     import torch
 
-    from .demo import run_demo
-
     if args.threads:
         torch.set_num_threads(args.threads)
-    print(f"synthetic 64-beam scan (seed {args.seed}) -> {args.model} at {args.voxel_size} m voxels, "
-          f"{torch.get_num_threads()} threads")
-    r = run_demo(args.seed, args.model, args.voxel_size, args.repeats)
-    print(f"points   {r.points:,}")
-    print(f"voxels   {r.voxels:,}")
+    with warnings.catch_warnings(record=True):  # said below, in the command's own words
+        r = run_demo(args.seed, args.model, args.checkpoint, args.repeats, args.out, args.real_data)
+    print(f"{r.model} on an unseen synthetic 64-beam scan (seed {args.seed}), {torch.get_num_threads()} threads")
+    print(f"points   {r.synthetic.points:,}")
+    print(f"voxels   {r.synthetic.voxels:,}")
     print(f"MACs     {r.macs / 1e9:.1f} G")
-    print(f"latency  {r.latency_s * 1e3:.0f} ms end to end (kernel maps built inside; median of {args.repeats})")
+    print(f"latency  {r.latency_s * 1e3:.0f} ms end to end (voxelize, kernel maps, network, labels per point; "
+          f"median of {args.repeats})")
     total = r.map_s + r.conv_s + r.other_s
     print(f"profile  kernel maps {r.map_s * 1e3:.0f} ms ({100 * r.map_s / total:.0f}%), "
           f"convolutions {r.conv_s * 1e3:.0f} ms ({100 * r.conv_s / total:.0f}%), "
           f"other layers {r.other_s * 1e3:.0f} ms ({100 * r.other_s / total:.0f}%)")
-    top = sorted(r.point_classes.items(), key=lambda kv: -kv[1])[:5]
-    print("points per predicted class: " + ", ".join(f"{name} {n:,}" for name, n in top))
-    print("note: the weights are random (seeded) until a trained checkpoint ships, so the classes mean nothing yet")
+    scored = [r.synthetic] + ([r.real] if r.real is not None else [])
+    print("\nIoU per class (%), classes present or predicted:")
+    print(f"{'class':<14}" + "".join(f"{e.name:>18}" for e in scored))
+    for name in (c for c in r.classes if any(c in e.iou for e in scored)):
+        print(f"{name:<14}" + "".join(f"{100 * e.iou[name]:>18.1f}" if name in e.iou else f"{'-':>18}" for e in scored))
+    for e in scored:
+        print(f"mIoU {100 * e.miou:5.1f} %  {e.name}: {e.scans} scan{'s' if e.scans > 1 else ''}, "
+              f"{e.points:,} points, {e.voxels:,} voxels")
+    if r.real is None:
+        print(f"(no real scans at {args.real_data}/sequences/00: only the synthetic scan is scored)")
+    print(f"picture  {r.picture}")
+    if not r.trained:
+        print(f"note: {r.model!r} has no trained weights: its labels are meaningless (give --checkpoint)")
     return 0
 
 
@@ -74,7 +85,8 @@ def cmd_train(args) -> int:
         torch.set_num_threads(args.threads)
     given = {"train_sequences": args.train_sequences, "val_sequences": args.val_sequences, "epochs": args.epochs,
              "batch_size": args.batch_size, "optimizer": args.optimizer, "lr": args.lr,
-             "weight_decay": args.weight_decay, "warmup_epochs": args.warmup_epochs, "seed": args.seed,
+             "weight_decay": args.weight_decay, "warmup_epochs": args.warmup_epochs,
+             "class_balance": args.class_balance, "seed": args.seed,
              "init": args.init}
     if args.resume:
         settings = resumed_settings(load_train_state(args.resume).settings, args.config, **given)
@@ -90,17 +102,35 @@ def cmd_train(args) -> int:
     return 0
 
 
+def cmd_synthetic(args) -> int:
+    from .datasets import write_synthetic_dataset
+
+    sequences = {}
+    for item in args.sequences:
+        name, _, frames = item.partition("=")
+        if not frames.isdigit():
+            raise ValueError(f"--sequences takes SEQ=FRAMES items such as 00=600, got {item!r}")
+        sequences[name] = int(frames)
+    root = write_synthetic_dataset(args.root, sequences, args.seed, progress=True)
+    count = sum(sequences.values())
+    print(f"wrote {count} labelled scan{'s' if count != 1 else ''} under {root / 'sequences'}")
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="pointengine", description="Sparse point-cloud inference for lidar.")
     p.add_argument("--version", action="version", version=f"pointengine {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
     sub.add_parser("info", help="version, torch, build flags").set_defaults(run=cmd_info)
 
-    demo = sub.add_parser("demo", help="MinkUNet on a built-in synthetic lidar scan (no downloads)")
-    demo.add_argument("--seed", type=int, default=0, help="synthetic scene and weight seed")
-    demo.add_argument("--model", default="minkunet_cr1.0", help="zoo name or YAML path")
-    demo.add_argument("--voxel-size", type=float, default=0.05, help="metres")
-    demo.add_argument("--repeats", type=int, default=3, help="timed forward passes")
+    demo = sub.add_parser("demo", help="the trained demo model on an unseen synthetic scan, and real scans when present (no downloads)")
+    demo.add_argument("--seed", type=int, default=DEMO_SEED, help=f"synthetic scene seed (default {DEMO_SEED}, unseen in training)")
+    demo.add_argument("--model", default="demo", help="zoo name or YAML path (default: the trained demo model)")
+    demo.add_argument("--checkpoint", default=None, help="weights (default: the ones shipped with --model)")
+    demo.add_argument("--repeats", type=int, default=3, help="timed passes")
+    demo.add_argument("--out", default="demo_output", help="folder for the picture (default ./demo_output)")
+    demo.add_argument("--real-data", default=str(REAL_DATA), metavar="ROOT",
+                      help=f"SemanticKITTI root whose sequence 00 is scored when present (default {REAL_DATA})")
     demo.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's)")
     demo.set_defaults(run=cmd_demo)
 
@@ -141,6 +171,9 @@ def parser() -> argparse.ArgumentParser:
     tr.add_argument("--lr", type=float, default=None, help="peak learning rate (default 0.1 sgd, 2e-3 adamw)")
     tr.add_argument("--weight-decay", type=float, default=None, help="default 1e-4")
     tr.add_argument("--warmup-epochs", type=float, default=None, help="linear warm-up before the cosine, default 1")
+    tr.add_argument("--class-balance", type=float, default=None, metavar="P",
+                    help="weight each class's loss by its share of the training points to the power -P "
+                    "(0.5: inverse square root), default 0: unweighted")
     tr.add_argument("--seed", type=int, default=None, help="initialisation, shuffling and augmentation, default 0")
     tr.add_argument("--out", default=None, help="run folder (default: the --resume folder, else runs/train)")
     tr.add_argument("--resume", default=None, metavar="DIR_OR_FILE", help="continue a run from its folder")
@@ -149,6 +182,18 @@ def parser() -> argparse.ArgumentParser:
     tr.add_argument("--device", default="cpu", help="cpu or cuda[:i] (default cpu)")
     tr.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's)")
     tr.set_defaults(run=cmd_train)
+
+    syn = sub.add_parser(
+        "synthetic",
+        help="write seeded synthetic lidar scans with labels (SemanticKITTI layout)",
+        description="Write synthetic 64-beam scans of procedural streets with their labels under "
+        "ROOT/sequences/<seq>/{velodyne,labels}/; every (seed, sequence, frame) is its own street, the same "
+        "on every machine.",
+    )
+    syn.add_argument("root", metavar="ROOT")
+    syn.add_argument("--sequences", nargs="+", required=True, metavar="SEQ=FRAMES", help="e.g. 00=600 08=12")
+    syn.add_argument("--seed", type=int, default=0, help="default 0")
+    syn.set_defaults(run=cmd_synthetic)
     return p
 
 

@@ -1,56 +1,117 @@
-"""The main job on a built-in input: a synthetic scan through MinkUNet, timed and profiled."""
+"""The main job on built-in input (`make demo`, `pointengine demo`): a model, by default the trained
+zoo entry `demo`, labels an unseen synthetic scan; the demo prints per-class IoU, latency and a
+profile, writes a bird's-eye picture (labels beside predictions), and, when the real SemanticKITTI
+scans of ../shared/data are there, scores them too."""
 
+from __future__ import annotations
+
+import statistics
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
+import numpy as np
 import torch
 
-from .datasets import generate_scan, load_dataset_config
-from .functional.pointvoxel import devoxelize, voxelize_points
-from .models import build_model
+from .datasets import LidarScan, generate_scan
+from .datasets.metrics import class_iou, confusion_matrix
+from .datasets.semantickitti import SemanticKITTI
 from .profiler import profile
+from .segment import Segmenter
+from .visualize import bird_eye_png
+
+# The unseen scan: training sets written by write_synthetic_dataset seed each frame with frame_seed,
+# a 32-bit hash; tests/test_demo.py checks that the README's training set does not contain this seed.
+DEMO_SEED = 1
+# Where the real scans are looked for: the project's sibling shared/ folder, seen from the repository.
+REAL_DATA = Path("../shared/data/semantickitti")
+REAL_SEQUENCE = "00"
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """Predictions scored against labels over `scans` scans: IoU per class present or predicted."""
+
+    name: str
+    scans: int
+    points: int
+    voxels: int
+    iou: dict[str, float]
+
+    @property
+    def miou(self) -> float:
+        return statistics.fmean(self.iou.values())
 
 
 @dataclass(frozen=True)
 class DemoReport:
-    points: int
-    voxels: int
+    model: str
+    trained: bool
+    classes: tuple[str, ...]  # the dataset's class names, in training-id order
+    synthetic: Evaluation
+    latency_s: float  # median end-to-end Segmenter call on the synthetic scan
     macs: int
-    latency_s: float
     map_s: float
     conv_s: float
     other_s: float
-    point_classes: dict[str, int]
+    picture: Path
+    real: Evaluation | None  # None without the real scans
 
 
-def run_demo(seed: int = 0, model_name: str = "minkunet_cr1.0", voxel_size: float = 0.05, repeats: int = 3) -> DemoReport:
+def evaluate(seg: Segmenter, scans: list[LidarScan], name: str) -> tuple[Evaluation, list[torch.Tensor]]:
+    """Scores `seg` on labelled scans (one confusion matrix over all); also returns the predictions."""
+    dataset = seg.config.dataset
+    confusion = torch.zeros(dataset.num_classes, dataset.num_classes, dtype=torch.int64)
+    predictions, voxels = [], 0
+    for scan in scans:
+        labels = seg(scan.points)
+        predictions.append(labels)
+        confusion += confusion_matrix(labels, scan.labels, dataset.num_classes, dataset.ignore_index)
+        voxels += seg.voxelize([scan.points]).tensor.num_sites
+    iou = class_iou(confusion, dataset.ignore_index)
+    scores = {dataset.classes[c]: float(v) for c, v in enumerate(iou.tolist()) if not np.isnan(v)}
+    return Evaluation(name, len(scans), sum(s.points.shape[0] for s in scans), voxels, scores), predictions
+
+
+def run_demo(seed: int = DEMO_SEED, model: str = "demo", checkpoint=None, repeats: int = 3,
+             out: str | Path = "demo_output", real_data: str | Path | None = REAL_DATA) -> DemoReport:
+    """`model`: zoo name or YAML path, its shipped weights unless `checkpoint` is given (untrained
+    weights warn). `real_data`: a SemanticKITTI root whose sequence 00 is scored too when present."""
+    seg = Segmenter(model, checkpoint)
     scan = generate_scan(seed)
-    torch.manual_seed(seed)
-    model = build_model(model_name).eval()
-    voxels = voxelize_points(scan.points, voxel_size)
+    synthetic, (predicted,) = evaluate(seg, [scan], f"synthetic seed {seed}")
 
-    def fresh_input():
-        # A new coordinate map each time, so kernel maps are built inside the timed region.
-        return voxelize_points(scan.points, voxel_size).to_sparse()
-
-    rows = profile(model, fresh_input())
     latencies = []
+    for _ in range(repeats):  # kernel maps are built inside each call, as for any new scan
+        start = time.perf_counter()
+        seg(scan.points)
+        latencies.append(time.perf_counter() - start)
     with torch.no_grad():
-        for _ in range(repeats):
-            x = fresh_input()
-            start = time.perf_counter()
-            logits = model(x).feats
-            latencies.append(time.perf_counter() - start)
-    labels = devoxelize(logits.argmax(1), voxels.inverse)
-    names = load_dataset_config("semantickitti").classes
-    counts = torch.bincount(labels, minlength=len(names) - 1)
+        rows = profile(seg.model, seg.preprocess(scan.points))
+
+    picture = Path(out) / f"synthetic_seed{seed}.png"
+    picture.parent.mkdir(parents=True, exist_ok=True)
+    dataset = seg.config.dataset
+    bird_eye_png(picture, scan.points[:, :3].numpy(), predicted.numpy(), dataset.classes, dataset.colors,
+                 title=f"synthetic scan (seed {seed}): {seg.config.name}", truth=scan.labels.numpy())
+
+    real = None
+    folder = Path(real_data) / "sequences" / REAL_SEQUENCE if real_data is not None else None
+    if folder is not None and folder.is_dir():
+        frames = SemanticKITTI(real_data, (REAL_SEQUENCE,), dataset)
+        scans = [frames[i] for i in range(len(frames)) if frames.frames[i][1] is not None]
+        if scans:
+            real, _ = evaluate(seg, scans, f"SemanticKITTI {REAL_SEQUENCE}")
     return DemoReport(
-        points=scan.points.shape[0],
-        voxels=voxels.coords.shape[0],
+        model=seg.config.name,
+        trained=seg.trained,
+        classes=dataset.classes,
+        synthetic=synthetic,
+        latency_s=statistics.median(latencies),
         macs=sum(r.macs for r in rows),
-        latency_s=sorted(latencies)[len(latencies) // 2],
         map_s=sum(r.map_s for r in rows),
         conv_s=sum(r.compute_s for r in rows if r.kind == "conv"),
         other_s=sum(r.compute_s for r in rows if r.kind != "conv"),
-        point_classes={names[c + 1]: int(n) for c, n in enumerate(counts.tolist()) if n},
+        picture=picture,
+        real=real,
     )

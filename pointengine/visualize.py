@@ -15,31 +15,39 @@ def class_colors(labels: np.ndarray, colors) -> np.ndarray:
 
 
 def bird_eye_png(path: Path, xyz: np.ndarray, labels: np.ndarray, class_names, colors, title: str = "",
-                 extent: float = 50.0) -> None:
+                 extent: float = 50.0, truth: np.ndarray | None = None) -> None:
     """A top view (x right, y up, metres) of the points within `extent` of the sensor, coloured by
-    class, with a legend of the classes present."""
+    class, with a legend of the classes present; with `truth`, the true labels on the left and
+    `labels` (the prediction) on the right."""
     try:
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
         from matplotlib.patches import Patch
     except ImportError:
         raise ValueError("--png needs matplotlib: pip install 'pointengine[viz]'") from None
-    labels = np.asarray(labels)
     near = (np.abs(xyz[:, 0]) <= extent) & (np.abs(xyz[:, 1]) <= extent)
-    rgb = class_colors(labels[near], colors) / 255.0
-    figure = Figure(figsize=(9, 7.5), dpi=120)
+    panels = [("predicted", np.asarray(labels))]
+    if truth is not None:
+        panels.insert(0, ("labels", np.asarray(truth)))
+    figure = Figure(figsize=(2 + 7 * len(panels), 7.5), dpi=120)
     FigureCanvasAgg(figure)
-    axes = figure.add_subplot()
-    axes.scatter(xyz[near, 0], xyz[near, 1], c=rgb, s=0.3, linewidths=0, rasterized=True)
-    axes.set(xlim=(-extent, extent), ylim=(-extent, extent), xlabel="x (m)", ylabel="y (m)", title=title)
-    axes.set_aspect("equal")
-    axes.set_facecolor("white")
-    present, counts = np.unique(labels, return_counts=True)
+    for i, (name, panel_labels) in enumerate(panels):
+        axes = figure.add_subplot(1, len(panels), i + 1)
+        rgb = class_colors(panel_labels[near], colors) / 255.0
+        axes.scatter(xyz[near, 0], xyz[near, 1], c=rgb, s=0.3, linewidths=0, rasterized=True)
+        axes.set(xlim=(-extent, extent), ylim=(-extent, extent), xlabel="x (m)", ylabel="y (m)",
+                 title=name if truth is not None else "")
+        axes.set_aspect("equal")
+        axes.set_facecolor("white")
+    # Every class of either panel, with its count in the last (predicted) one.
+    counts = np.bincount(panels[-1][1], minlength=len(class_names))
+    present = np.unique(np.concatenate([panel_labels for _, panel_labels in panels]))
     handles = [
-        Patch(color=np.asarray(colors[c]) / 255.0, label=f"{class_names[c]} ({n:,})")
-        for c, n in sorted(zip(present.tolist(), counts.tolist()), key=lambda cn: -cn[1])
+        Patch(color=np.asarray(colors[c]) / 255.0, label=f"{class_names[c]} ({counts[c]:,})")
+        for c in sorted(present.tolist(), key=lambda c: -counts[c])
     ]
     axes.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
+    figure.suptitle(title)
     figure.tight_layout()
     with atomic_path(path) as temporary:
         figure.savefig(temporary, format="png")

@@ -52,9 +52,11 @@ def test_real_scan_to_a_label_file(tmp_path, capsys):
     assert torch.equal(load_dataset_config("semantickitti").map_labels(raw), labels)
 
 
-def test_untrained_default_model_says_so(tmp_path, capsys):
-    assert main(["segment", str(scan_file(tmp_path)), "--out", str(tmp_path / "out")]) == 0
-    assert "'demo' has no trained weights yet" in capsys.readouterr().err
+def test_untrained_model_says_so_and_the_default_is_trained(tmp_path, capsys):
+    assert segment(scan_file(tmp_path), "--out", tmp_path / "out") == 0
+    assert "'minkunet_cr0.5' has no trained weights yet" in capsys.readouterr().err
+    assert main(["segment", str(scan_file(tmp_path)), "--out", str(tmp_path / "default")]) == 0
+    assert "no trained weights" not in capsys.readouterr().err
 
 
 def test_folder_and_glob_keep_relative_paths(tmp_path, capsys):

@@ -36,7 +36,8 @@ def test_every_zoo_config_builds_its_model(name):
     assert model.classifier.out_features == ZOO_DATASETS[config.dataset.name] == config.num_classes
     assert model.stem[0][0].in_channels == config.in_channels == len(config.features)
     assert all(config.dataset.point_columns[c] == f for c, f in zip(config.feature_columns, config.features))
-    assert config.voxel_size == (0.05 if config.dataset.name == "semantickitti" else 0.1)
+    # The published models' voxel sizes; our demo model (trained here on synthetic scans) uses 0.1 m.
+    assert config.voxel_size == (0.05 if config.dataset.name == "semantickitti" and name != "demo" else 0.1)
 
 
 def test_spvnas_pipeline_of_the_semantickitti_zoo():

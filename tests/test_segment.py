@@ -30,9 +30,16 @@ def seg():
 
 
 def test_untrained_weights_are_said_plainly():
-    with pytest.warns(UserWarning, match="'demo' has no trained weights"):
+    with pytest.warns(UserWarning, match="'minkunet_cr0.5' has no trained weights"):
+        seg = Segmenter("minkunet_cr0.5")
+    assert not seg.trained
+
+
+def test_the_default_is_the_trained_demo_model():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
         seg = Segmenter()
-    assert not seg.trained and seg.config.name == "demo"
+    assert seg.trained and seg.config.name == "demo"
 
 
 def test_one_label_per_point(seg):

@@ -6,9 +6,11 @@ the sensor frame, as in KITTI: x forward, y left, z up.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
 from .kitti_ids import (  # the training ids every label is one of
     BICYCLE, BICYCLIST, BUILDING, CAR, FENCE, MOTORCYCLE, MOTORCYCLIST, OTHER_GROUND, OTHER_VEHICLE, PARKING, PERSON,
@@ -67,11 +69,13 @@ def frame_seed(seed: int, sequence: str, frame: int) -> int:
     return int(np.random.SeedSequence([seed, int(sequence), frame]).generate_state(1)[0])
 
 
-def write_synthetic_dataset(root, sequences: dict[str, int], seed: int = 0, **scan_options) -> Path:
+def write_synthetic_dataset(root, sequences: dict[str, int], seed: int = 0, progress: bool = False,
+                            **scan_options) -> Path:
     """Writes generated scans in the SemanticKITTI layout under `root`: for each sequence name and
     frame count, `sequences/<seq>/velodyne/<frame>.bin` (float32 x, y, z, remission) and
     `sequences/<seq>/labels/<frame>.label` (uint32 raw SemanticKITTI ids, instance 0), frames
-    numbered 000000 up. Seeded per frame (frame_seed); `scan_options` go to generate_scan. Returns root."""
+    numbered 000000 up. Seeded per frame (frame_seed); `scan_options` go to generate_scan; `progress`
+    shows a bar per sequence. Returns root."""
     from ..outputs import write_labels
     from .config import load_dataset_config
 
@@ -82,7 +86,7 @@ def write_synthetic_dataset(root, sequences: dict[str, int], seed: int = 0, **sc
             raise ValueError(f"sequences maps digit names to frame counts >= 1, got {sequence!r}: {frames!r}")
         folder = root / "sequences" / sequence
         (folder / "velodyne").mkdir(parents=True, exist_ok=True)
-        for frame in range(frames):
+        for frame in tqdm(range(frames), desc=f"sequence {sequence}", disable=not progress, file=sys.stderr):
             scan = generate_scan(seed=frame_seed(seed, sequence, frame), **scan_options)
             scan.points.numpy().astype("<f4").tofile(folder / "velodyne" / f"{frame:06d}.bin")
             write_labels(folder / "labels" / f"{frame:06d}.label", config.raw_labels(scan.labels).numpy(), "label")
