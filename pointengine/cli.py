@@ -47,10 +47,12 @@ def cmd_demo(args) -> int:
         print(f"{name:<14}" + "".join(f"{100 * e.iou[name]:>18.1f}" if name in e.iou else f"{'-':>18}" for e in scored))
     for e in scored:
         print(f"mIoU {100 * e.miou:5.1f} %  {e.name}: {e.scans} scan{'s' if e.scans > 1 else ''}, "
-              f"{e.points:,} points, {e.voxels:,} voxels")
+              f"{e.points:,} points, {e.voxels:,} voxels; over the {len(e.labelled)} classes in its labels "
+              f"only {100 * e.miou_labelled:.1f} %")
     if r.real is None:
         print(f"(no real scans at {args.real_data}/sequences/00: only the synthetic scan is scored)")
-    print(f"picture  {r.picture}")
+    for path in r.pictures:
+        print(f"picture  {path}")
     if not r.trained:
         print(f"note: {r.model!r} has no trained weights: its labels are meaningless (give --checkpoint)")
     return 0

@@ -1,7 +1,7 @@
 """The main job on built-in input (`make demo`, `pointengine demo`): a model, by default the trained
 zoo entry `demo`, labels an unseen synthetic scan; the demo prints per-class IoU, latency and a
 profile, writes a bird's-eye picture (labels beside predictions), and, when the real SemanticKITTI
-scans of ../shared/data are there, scores them too."""
+scans of ../shared/data are there, scores them too (and pictures the first)."""
 
 from __future__ import annotations
 
@@ -30,17 +30,25 @@ REAL_SEQUENCE = "00"
 
 @dataclass(frozen=True)
 class Evaluation:
-    """Predictions scored against labels over `scans` scans: IoU per class present or predicted."""
+    """Predictions scored against labels over `scans` scans: IoU per class present or predicted;
+    `labelled` names the classes the labels hold."""
 
     name: str
     scans: int
     points: int
     voxels: int
     iou: dict[str, float]
+    labelled: frozenset[str]
 
     @property
     def miou(self) -> float:
+        """The mean over the classes present or predicted (a class predicted but absent counts 0)."""
         return statistics.fmean(self.iou.values())
+
+    @property
+    def miou_labelled(self) -> float:
+        """The mean over the classes the labels hold only."""
+        return statistics.fmean(v for name, v in self.iou.items() if name in self.labelled)
 
 
 @dataclass(frozen=True)
@@ -54,7 +62,7 @@ class DemoReport:
     map_s: float
     conv_s: float
     other_s: float
-    picture: Path
+    pictures: tuple[Path, ...]  # the synthetic scan's, then the first real scan's
     real: Evaluation | None  # None without the real scans
 
 
@@ -70,7 +78,9 @@ def evaluate(seg: Segmenter, scans: list[LidarScan], name: str) -> tuple[Evaluat
         voxels += seg.voxelize([scan.points]).tensor.num_sites
     iou = class_iou(confusion, dataset.ignore_index)
     scores = {dataset.classes[c]: float(v) for c, v in enumerate(iou.tolist()) if not np.isnan(v)}
-    return Evaluation(name, len(scans), sum(s.points.shape[0] for s in scans), voxels, scores), predictions
+    labelled = frozenset(dataset.classes[c] for c in confusion.sum(1).nonzero()[:, 0].tolist())
+    points = sum(s.points.shape[0] for s in scans)
+    return Evaluation(name, len(scans), points, voxels, scores, labelled), predictions
 
 
 def run_demo(seed: int = DEMO_SEED, model: str = "demo", checkpoint=None, repeats: int = 3,
@@ -89,19 +99,27 @@ def run_demo(seed: int = DEMO_SEED, model: str = "demo", checkpoint=None, repeat
     with torch.no_grad():
         rows = profile(seg.model, seg.preprocess(scan.points))
 
-    picture = Path(out) / f"synthetic_seed{seed}.png"
-    picture.parent.mkdir(parents=True, exist_ok=True)
     dataset = seg.config.dataset
-    bird_eye_png(picture, scan.points[:, :3].numpy(), predicted.numpy(), dataset.classes, dataset.colors,
-                 title=f"synthetic scan (seed {seed}): {seg.config.name}", truth=scan.labels.numpy())
+    Path(out).mkdir(parents=True, exist_ok=True)
 
+    def picture(name: str, shown: LidarScan, labels: torch.Tensor, title: str) -> Path:
+        path = Path(out) / f"{name}.png"
+        bird_eye_png(path, shown.points[:, :3].numpy(), labels.numpy(), dataset.classes, dataset.colors,
+                     title=f"{title}: {seg.config.name}", truth=shown.labels.numpy())
+        return path
+
+    pictures = [picture(f"synthetic_seed{seed}", scan, predicted, f"synthetic scan (seed {seed})")]
     real = None
     folder = Path(real_data) / "sequences" / REAL_SEQUENCE if real_data is not None else None
     if folder is not None and folder.is_dir():
         frames = SemanticKITTI(real_data, (REAL_SEQUENCE,), dataset)
-        scans = [frames[i] for i in range(len(frames)) if frames.frames[i][1] is not None]
-        if scans:
-            real, _ = evaluate(seg, scans, f"SemanticKITTI {REAL_SEQUENCE}")
+        labelled = [i for i in range(len(frames)) if frames.frames[i][1] is not None]
+        if labelled:
+            scans = [frames[i] for i in labelled]
+            real, labels = evaluate(seg, scans, f"SemanticKITTI {REAL_SEQUENCE}")
+            name = frames.frames[labelled[0]][0].stem
+            pictures.append(picture(f"semantickitti_{REAL_SEQUENCE}_{name}", scans[0], labels[0],
+                                    f"SemanticKITTI {REAL_SEQUENCE}/{name}"))
     return DemoReport(
         model=seg.config.name,
         trained=seg.trained,
@@ -112,6 +130,6 @@ def run_demo(seed: int = DEMO_SEED, model: str = "demo", checkpoint=None, repeat
         map_s=sum(r.map_s for r in rows),
         conv_s=sum(r.compute_s for r in rows if r.kind == "conv"),
         other_s=sum(r.compute_s for r in rows if r.kind != "conv"),
-        picture=picture,
+        pictures=tuple(pictures),
         real=real,
     )

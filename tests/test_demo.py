@@ -49,18 +49,20 @@ def test_report_counts_points_voxels_and_scores_against_an_independent_iou(repor
         if union:
             expected[names[c]] = hit / union
     assert report.synthetic.iou.keys() == expected.keys()
+    assert report.synthetic.labelled == {names[c] for c in np.unique(truth).tolist() if c != 0}
     assert all(abs(report.synthetic.iou[name] - value) < 1e-12 for name, value in expected.items())
     assert report.trained and report.macs > 0 and report.latency_s > 0
 
 
 def test_the_trained_model_labels_an_unseen_synthetic_scan_well(report):
-    # A floor under what the shipped weights reach (README: "The demo model"), so that a kernel or
-    # pipeline change that breaks inference shows here.
-    assert report.synthetic.miou >= 0.6
+    # Floors well under what the shipped weights reach (README: "The demo model": 47.9 % and 54.7 %),
+    # so that a kernel or pipeline change that breaks inference shows here; untrained weights score ~1 %.
+    assert report.synthetic.miou >= 0.35 and report.synthetic.miou_labelled >= 0.4
 
 
-def test_picture_is_a_png(report):
-    assert report.picture.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+def test_pictures_are_pngs(report):
+    assert len(report.pictures) == (1 if report.real is None else 2)
+    assert all(path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for path in report.pictures)
 
 
 def test_real_scans_are_scored_when_present(report):
@@ -69,7 +71,7 @@ def test_real_scans_are_scored_when_present(report):
         pytest.skip("../shared/data is not here")
     files = sorted((KITTI / "sequences" / "00" / "velodyne").glob("*.bin"))
     assert report.real.scans == len(files) and report.real.points == sum(f.stat().st_size // 16 for f in files)
-    assert 0.0 < report.real.miou <= 1.0
+    assert report.real.miou >= 0.2 and report.real.miou_labelled >= 0.3  # README: 27.4 % and 38.8 %
 
 
 def test_cli_prints_per_class_iou_and_the_picture(tmp_path, capsys):
