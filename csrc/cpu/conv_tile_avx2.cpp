@@ -9,6 +9,7 @@
 
 #include <utility>
 
+#include "block_table.h"
 #include "conv_tile.h"
 
 #define PE_AVX2 __attribute__((target("avx2,fma")))
@@ -47,23 +48,8 @@ PE_AVX2 void fma_block(const float* const* x, const float* w, int64_t c_in, floa
 
 using BlockFn = void (*)(const float* const*, const float*, int64_t, float* const*);
 
-template <int NV, int... M>
-void fill_blocks(BlockFn* table, std::integer_sequence<int, M...>) {
-  ((table[M] = &fma_block<M + 1, NV>), ...);
-}
-
-// blocks[nv][m - 1]: the kernel for m rows of nv vectors.
-struct BlockTable {
-  BlockFn fn[kPanelVectors + 1][kMaxBlockRows] = {};
-  BlockTable() {
-    fill_blocks<1>(fn[1], std::make_integer_sequence<int, block_rows(1)>{});
-    fill_blocks<2>(fn[2], std::make_integer_sequence<int, block_rows(2)>{});
-    fill_blocks<3>(fn[3], std::make_integer_sequence<int, block_rows(3)>{});
-    fill_blocks<4>(fn[4], std::make_integer_sequence<int, block_rows(4)>{});
-  }
-};
-
-const BlockTable kBlocks;
+const auto kBlocks = block_table<BlockFn, kMaxBlockRows, block_rows(1), block_rows(2), block_rows(3), block_rows(4)>(
+    [](auto m, auto nv) -> BlockFn { return &fma_block<decltype(m)::value, decltype(nv)::value>; });
 
 int64_t padded(int64_t c_out) { return (c_out + 7) / 8 * 8; }
 
@@ -137,7 +123,7 @@ void conv_tile_avx2(const float* feats, const float* packed, int64_t kvol, int64
           x[r] = feats + int64_t(inputs[g + r]) * c_in;
           a[r] = acc + int64_t(rows[g + r]) * acc_stride + col;
         }
-        kBlocks.fn[nv][m - 1](x, w, c_in, a);
+        kBlocks[nv][m - 1](x, w, c_in, a);
       }
     }
   }

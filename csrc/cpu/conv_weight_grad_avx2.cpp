@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <utility>
 
+#include "block_table.h"
 #include "conv_weight_grad_cpu.h"
 
 #define PE_AVX2 __attribute__((target("avx2,fma")))
@@ -18,7 +19,7 @@
 namespace pointengine {
 namespace {
 
-constexpr int kMaxVectors = int(kGradPanel / 8);
+static_assert(kGradPanel == 32, "the block table below covers 1 to 4 vectors of 8 columns");
 constexpr int kMaxBlockRows = 12;
 constexpr int64_t kChunkPairs = 128;
 
@@ -55,23 +56,8 @@ PE_AVX2 void fma_block(const float* const* x, int64_t ci, const float* const* g,
 
 using BlockFn = void (*)(const float* const*, int64_t, const float* const*, int64_t, float*, int64_t);
 
-template <int NV, int... M>
-void fill_blocks(BlockFn* table, std::integer_sequence<int, M...>) {
-  ((table[M] = &fma_block<M + 1, NV>), ...);
-}
-
-// fn[nv][m - 1]: the kernel for m channels of nv vectors.
-struct BlockTable {
-  BlockFn fn[kMaxVectors + 1][kMaxBlockRows] = {};
-  BlockTable() {
-    fill_blocks<1>(fn[1], std::make_integer_sequence<int, block_rows(1)>{});
-    fill_blocks<2>(fn[2], std::make_integer_sequence<int, block_rows(2)>{});
-    fill_blocks<3>(fn[3], std::make_integer_sequence<int, block_rows(3)>{});
-    fill_blocks<4>(fn[4], std::make_integer_sequence<int, block_rows(4)>{});
-  }
-};
-
-const BlockTable kBlocks;
+const auto kBlocks = block_table<BlockFn, kMaxBlockRows, block_rows(1), block_rows(2), block_rows(3), block_rows(4)>(
+    [](auto m, auto nv) -> BlockFn { return &fma_block<decltype(m)::value, decltype(nv)::value>; });
 
 }  // namespace
 
@@ -89,7 +75,7 @@ void weight_grad_panel_avx2(const float* feats, int64_t c_in, const float* grad,
     }
     for (int64_t ci = 0; ci < c_in; ci += mr) {
       const int m = int(std::min<int64_t>(mr, c_in - ci));
-      kBlocks.fn[nv][m - 1](x, ci, g, n, acc + ci * width, width);
+      kBlocks[nv][m - 1](x, ci, g, n, acc + ci * width, width);
     }
   }
 }
