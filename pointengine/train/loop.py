@@ -158,8 +158,8 @@ def train_step(network, optimizer, config, scans: list, world: World, device, we
     target = logit_targets(torch.cat([s.labels for s in scans]), config.dataset, IGNORE).to(device)
     logits = network(batch.tensor).feats.index_select(0, batch.inverse.to(device))
     summed = F.cross_entropy(logits.float(), target, weight=weights, ignore_index=IGNORE, reduction="sum")
-    labelled = target[target != IGNORE]
-    weight = labelled.numel() if weights is None else weights.index_select(0, labelled).sum()
+    known = target != IGNORE
+    weight = known.sum() if weights is None else weights.index_select(0, target[known]).sum()
     totals = all_sum(torch.stack([summed.detach(), torch.as_tensor(weight, dtype=summed.dtype, device=device)]), world)
     total_weight = totals[1].clamp(min=1e-12)
     # DDP averages gradients over ranks: times world.size makes it the global batch's (weighted) mean.
