@@ -19,18 +19,21 @@ inline std::string dtype_name(at::ScalarType dtype) {
   return "torch." + std::string(c10::getDtypeNames(dtype).first);
 }
 
-// Where a kernel reads raw pointers: a CPU tensor of one dtype.
-inline void check_cpu_tensor(const at::Tensor& t, const char* op, const char* arg, at::ScalarType dtype) {
+// Where a kernel reads raw pointers: a tensor of one dtype on the kernel's device type (the CPU
+// kernels' by default; the CUDA kernels pass at::kCUDA).
+inline void check_kernel_tensor(const at::Tensor& t, const char* op, const char* arg, at::ScalarType dtype,
+                                c10::DeviceType device = at::kCPU) {
   TORCH_CHECK(t.defined(), op, ": ", arg, " is an undefined tensor");
-  TORCH_CHECK(t.device().is_cpu(), op, ": ", arg, " must be a CPU tensor, got one on ", t.device());
+  TORCH_CHECK(t.device().type() == device, op, ": ", arg, " must be a ", c10::DeviceTypeName(device),
+              " tensor, got one on ", t.device());
   TORCH_CHECK(t.scalar_type() == dtype, op, ": ", arg, " must have dtype ", dtype_name(dtype), ", got ",
               dtype_name(t.scalar_type()));
 }
 
-// A CPU matrix of one dtype with `columns` columns (< 0: any number); `layout` names the shape.
+// A matrix of one dtype with `columns` columns (< 0: any number); `layout` names the shape.
 inline void check_matrix(const at::Tensor& t, const char* op, const char* arg, at::ScalarType dtype,
-                         int64_t columns, const char* layout) {
-  check_cpu_tensor(t, op, arg, dtype);
+                         int64_t columns, const char* layout, c10::DeviceType device = at::kCPU) {
+  check_kernel_tensor(t, op, arg, dtype, device);
   TORCH_CHECK(t.dim() == 2 && (columns < 0 || t.size(1) == columns), op, ": ", arg, " must have shape ", layout,
               ", got ", t.sizes());
 }
@@ -51,9 +54,10 @@ inline void check_row_count(int64_t rows, const char* op, const char* arg) {
 
 // A hash table as hash_build makes it: keys int64[cap], vals int32[cap], cap a power of two (the
 // probe sequence masks with cap - 1). The contents need not be trusted: see check_empty_slot.
-inline void check_table(const at::Tensor& keys, const at::Tensor& vals, const char* op) {
-  check_cpu_tensor(keys, op, "keys", at::kLong);
-  check_cpu_tensor(vals, op, "vals", at::kInt);
+inline void check_table(const at::Tensor& keys, const at::Tensor& vals, const char* op,
+                        c10::DeviceType device = at::kCPU) {
+  check_kernel_tensor(keys, op, "keys", at::kLong, device);
+  check_kernel_tensor(vals, op, "vals", at::kInt, device);
   TORCH_CHECK(keys.dim() == 1 && vals.dim() == 1 && keys.size(0) == vals.size(0), op,
               ": keys and vals must be 1-D of one length, got ", keys.sizes(), " and ", vals.sizes());
   const int64_t cap = keys.size(0);
@@ -78,9 +82,9 @@ inline void check_strides(at::IntArrayRef stride, const char* op) {
 // The corner table of a point-voxel op: index int32 [N, 8] and weights [N, 8] of `dtype`, with
 // N = `rows` (the points; < 0: as many as index has).
 inline void check_point_corners(const at::Tensor& index, const at::Tensor& weights, int64_t rows,
-                                at::ScalarType dtype, const char* op) {
-  check_matrix(index, op, "index", at::kInt, 8, "[N, 8]");
-  check_matrix(weights, op, "weights", dtype, 8, "[N, 8]");
+                                at::ScalarType dtype, const char* op, c10::DeviceType device = at::kCPU) {
+  check_matrix(index, op, "index", at::kInt, 8, "[N, 8]", device);
+  check_matrix(weights, op, "weights", dtype, 8, "[N, 8]", device);
   const int64_t n = rows < 0 ? index.size(0) : rows;
   TORCH_CHECK(index.size(0) == n && weights.size(0) == n, op, ": index and weights must have one row per point (",
               n, "), got ", index.sizes(), " and ", weights.sizes());

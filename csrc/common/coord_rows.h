@@ -10,9 +10,10 @@
 
 namespace pointengine {
 
-// A CPU int32 [N, 4] tensor whose row count fits int32 row indices.
-inline void check_coord_rows(const at::Tensor& coords, const char* op, const char* arg) {
-  check_matrix(coords, op, arg, at::kInt, 4, "[N, 4] (batch, x, y, z)");
+// An int32 [N, 4] tensor whose row count fits int32 row indices.
+inline void check_coord_rows(const at::Tensor& coords, const char* op, const char* arg,
+                             c10::DeviceType device = at::kCPU) {
+  check_matrix(coords, op, arg, at::kInt, 4, "[N, 4] (batch, x, y, z)", device);
   check_row_count(coords.size(0), op, arg);
 }
 

@@ -22,6 +22,18 @@ struct TableView {
       if (k == kEmptyKey) return -1;
     }
   }
+
+  // The same lookup ending after cap probes too, for tables whose empty slot was not checked (the
+  // CUDA kernels', where that check would cost a host synchronisation).
+  PE_HD int32_t find_bounded(int64_t key) const {
+    uint64_t slot = mix_key(key) & mask;
+    for (uint64_t probe = 0; probe <= mask; ++probe, slot = (slot + 1) & mask) {
+      const int64_t k = keys[slot];
+      if (k == key) return vals[slot];
+      if (k == kEmptyKey) return -1;
+    }
+    return -1;
+  }
 };
 
 // Whether some slot is empty, so that every probe sequence ends. A table from hash_build is at most

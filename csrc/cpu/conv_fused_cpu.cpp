@@ -74,7 +74,7 @@ at::Tensor conv_fused_path(const at::Tensor& feats_in, const at::Tensor& weight_
                            bool allow_avx2) {
   constexpr const char* op = "conv_fused";
   check_float_matrix(feats_in, op, "feats", "[N_in, C_in]");
-  check_cpu_tensor(weight_in, op, "weight", feats_in.scalar_type());
+  check_kernel_tensor(weight_in, op, "weight", feats_in.scalar_type());
   check_matrix(nbr_in, op, "nbr", at::kInt, -1, "[N_out, K]");
   check_row_count(feats_in.size(0), op, "feats");
   TORCH_CHECK(weight_in.dim() == 3 && weight_in.size(1) == feats_in.size(1) && weight_in.size(0) == nbr_in.size(1),

@@ -79,7 +79,7 @@ at::Tensor linear_path(const at::Tensor& input_in, const at::Tensor& weight_in, 
   const int64_t n = input_in.size(0), c_in = input_in.size(1), c_out = weight_in.size(0);
   const bool has_bias = bias_in.has_value() && bias_in->defined();
   if (has_bias) {
-    check_cpu_tensor(*bias_in, op, "bias", input_in.scalar_type());
+    check_kernel_tensor(*bias_in, op, "bias", input_in.scalar_type());
     TORCH_CHECK(bias_in->dim() == 1 && bias_in->size(0) == c_out, "linear: bias must have shape [", c_out,
                 "] (out_features), got ", bias_in->sizes());
   }

@@ -1,7 +1,5 @@
 // The neighbour-table form of a kernel map: nbr[o, k] = the input row that output site o reads
-// through offset k, or -1. One query rule per kind of convolution:
-//   regular    (conv, stride s):          input site = o * s + off_k
-//   transposed (generative or not):       input site = (o - off_k) / s, where that divides exactly
+// through offset k, or -1 (the rule per kind of convolution: common/input_site.h).
 // For submanifold convolutions (stride 1, outputs = inputs, odd kernel) offsets k and K-1-k are
 // mirror images, so a hit o -> i through k is also the hit i -> o through K-1-k: half the lookups.
 // Submanifold tables of rows sorted by key (the usual case) merge sorted keys instead of hashing
@@ -18,43 +16,20 @@
 
 #include "../common/coord_rows.h"
 #include "../common/hash_table.h"
+#include "../common/input_site.h"
 #include "submanifold_merge.h"
 
 namespace pointengine {
 namespace {
 
-// a / s rounded down (s >= 1), and whether it divides exactly.
-int64_t floor_div_exact(int64_t a, int64_t s, bool* exact) {
-  int64_t q = a / s, r = a % s;
-  if (r < 0) --q, r += s;
-  *exact = (r == 0);
-  return q;
-}
-
-// Sites are computed in 64 bits: |o| < 2^31, |off| < 2^31 and s <= kMaxGeometry cannot overflow.
 struct Query {
   TableView table;
   const int32_t* offsets;
   int64_t stride[3];
   bool transposed;
 
-  // The key of the input site that output site o reads through offset k; false when there is none
-  // (outside the coordinate range, or not on the transposed grid).
   bool site_key(const int32_t* o, int64_t k, int64_t* key) const {
-    int64_t site[3];
-    for (int d = 0; d < 3; ++d) {
-      const int64_t off = offsets[3 * k + d];
-      if (transposed) {
-        bool exact;
-        site[d] = floor_div_exact(o[1 + d] - off, stride[d], &exact);
-        if (!exact) return false;
-      } else {
-        site[d] = o[1 + d] * stride[d] + off;
-      }
-      if (!axis_in_range(site[d])) return false;
-    }
-    *key = pack_key(o[0], int32_t(site[0]), int32_t(site[1]), int32_t(site[2]));
-    return true;
+    return input_site_key(o, offsets + 3 * k, stride, transposed, key);
   }
 
   int32_t lookup(const int32_t* o, int64_t k) const {

@@ -38,7 +38,7 @@ void scatter_mean(const scalar_t* feats, const Groups& groups, int64_t n_voxels,
 at::Tensor point_scatter_mean_cpu(const at::Tensor& feats_in, const at::Tensor& index_in, int64_t n_voxels) {
   const char* op = "point_scatter_mean";
   check_float_matrix(feats_in, op, "feats", "[N, C]");
-  check_cpu_tensor(index_in, op, "index", at::kInt);
+  check_kernel_tensor(index_in, op, "index", at::kInt);
   TORCH_CHECK(index_in.dim() == 1 && index_in.size(0) == feats_in.size(0), op, ": index must have shape [",
               feats_in.size(0), "] (one entry per feats row), got ", index_in.sizes());
   TORCH_CHECK(n_voxels >= 0 && n_voxels <= INT32_MAX, op, ": n_voxels must be in [0, ", INT32_MAX, "], got ",
