@@ -28,7 +28,7 @@ def extension():
             "pointengine._C",
             sources + cuda_sources,
             define_macros=[("WITH_CUDA", None)],
-            extra_compile_args={"cxx": cxx_flags, "nvcc": ["-O3", "-std=c++17"]},
+            extra_compile_args={"cxx": cxx_flags, "nvcc": ["-O3", "-std=c++17", "--expt-relaxed-constexpr"]},
             extra_link_args=link_flags,
         )
     return CppExtension(

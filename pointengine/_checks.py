@@ -11,6 +11,26 @@ BATCH_MAX = 65534
 MAX_GEOMETRY = 65535
 
 
+def as_tensor(value):
+    """A tensor for anything with __dlpack__ (a CuPy or NumPy array, a JAX array ...), sharing its
+    memory, without a copy; anything else is returned as it is, for the checks to name."""
+    if not isinstance(value, Tensor) and hasattr(value, "__dlpack__"):
+        return torch.from_dlpack(value)
+    return value
+
+
+def compute_dtypes(device: torch.device) -> tuple[torch.dtype, ...]:
+    """The feature dtypes the sparse conv and linear kernels compute in on `device`: float32 and
+    float64 on the CPU, and float16 and bfloat16 too on CUDA (with float32 accumulation)."""
+    if device.type == "cuda":
+        return (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+    return (torch.float32, torch.float64)
+
+
+def dtype_names(dtypes) -> str:
+    return " and ".join(str(d).removeprefix("torch.") for d in dtypes)
+
+
 def check_tensor(value, name: str) -> Tensor:
     if not isinstance(value, Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(value).__name__}")

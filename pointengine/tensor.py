@@ -10,7 +10,7 @@ from torch import Tensor
 from collections.abc import Callable
 from typing import Any
 
-from ._checks import as_triple, check_coords, check_feats, check_point_coords, check_same_device, check_tensor
+from ._checks import as_tensor, as_triple, check_coords, check_feats, check_point_coords, check_same_device, check_tensor
 from .coordinate_map import CoordinateMap
 
 Triple = tuple[int, int, int]
@@ -21,9 +21,11 @@ class SparseTensor:
 
     `levels` maps each tensor stride to the coordinate map of that level; tensors computed from
     one another share it, so a transposed conv finds the finer sites and kernel map it inverts.
+    feats and coords may be any arrays with __dlpack__ (CuPy, NumPy): they are used in place, not copied.
     """
 
     def __init__(self, feats: Tensor, coords: Tensor, stride=1):
+        feats, coords = as_tensor(feats), as_tensor(coords)
         check_coords(coords)
         check_tensor(feats, "feats")
         check_same_device(feats=feats, coords=coords)
@@ -157,6 +159,7 @@ class PointTensor:
     """
 
     def __init__(self, feats: Tensor, coords: Tensor):
+        feats, coords = as_tensor(feats), as_tensor(coords)
         check_point_coords(coords)
         check_tensor(feats, "feats")
         check_same_device(feats=feats, coords=coords)

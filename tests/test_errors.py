@@ -120,7 +120,7 @@ def test_bad_conv_arguments(args, message):
 
 
 def test_half_precision_conv_is_rejected():
-    with pytest.raises(ValueError, match="sparse convolution supports float32 and float64 feats, got torch.float16"):
+    with pytest.raises(ValueError, match="sparse convolution supports float32 and float64 feats on cpu, got torch.float16"):
         conv3d(tensor().half(), weight(dtype=torch.float16), kernel_size=3)
 
 

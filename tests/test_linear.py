@@ -89,7 +89,7 @@ def test_module_is_torch_linear_with_the_same_state_dict():
     [
         (
             dict(input=torch.ones(3, 2, dtype=torch.float16), weight=torch.ones(4, 2, dtype=torch.float16)),
-            r"linear supports float32 and float64 input, got torch.float16",
+            r"linear supports float32 and float64 input on cpu, got torch.float16",
         ),
         (
             dict(weight=torch.ones(4, 2, dtype=torch.float64)),

@@ -1,34 +1,12 @@
-// Rows of floating point coordinates [N, 4] = (batch, x, y, z) in voxel units of the stride-1 grid,
-// and the stable grouping of row entries by the voxel they name, shared by the point-voxel ops.
+// The stable grouping of row entries by the voxel they name, shared by the CPU point-voxel ops.
 #pragma once
 #include <ATen/ATen.h>
 
-#include <cmath>
 #include <vector>
 
 #include "keys.h"
 
 namespace pointengine {
-
-// The batch index of a point row, or -1 when it is not an integer in [0, kBatchMax].
-template <typename scalar_t>
-int32_t point_batch(const scalar_t* row) {
-  const double b = double(row[0]);
-  if (!(b >= 0 && b <= kBatchMax) || b != std::floor(b)) return -1;
-  return int32_t(b);
-}
-
-// q = coordinate / stride in double (so float32 and float64 points of one value floor alike), split
-// into its floor and fractional part. False for NaN or inf; a floor outside the key range is
-// returned as a double, never cast, and the caller treats its voxels as missing.
-template <typename scalar_t>
-bool split_coordinate(scalar_t value, int64_t stride, double* floor_part, double* fraction) {
-  const double q = double(value) / double(stride);
-  if (!std::isfinite(q)) return false;
-  *floor_part = std::floor(q);
-  *fraction = q - *floor_part;
-  return true;
-}
 
 // Entries e in [0, E) grouped by target[e] in [0, M) (-1 = none): the entries of target v are
 // order[ptr[v]:ptr[v+1]], ascending. A counting sort, so the grouping (and every sum taken in its

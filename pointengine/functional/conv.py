@@ -10,7 +10,7 @@ import torch
 from torch import Tensor
 
 from .. import _ops
-from .._checks import as_triple, check_bias, check_same_device, check_tensor
+from .._checks import as_triple, check_bias, check_same_device, check_tensor, compute_dtypes, dtype_names
 from ..tensor import SparseTensor
 from . import kmap as km
 
@@ -19,7 +19,8 @@ DATAFLOWS = ("fused", "gather_scatter")
 
 def select_dataflow(device: torch.device, kernel_volume: int, c_in: int, c_out: int) -> str:
     """The default dataflow for a layer. On the CPU the output-stationary fused kernel wins at every
-    shape measured in benchmarks/bench_conv.py; gather-GEMM-scatter stays as the per-layer option."""
+    shape measured in benchmarks/bench_conv.py; gather-GEMM-scatter stays as the per-layer option.
+    On CUDA "fused" is csrc/cuda/conv_cuda.cu's gathered GEMM on the tensor cores."""
     return "fused"
 
 
@@ -88,8 +89,11 @@ def check_conv_args(input: SparseTensor, weight: Tensor, bias, kernel_size) -> N
         raise ValueError(f"weight must have shape [{volume}, {c_in}, C_out] (kernel volume, C_in, C_out), got {list(weight.shape)}")
     if weight.dtype != input.feats.dtype:
         raise ValueError(f"weight dtype {weight.dtype} differs from feats dtype {input.feats.dtype}")
-    if input.feats.dtype not in (torch.float32, torch.float64):
-        raise ValueError(f"sparse convolution supports float32 and float64 feats, got {input.feats.dtype}")
+    dtypes = compute_dtypes(input.feats.device)
+    if input.feats.dtype not in dtypes:
+        raise ValueError(
+            f"sparse convolution supports {dtype_names(dtypes)} feats on {input.feats.device.type}, got {input.feats.dtype}"
+        )
     check_same_device(feats=input.feats, weight=weight)
     if bias is not None:
         check_bias(bias, weight.shape[2], weight.dtype, "weight", feats=input.feats)

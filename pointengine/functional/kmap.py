@@ -144,7 +144,8 @@ def submanifold_map(cmap: CoordinateMap, kernel_size, dilation=1) -> KernelMap:
 
 def strided_output_coords(coords: Tensor, offsets: Tensor, stride: Triple, sites: str) -> Tensor:
     """Output sites of a strided conv: "dense" = dense-convolution support (o * s + off_k is an
-    input for some k), "floor" = unique(floor(c / s))."""
+    input for some k), "floor" = unique(floor(c / s)). Give the offsets on the CPU: they are read on
+    the host, which for device offsets would wait for the device."""
     if sites == "floor" or _tiles_stride(offsets, stride):
         # |floor(c / s)| <= |c|: the outputs stay in range, int32 suffices.
         s = torch.tensor(stride, dtype=torch.int32, device=coords.device)
@@ -153,7 +154,7 @@ def strided_output_coords(coords: Tensor, offsets: Tensor, stride: Triple, sites
         # In 64 bits: c - off can leave int32 for offsets of any int32 value, and the exact outputs
         # are checked against the range before they are narrowed back.
         s = torch.tensor(stride, dtype=torch.int64, device=coords.device)
-        shifted = coords[:, None, 1:].long() - offsets[None].long()
+        shifted = coords[:, None, 1:].long() - offsets.to(coords.device)[None].long()
         exact = (torch.remainder(shifted, s) == 0).all(-1)
         rows, ks = exact.nonzero(as_tuple=True)
         spatial = torch.div(shifted[rows, ks], s, rounding_mode="floor")
@@ -181,8 +182,9 @@ def strided_map(cmap: CoordinateMap, kernel_size, stride, dilation=1, sites: str
     key = KernelMapKey(as_triple(kernel_size, "kernel_size"), as_triple(stride, "stride"), as_triple(dilation, "dilation"), sites)
 
     def build() -> KernelMap:
-        offsets = kernel_offsets(key.kernel_size, key.dilation, cmap.coords.device)
+        offsets = kernel_offsets(key.kernel_size, key.dilation)
         out_map = CoordinateMap(strided_output_coords(cmap.coords, offsets, key.stride, sites), validate=False)
+        offsets = offsets.to(cmap.coords.device)
         nbr = _lookup(cmap, out_map.coords, offsets, key.stride, transposed=False, submanifold=False)
         return KernelMap(nbr, len(cmap), out_map)
 

@@ -6,17 +6,19 @@ import torch
 from torch import Tensor
 
 from .. import _ops
-from .._checks import check_bias, check_same_device, check_tensor
+from .._checks import check_bias, check_same_device, check_tensor, compute_dtypes, dtype_names
 
 
 def linear(input: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
     """input [..., in_features] @ weight[out_features, in_features]^T + bias, as
-    torch.nn.functional.linear, for float32 and float64 on the CPU. Each output element starts from
-    its bias and adds the input channels in ascending order, whatever the number of threads."""
+    torch.nn.functional.linear, for float32 and float64 on the CPU (each output element starts from
+    its bias and adds the input channels in ascending order, whatever the number of threads), and
+    also float16 and bfloat16 on CUDA (cuBLAS)."""
     check_tensor(input, "input")
     check_tensor(weight, "weight")
-    if input.dtype not in (torch.float32, torch.float64):
-        raise ValueError(f"linear supports float32 and float64 input, got {input.dtype}")
+    dtypes = compute_dtypes(input.device)
+    if input.dtype not in dtypes:
+        raise ValueError(f"linear supports {dtype_names(dtypes)} input on {input.device.type}, got {input.dtype}")
     if weight.dtype != input.dtype:
         raise ValueError(f"weight dtype {weight.dtype} differs from input dtype {input.dtype}")
     if input.dim() < 1 or weight.dim() != 2 or weight.shape[1] != input.shape[-1]:

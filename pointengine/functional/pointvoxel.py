@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 from .. import _ops
-from .._checks import BATCH_MAX, COORD_MAX, COORD_MIN, check_feats, check_same_device, check_tensor
+from .._checks import BATCH_MAX, COORD_MAX, COORD_MIN, as_tensor, check_feats, check_same_device, check_tensor
 from ..coordinate_map import CoordinateMap
 from ..tensor import PointTensor, SparseTensor
 from .kmap import submanifold_map
@@ -56,7 +56,9 @@ def voxelize_points(
     `reduce` picks how the points of a voxel become its feature row: "mean", "first" (the point
     that comes first in `points`) or "max" (per channel). `batch` (integer [N]) gives each point's
     batch index; without it every point is in batch 0. The result is bitwise deterministic.
+    `points` may be any array with __dlpack__ (CuPy, NumPy): it is read in place, not copied.
     """
+    points = as_tensor(points)
     _check_points(points)
     size = _check_voxel_size(voxel_size)
     if reduce not in REDUCTIONS:
