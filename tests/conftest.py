@@ -1,11 +1,16 @@
-"""Shared test settings: hypothesis profiles, the fuzz budget, the device axis, and thread-count
-restoring."""
+"""Shared test settings: hypothesis profiles, the fuzz budget, the device axis, skipping the tests
+marked cuda without a GPU, the first real scan, and thread-count restoring."""
+
+from pathlib import Path
 
 import pytest
 import torch
 from hypothesis import HealthCheck, settings
 
 from pointengine.datasets import write_synthetic_dataset
+from pointengine.datasets.scan import read_float32_rows
+
+from cuda_helpers import shuffled
 
 # Property tests must stay quick on a 2-core machine; `--hypothesis-profile=thorough` explores more.
 # No deadline: the first example of a test pays for building kernel maps and warming torch.
@@ -24,18 +29,45 @@ def _cuda_ready() -> bool:
     return _C.built_with_cuda()
 
 
-@pytest.fixture(
-    params=[
-        "cpu",
-        pytest.param(
-            "cuda",
-            marks=[pytest.mark.cuda, pytest.mark.skipif(not _cuda_ready(), reason="needs CUDA and a CUDA build")],
-        ),
-    ]
-)
+def pytest_collection_modifyitems(config, items):
+    """Tests marked cuda are skipped without a GPU or a CUDA build of the extension."""
+    if _cuda_ready():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device and pointengine._C built with CUDA")
+    for item in items:
+        if item.get_closest_marker("cuda") is not None:
+            item.add_marker(skip)
+
+
+@pytest.fixture(params=["cpu", pytest.param("cuda", marks=pytest.mark.cuda)])
 def device(request) -> torch.device:
-    """Every device: CUDA cases are marked and skipped without a GPU or a CUDA build."""
+    """Every device: CUDA cases are marked (and so skipped without a GPU or a CUDA build)."""
     return torch.device(request.param)
+
+
+SHARED_DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
+KITTI_SCAN = SHARED_DATA / "semantickitti" / "sequences" / "00" / "velodyne" / "000000.bin"
+
+
+@pytest.fixture(scope="session")
+def kitti_scan() -> torch.Tensor:
+    """The first real SemanticKITTI scan, float32 [N, 4] (x, y, z, remission); skips without ../shared/data."""
+    if not KITTI_SCAN.exists():
+        pytest.skip(f"{KITTI_SCAN} is not here (../shared/data)")
+    return read_float32_rows(KITTI_SCAN, 4)
+
+
+@pytest.fixture(scope="session")
+def kitti_rows(kitti_scan) -> torch.Tensor:
+    """The real scan's points as int32 (0, x, y, z) rows of 0.05 m voxels: ~124k rows, ~92k distinct."""
+    xyz = torch.floor(kitti_scan[:, :3].double() / 0.05).int()
+    return torch.cat([torch.zeros(len(xyz), 1, dtype=torch.int32), xyz], 1)
+
+
+@pytest.fixture(scope="session")
+def kitti_sites(kitti_rows) -> torch.Tensor:
+    """The distinct rows of kitti_rows in a seeded random order."""
+    return shuffled(torch.unique(kitti_rows, dim=0), seed=0)
 
 
 @pytest.fixture
