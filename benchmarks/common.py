@@ -24,9 +24,9 @@ def machine() -> str:
     return f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__}, conv_fused path {_C.conv_fused_isa()}"
 
 
-def append_results(name: str, records: list[dict]) -> Path:
-    """Appends one JSON object per record to benchmarks/results/NAME.jsonl."""
-    path = RESULTS / f"{name}.jsonl"
+def append_results(name: str, records: list[dict], path: Path | None = None) -> Path:
+    """Appends one JSON object per record to `path` (default benchmarks/results/NAME.jsonl)."""
+    path = RESULTS / f"{name}.jsonl" if path is None else Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("a") as out:
         for record in records:
