@@ -3,14 +3,17 @@
 #   bash benchmarks/gpu_check.sh [PEERS_DIR]
 # Steps: machine and versions; the extension built in place with CUDA; spconv (and any other wheel)
 # from PEERS_DIR, made by ../shared/tools/gpu-peer-wheels.sh; the real scans from ./.gpudata when
-# ../shared/data is absent; the CUDA tests; two CPU test files; benchmarks/bench_models.py on CUDA.
+# ../shared/data is absent; the CUDA tests; a profile of one forward (benchmarks/profile_cuda.py);
+# benchmarks/bench_models.py on CUDA.
 # Every step runs under `timeout` and its log goes to $OUT (else ./gpu_check_out); a failing step
 # does not stop the next. The whole run keeps inside GPU_CHECK_BUDGET_S (default 450 s): each step
 # gets its own cap, cut so that the steps after it keep a minimum. The summary comes last.
 set -u
 
 PEERS_DIR=${1:+$(realpath "$1")}
-LOGS=${OUT:-$PWD/gpu_check_out}
+# Logs stay in ./gpu_check_out; with $OUT (the device tool's folder, which returns at most 8 files)
+# they go back as one archive next to the summary.
+LOGS=$PWD/gpu_check_out
 BUDGET_S=${GPU_CHECK_BUDGET_S:-450}
 START=$(date +%s)
 mkdir -p "$LOGS"
@@ -90,7 +93,7 @@ python3 -c "import pytest_timeout" 2> /dev/null && PYTEST+=(--timeout 60)
 python3 -c "import hypothesis" 2> /dev/null || echo "!! hypothesis is not importable: tests/conftest.py needs it (put its wheel and sortedcontainers' in PEERS_DIR)"
 
 step tests_cuda "$(limit 150 110)" "${PYTEST[@]}" -m cuda tests
-step tests_cpu "$(limit 60 90)" "${PYTEST[@]}" -m "not cuda" tests/test_conv.py tests/test_kmap.py
+STEP_TAIL=0 step profile "$(limit 45 120)" python3 benchmarks/profile_cuda.py --config minkunet_cr1.0 --dtype fp16 --batch 1
 
 # The benchmark stops starting measurements 40 s before its limit, so it still prints its table.
 BENCH_LIMIT=$(limit 220 0)
@@ -121,7 +124,6 @@ test_summary() {
     grep -E '^spconv ' "$LOGS/peers.log" 2>/dev/null
     echo
     test_summary tests_cuda
-    test_summary tests_cpu
     echo
     if grep -q '^## bench_models results' "$LOGS/bench.log"; then
         sed -n '/^## bench_models results/,$p' "$LOGS/bench.log"
@@ -131,3 +133,6 @@ test_summary() {
     fi
     grep -E '^(spconv not importable|minkunet_.*float32)' "$LOGS/bench.log"
 } | tee "$LOGS/summary.md"
+if [ -n "${OUT:-}" ]; then
+    tar czf "$OUT/gpu_check_logs.tgz" -C "$LOGS" . && cp "$LOGS/summary.md" "$LOGS/bench_models.jsonl" "$OUT/" 2>/dev/null
+fi
