@@ -50,7 +50,8 @@ def check_coords(coords, name: str = "coords", allow_empty: bool = False, check_
         raise ValueError(f"{name} is empty: a sparse tensor needs at least one site")
     if not check_range:
         return coords
-    _check_packable(name, coords.amin(0).tolist(), coords.amax(0).tolist(), "{}")
+    lo, hi = torch.stack([coords.amin(0), coords.amax(0)]).tolist()  # one read back, not two
+    _check_packable(name, lo, hi, "{}")
     return coords
 
 

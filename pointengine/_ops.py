@@ -89,10 +89,15 @@ def linear(input: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
 
 def transpose_table(nbr: Tensor, n_rows: int) -> Tensor:
     """The table read the other way: result[i, k] = o where nbr[o, k] = i (each (i, k) hit at most once)."""
-    out = torch.full((n_rows, nbr.shape[1]), -1, dtype=nbr.dtype, device=nbr.device)
-    rows, cols = (nbr >= 0).nonzero(as_tuple=True)
-    out[nbr[rows, cols].long(), cols] = rows.to(nbr.dtype)
-    return out
+    # One scatter with no nonzero() (which would wait for the device): entries -1 write into one
+    # spare slot past the end, dropped after; every other slot has one writer.
+    m, k = nbr.shape
+    spare = n_rows * k
+    slot = torch.where(nbr >= 0, nbr.long() * k + torch.arange(k, device=nbr.device), spare)
+    rows = torch.arange(m, dtype=nbr.dtype, device=nbr.device)[:, None].expand(m, k)
+    out = torch.full((spare + 1,), -1, dtype=nbr.dtype, device=nbr.device)
+    out.scatter_(0, slot.view(-1), rows.reshape(-1))
+    return out[:spare].view(n_rows, k)
 
 
 def conv_weight_grad(feats: Tensor, grad_out: Tensor, nbr: Tensor) -> Tensor:

@@ -26,11 +26,13 @@ class CoordinateMap:
     tensor share its maps too.
     """
 
-    def __init__(self, coords: Tensor, *, validate: bool = True):
+    def __init__(self, coords: Tensor, *, validate: bool = True, distinct: bool = False):
+        """validate: check the coordinates first; distinct: the rows are known to be distinct (the
+        output of unique_coords), so the count of repeats is not read back (on a GPU, a wait)."""
         if validate:
             check_coords(coords)
         keys, vals, duplicates = _ops.hash_build(coords)
-        if duplicates:
+        if not distinct and duplicates:
             raise ValueError(f"coords has {duplicates} duplicate rows; each (batch, x, y, z) must appear once")
         self.coords = coords
         self.table = HashTable(keys, vals)

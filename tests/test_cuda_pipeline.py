@@ -67,7 +67,7 @@ def test_voxelize_points_and_devoxelize(points, reduce, quantization):
 def point_voxel_chain(points, point_feats, weight, device, grad: bool = False) -> dict:
     """Every point-voxel op on one PointTensor: stride-1 voxels, a strided conv to stride 2, points to
     those voxels, and voxels back to the points (trilinear, nearest, with a residual, in place)."""
-    feats = point_feats.to(device).requires_grad_(grad)
+    feats = point_feats.detach().to(device, copy=True).requires_grad_(grad)
     z = PointTensor(feats, points.to(device))
     x = initial_voxelize(z)
     down = conv3d(x, weight.to(device), kernel_size=2, stride=2)

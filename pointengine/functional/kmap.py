@@ -183,7 +183,7 @@ def strided_map(cmap: CoordinateMap, kernel_size, stride, dilation=1, sites: str
 
     def build() -> KernelMap:
         offsets = kernel_offsets(key.kernel_size, key.dilation)
-        out_map = CoordinateMap(strided_output_coords(cmap.coords, offsets, key.stride, sites), validate=False)
+        out_map = CoordinateMap(strided_output_coords(cmap.coords, offsets, key.stride, sites), validate=False, distinct=True)
         offsets = offsets.to(cmap.coords.device)
         nbr = _lookup(cmap, out_map.coords, offsets, key.stride, transposed=False, submanifold=False)
         return KernelMap(nbr, len(cmap), out_map)
@@ -203,7 +203,7 @@ def generative_map(cmap: CoordinateMap, kernel_size, stride, dilation=1) -> Kern
         _check_range(spatial, "generative transposed conv outputs")
         batch = cmap.coords[:, :1].repeat_interleave(offsets.shape[0], 0)
         out_coords = _ops.unique_coords(torch.cat([batch, spatial.int()], 1))
-        out_map = CoordinateMap(out_coords, validate=False)
+        out_map = CoordinateMap(out_coords, validate=False, distinct=True)
         nbr = _lookup(cmap, out_coords, offsets, key.stride, transposed=True, submanifold=False)
         return KernelMap(nbr, len(cmap), out_map)
 

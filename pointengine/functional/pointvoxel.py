@@ -87,7 +87,7 @@ def voxelize_points(
     point_coords = torch.cat([batch.to(torch.int32)[:, None], scaled.to(torch.int32)], dim=1)
 
     coords = _ops.unique_coords(point_coords)
-    coordinate_map = CoordinateMap(coords, validate=False)
+    coordinate_map = CoordinateMap(coords, validate=False, distinct=True)
     inverse = coordinate_map.query(point_coords).long()
     return Voxels(coords, _reduce(points, inverse, coords.shape[0], reduce), inverse, coordinate_map)
 
@@ -113,7 +113,7 @@ def initial_voxelize(z: PointTensor) -> SparseTensor:
     (batch, x, y, z); features the mean of the points in each site."""
     _check_point_tensor(z)
     sites = _floor_sites(z.coords, (1, 1, 1))
-    coordinate_map = CoordinateMap(_ops.unique_coords(sites), validate=False)
+    coordinate_map = CoordinateMap(_ops.unique_coords(sites), validate=False, distinct=True)
     rows = z.cache.get(("voxel_rows", (1, 1, 1)), coordinate_map, lambda: _query(coordinate_map, sites))
     feats = _ops.point_scatter_mean(z.feats, rows, len(coordinate_map))
     return SparseTensor.derived(feats, coordinate_map, (1, 1, 1), {})
