@@ -187,14 +187,18 @@ def bench_config(config: str, scans, device, sp_available: bool, args, emit) -> 
             print(f"{config}, batch {batch}, float32: {checks}", flush=True)
 
         def measure(engine: str, dtype: torch.dtype) -> tuple[dict, Callable]:
-            if engine == "pointengine":
-                model = fp32 if dtype == torch.float32 else copy.deepcopy(master).to(device, dtype)
+            if engine.startswith("pointengine"):
+                dataflow = engine.partition("/")[2]
+                model = fp32 if dtype == torch.float32 and not dataflow else copy.deepcopy(master).to(device, dtype)
+                if dataflow:
+                    with_dataflow(model, dataflow)
                 return measure_ours(model, feats.to(dtype), coords, device, args)
             sp_model = SpconvMinkUNet(master).eval().to(device, dtype)
             return measure_spconv(spconv_forward(sp_model, feats.to(dtype), indices, shape, batch), device, args)
 
         for name in args.dtype:
-            for engine in ("pointengine", "spconv") if sp_available else ("pointengine",):
+            ours = ["pointengine", *(f"pointengine/{d}" for d in args.dataflows)]
+            for engine in ours + ["spconv"] if sp_available else ours:
                 record = {"config": config, "batch": batch, "voxels": len(coords), "dtype": name, "engine": engine, "macs": macs}
                 if engine == "pointengine" and name == "fp32":
                     record.update(checks)
@@ -206,11 +210,18 @@ def bench_config(config: str, scans, device, sp_available: bool, args, emit) -> 
                     record.update(result)
                     if macs is not None:
                         record["tflops"] = 2 * macs / (result["median_ms"] / 1e3) / 1e12
-                    if DTYPES[name] != torch.float32 and engine in reference:
-                        record["rel_err_vs_fp32"] = relative_error(forward().float(), reference[engine])
+                    base = engine.partition("/")[0]  # pointengine/DATAFLOW against pointengine's float32
+                    if DTYPES[name] != torch.float32 and base in reference:
+                        record["rel_err_vs_fp32"] = relative_error(forward().float(), reference[base])
                 except Exception as error:  # a refused dtype or a failing kernel: report it, go on
                     record["error"] = describe(error)
                 emit(record)
+
+
+def with_dataflow(model: torch.nn.Module, dataflow: str) -> None:
+    for module in model.modules():
+        if isinstance(module, pe.nn.Conv3d):
+            module.dataflow = dataflow
 
 
 def row(*cells) -> str:
@@ -231,7 +242,7 @@ def table(records: list[dict]) -> str:
             error = r["error"].splitlines()[0][:200] if r["error"] else ""
             lines.append(row(r["config"], r["batch"], r["voxels"], r["dtype"], r["engine"], error, *[""] * 10))
             continue
-        theirs = spconv.get((r["config"], r["batch"], r["dtype"])) if r["engine"] == "pointengine" else None
+        theirs = spconv.get((r["config"], r["batch"], r["dtype"])) if r["engine"].startswith("pointengine") else None
         busy = f"{r['kernel_busy_ms']:.1f} ms ({100 * r['kernel_busy_ms'] / r['median_ms']:.0f} %)" if "kernel_busy_ms" in r else ""
         syncs = f"{r['host_syncs']} / {fmt(r['dtoh_copies'], 'd') or '?'}" if "host_syncs" in r else ""
         checks = [f"{k} {r[k]:.1e}" for k in ("ours_vs_spconv", "ours_cuda_vs_cpu", "rel_err_vs_fp32") if k in r]
@@ -259,6 +270,8 @@ def main() -> None:
     parser.add_argument("--voxel-size", type=float, default=0.05)
     parser.add_argument("--json", type=Path, default=None, help="JSON lines (default benchmarks/results/bench_models.jsonl)")
     parser.add_argument("--no-spconv", action="store_true", help="skip the spconv baseline")
+    parser.add_argument("--dataflows", nargs="*", choices=pe.functional.DATAFLOWS, default=[],
+                        help="also time ours with every conv on this dataflow (engine pointengine/DATAFLOW)")
     parser.add_argument("--quick", action="store_true", help="smoke test: 3 runs after 1 warm-up")
     args = parser.parse_args()
     args.started = time.perf_counter()

@@ -93,12 +93,14 @@ python3 -c "import pytest_timeout" 2> /dev/null && PYTEST+=(--timeout 60)
 python3 -c "import hypothesis" 2> /dev/null || echo "!! hypothesis is not importable: tests/conftest.py needs it (put its wheel and sortedcontainers' in PEERS_DIR)"
 
 step tests_cuda "$(limit 150 110)" "${PYTEST[@]}" -m cuda tests
-STEP_TAIL=0 step profile "$(limit 45 120)" python3 benchmarks/profile_cuda.py --config minkunet_cr1.0 --dtype fp16 --batch 1
+STEP_TAIL=0 step profile "$(limit 45 140)" python3 benchmarks/profile_cuda.py --config minkunet_cr1.0 --dtype fp16 --batch 1
+STEP_TAIL=0 step profile_implicit "$(limit 45 120)" python3 benchmarks/profile_cuda.py --config minkunet_cr1.0 \
+    --dtype fp16 --batch 1 --dataflow implicit_gemm
 
 # The benchmark stops starting measurements 40 s before its limit, so it still prints its table.
 BENCH_LIMIT=$(limit 220 0)
 step bench "$BENCH_LIMIT" python3 benchmarks/bench_models.py --device cuda \
-    --configs minkunet_cr1.0 minkunet_cr0.5 --batch 1 8 --dtype fp16 fp32 --runs 30 --warmup 5 \
+    --configs minkunet_cr1.0 minkunet_cr0.5 --batch 1 8 --dtype fp16 fp32 --runs 30 --warmup 5 --dataflows ${BENCH_DATAFLOWS:-implicit_gemm} \
     --budget-s 8 --deadline-s $((BENCH_LIMIT > 60 ? BENCH_LIMIT - 40 : 20)) --json "$LOGS/bench_models.jsonl"
 
 # pytest's last line, or (when it was killed) counts of the per-test lines of -v.

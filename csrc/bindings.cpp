@@ -21,6 +21,7 @@ TORCH_LIBRARY(pointengine, m) {
       "bool transposed, bool submanifold) -> Tensor");
   m.def("kernel_pairs(Tensor nbr) -> (Tensor in_rows, Tensor out_rows, Tensor ptr)");
   m.def("conv_fused(Tensor feats, Tensor weight, Tensor nbr) -> Tensor");
+  m.def("conv_implicit_gemm(Tensor feats, Tensor weight, Tensor nbr, Tensor? order=None) -> Tensor");
   m.def("conv_weight_grad(Tensor feats, Tensor grad_out, Tensor nbr) -> Tensor");
   m.def("point_scatter_mean(Tensor feats, Tensor index, int n_voxels) -> Tensor");
   m.def(

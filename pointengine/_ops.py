@@ -51,6 +51,13 @@ def conv_fused(feats: Tensor, weight: Tensor, nbr: Tensor) -> Tensor:
     return _ops.conv_fused(feats, weight, nbr)
 
 
+def conv_implicit_gemm(feats: Tensor, weight: Tensor, nbr: Tensor, order: Tensor | None = None) -> Tensor:
+    """conv_fused's result by the GPU's implicit GEMM on the tensor cores (float16 and bfloat16; other
+    dtypes, the CPU and channel counts not a multiple of 8 take conv_fused). order int32 [M]: the
+    output rows in the order the GPU's tiles take them (KernelMap.row_order)."""
+    return _ops.conv_implicit_gemm(feats, weight, nbr, order)
+
+
 def point_scatter_mean(feats: Tensor, index: Tensor, n_voxels: int) -> Tensor:
     """[n_voxels, C]: row v is the mean of feats[i] over the points with index[i] = v (0 where none)."""
     return _ops.point_scatter_mean(feats, index, n_voxels)
@@ -137,13 +144,18 @@ def _(feats, weight, nbr):
     return feats.new_empty(nbr.shape[0], weight.shape[2])
 
 
+@torch.library.register_fake("pointengine::conv_implicit_gemm")
+def _(feats, weight, nbr, order=None):
+    return feats.new_empty(nbr.shape[0], weight.shape[2])
+
+
 @torch.library.register_fake("pointengine::conv_weight_grad")
 def _(feats, grad_out, nbr):
     return feats.new_empty(nbr.shape[1], feats.shape[1], grad_out.shape[1])
 
 
 def _conv_fused_setup(ctx, inputs, output):
-    feats, weight, nbr = inputs
+    feats, weight, nbr = inputs[:3]  # conv_implicit_gemm's order does not change the result
     ctx.save_for_backward(feats, weight, nbr)
 
 
@@ -159,7 +171,14 @@ def _conv_fused_backward(ctx, grad_out):
     return grad_feats, grad_weight, None
 
 
+def _conv_implicit_gemm_backward(ctx, grad_out):
+    return *_conv_fused_backward(ctx, grad_out), None
+
+
 torch.library.register_autograd("pointengine::conv_fused", _conv_fused_backward, setup_context=_conv_fused_setup)
+torch.library.register_autograd(
+    "pointengine::conv_implicit_gemm", _conv_implicit_gemm_backward, setup_context=_conv_fused_setup
+)
 
 
 @torch.library.register_fake("pointengine::point_scatter_mean")

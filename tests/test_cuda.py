@@ -279,6 +279,32 @@ def test_empty_inputs():
         assert got.device.type == "cuda" and got.dtype == expected.dtype and torch.equal(got.cpu(), expected), name
 
 
+# The tensor-core kernel runs for float16 and bfloat16 with channels a multiple of 8; the others
+# (3 -> 5, and every float32 / float64 case) check its fall-back to conv_fused.
+IMPLICIT_CHANNELS = [(8, 8), (16, 32), (40, 72), (96, 136), (3, 5)]
+
+
+@pytest.mark.parametrize("ordered", [False, True], ids=["rows in order", "rows permuted"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("channels", IMPLICIT_CHANNELS, ids=str)
+@pytest.mark.parametrize("name", [*CONV_MAPS, "submanifold 5"])
+def test_conv_implicit_gemm(name, channels, dtype, ordered):
+    nbr, n_in = conv_table(name)
+    c_in, c_out = channels
+    feats, weight = randn(n_in, c_in, dtype=dtype, seed=4), randn(nbr.shape[1], c_in, c_out, dtype=dtype, seed=5)
+    order = torch.randperm(len(nbr), generator=torch.Generator().manual_seed(6)).int() if ordered else None
+    got = check_float_op(_ops.conv_implicit_gemm, (feats, weight, nbr, order), dtype)
+    assert torch.equal(got, _ops.conv_implicit_gemm(*cuda_args((feats, weight, nbr, order))))
+
+
+def test_conv_implicit_gemm_on_the_real_scan(kitti_sites):
+    """Tiles of real rows, in the KernelMap's order (sorted by the offsets each row reads)."""
+    kmap = km.submanifold_map(CoordinateMap(kitti_sites), 3)
+    feats = randn(len(kitti_sites), 32, dtype=torch.float16, seed=9)
+    weight = randn(27, 32, 64, dtype=torch.float16, seed=10)
+    check_float_op(_ops.conv_implicit_gemm, (feats, weight, kmap.nbr, kmap.row_order), torch.float16)
+
+
 FORWARD_OPS = ["conv_fused", "linear", "point_scatter_mean", "trilinear_gather"]
 
 

@@ -24,7 +24,7 @@ from pointengine.testing import (
     triple,
 )
 
-from cuda_helpers import CUDA, DTYPES, TOLERANCE, randn
+from cuda_helpers import CUDA, DTYPES, HALF, TOLERANCE, randn
 
 pytestmark = pytest.mark.cuda
 
@@ -124,6 +124,25 @@ def test_conv3d_matches_the_dense_reference(kind, dtype):
         else:
             err = compare_to_reference(out_coords, y.feats.cpu(), ref_coords, ref_feats)
         assert err <= TOLERANCE[dtype], f"{dataflow}: relative error {err:.2e}"
+
+
+@pytest.mark.parametrize("dtype", HALF, ids=str)
+@pytest.mark.parametrize("kind", WITH_POINTWISE)
+def test_implicit_gemm_on_the_tensor_cores_matches_the_dense_reference(kind, dtype):
+    """Channels a multiple of 8, so that conv_implicit_gemm runs its tensor-core kernel."""
+    args = WITH_POINTWISE[kind]
+    coords = random_sites(300, 3, 9, torch.Generator().manual_seed(12))
+    x = conv_input(args, coords, 16, dtype, CUDA, seed=13)
+    weight = randn(volume(args), 16, 24, dtype=dtype, seed=14).to(CUDA)
+    ks, st = triple(args["kernel_size"]), triple(args.get("stride", 1))
+    dense = dense_conv_transpose_reference if args.get("transposed") else dense_conv_reference
+    ref_coords, ref_feats = dense(x.feats.cpu(), x.coords.cpu(), weight.cpu(), ks, st, (1, 1, 1))
+    y = conv3d(x, weight, dataflow="implicit_gemm", **args)
+    fused = conv3d(x, weight, dataflow="fused", **args)
+    assert torch.equal(y.coords, fused.coords)
+    expected = read_sites(ref_coords, ref_feats, y.coords.cpu(), missing_zero=True)
+    err = relative_error(y.feats.cpu(), expected)
+    assert err <= TOLERANCE[dtype], f"relative error {err:.2e}"
 
 
 GRAD_KINDS = ["submanifold 3", "submanifold 2x3x1", "strided 3/2 dense", "strided 3/2 floor", "transposed 2/2",

@@ -102,6 +102,10 @@ CASES = {
         lambda: conv_args(torch.float32, False),
         lambda: conv_args(torch.float64, True),
     ],
+    "conv_implicit_gemm": [
+        lambda: conv_args(torch.float32, False),
+        lambda: (*conv_args(torch.float64, True), torch.arange(len(neighbours(2)) - 1, -1, -1, dtype=torch.int32)),
+    ],
     "conv_weight_grad": [
         lambda: weight_grad_args(torch.float32),
         lambda: weight_grad_args(torch.float64),

@@ -105,8 +105,23 @@ at::Tensor conv_fused_cpu(const at::Tensor& feats, const at::Tensor& weight, con
   return conv_fused_path(feats, weight, nbr, /*allow_avx2=*/true);
 }
 
+// conv_implicit_gemm is the GPU's tensor-core kernel; its row order only arranges the GPU's tiles,
+// so on the CPU it is conv_fused.
+at::Tensor conv_implicit_gemm_cpu(const at::Tensor& feats, const at::Tensor& weight, const at::Tensor& nbr,
+                                  const c10::optional<at::Tensor>& order) {
+  if (order.has_value()) {
+    check_kernel_tensor(*order, "conv_implicit_gemm", "order", at::kInt);
+    TORCH_CHECK(order->dim() == 1 && order->size(0) == nbr.size(0), "conv_implicit_gemm: order must have one entry "
+                "per nbr row (", nbr.size(0), "), got ", order->sizes());
+  }
+  return conv_fused_cpu(feats, weight, nbr);
+}
+
 }  // namespace
 
-TORCH_LIBRARY_IMPL(pointengine, CPU, m) { m.impl("conv_fused", &conv_fused_cpu); }
+TORCH_LIBRARY_IMPL(pointengine, CPU, m) {
+  m.impl("conv_fused", &conv_fused_cpu);
+  m.impl("conv_implicit_gemm", &conv_implicit_gemm_cpu);
+}
 
 }  // namespace pointengine

@@ -13,6 +13,7 @@
 
 #include <algorithm>
 
+#include "conv_cuda.cuh"
 #include "cuda_utils.cuh"
 
 namespace pointengine {
@@ -60,6 +61,8 @@ int64_t rows_per_block(const at::Tensor& feats, int64_t kvol) {
   return std::max<int64_t>(1, kGatherBlockBytes / row_bytes);
 }
 
+}  // namespace
+
 void check_conv_tables(const at::Tensor& feats, const at::Tensor& nbr, const char* op) {
   check_cuda_float_matrix(feats, op, "feats", "[N_in, C_in]");
   check_matrix(nbr, op, "nbr", at::kInt, -1, "[N_out, K]", at::kCUDA);
@@ -68,13 +71,16 @@ void check_conv_tables(const at::Tensor& feats, const at::Tensor& nbr, const cha
               " and ", nbr.device());
 }
 
-at::Tensor conv_fused_cuda(const at::Tensor& feats_in, const at::Tensor& weight_in, const at::Tensor& nbr_in) {
-  const char* op = "conv_fused";
-  check_conv_tables(feats_in, nbr_in, op);
-  check_kernel_tensor(weight_in, op, "weight", feats_in.scalar_type(), at::kCUDA);
-  TORCH_CHECK(weight_in.dim() == 3 && weight_in.size(1) == feats_in.size(1) && weight_in.size(0) == nbr_in.size(1),
-              "conv_fused: weight must have shape [K, C_in, C_out] = [", nbr_in.size(1), ", ", feats_in.size(1),
-              ", C_out], got ", weight_in.sizes());
+void check_conv_args(const at::Tensor& feats, const at::Tensor& weight, const at::Tensor& nbr, const char* op) {
+  check_conv_tables(feats, nbr, op);
+  check_kernel_tensor(weight, op, "weight", feats.scalar_type(), at::kCUDA);
+  TORCH_CHECK(weight.dim() == 3 && weight.size(1) == feats.size(1) && weight.size(0) == nbr.size(1), op,
+              ": weight must have shape [K, C_in, C_out] = [", nbr.size(1), ", ", feats.size(1), ", C_out], got ",
+              weight.sizes());
+}
+
+at::Tensor conv_gathered_gemm_cuda(const at::Tensor& feats_in, const at::Tensor& weight_in, const at::Tensor& nbr_in) {
+  check_conv_args(feats_in, weight_in, nbr_in, "conv_fused");
   const c10::cuda::CUDAGuard guard(feats_in.device());
   const at::Tensor feats = feats_in.contiguous(), nbr = nbr_in.contiguous();
   const int64_t m = nbr.size(0), kvol = nbr.size(1), c_in = feats.size(1), c_out = weight_in.size(2);
@@ -91,6 +97,8 @@ at::Tensor conv_fused_cuda(const at::Tensor& feats_in, const at::Tensor& weight_
   }
   return out;
 }
+
+namespace {
 
 at::Tensor conv_weight_grad_cuda(const at::Tensor& feats_in, const at::Tensor& grad_in, const at::Tensor& nbr_in) {
   const char* op = "conv_weight_grad";
@@ -132,7 +140,7 @@ at::Tensor linear_cuda(const at::Tensor& input_in, const at::Tensor& weight_in, 
 }  // namespace
 
 TORCH_LIBRARY_IMPL(pointengine, CUDA, m) {
-  m.impl("conv_fused", &conv_fused_cuda);
+  m.impl("conv_fused", &conv_gathered_gemm_cuda);
   m.impl("conv_weight_grad", &conv_weight_grad_cuda);
   m.impl("linear", &linear_cuda);
 }

@@ -14,7 +14,7 @@ from .._checks import as_triple, check_bias, check_same_device, check_tensor, co
 from ..tensor import SparseTensor
 from . import kmap as km
 
-DATAFLOWS = ("fused", "gather_scatter")
+DATAFLOWS = ("fused", "gather_scatter", "implicit_gemm")
 
 
 def select_dataflow(device: torch.device, kernel_volume: int, c_in: int, c_out: int) -> str:
@@ -62,6 +62,8 @@ def apply_kernel_map(feats: Tensor, weight: Tensor, kmap: km.KernelMap, dataflow
         return _ops.conv_fused(feats, weight, kmap.nbr)
     if dataflow == "gather_scatter":
         return gather_gemm_scatter(feats, weight, kmap)
+    if dataflow == "implicit_gemm":
+        return _ops.conv_implicit_gemm(feats, weight, kmap.nbr, kmap.row_order if feats.is_cuda else None)
     raise ValueError(f"dataflow must be one of {DATAFLOWS}, got {dataflow!r}")
 
 

@@ -106,6 +106,16 @@ class KernelMap:
     def pairs(self) -> KernelPairs:
         return KernelPairs(*_ops.kernel_pairs(self.nbr))
 
+    @cached_property
+    def row_order(self) -> Tensor:
+        """int32 [M]: the output rows sorted (stably) by which of the first 63 offsets they read, so
+        that the tiles of the GPU's implicit GEMM hold rows reading the same offsets and skip the
+        others (csrc/cuda/conv_implicit_gemm_cuda.cu). Built on the table's device, with no wait."""
+        k = min(self.nbr.shape[1], 63)
+        bits = torch.ones(k, dtype=torch.int64, device=self.nbr.device) << torch.arange(k, device=self.nbr.device)
+        pattern = ((self.nbr[:, :k] >= 0).long() * bits).sum(1)
+        return torch.sort(pattern, stable=True).indices.int()
+
     @property
     def n_pairs(self) -> int:
         return int((self.nbr >= 0).sum())

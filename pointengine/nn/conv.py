@@ -19,7 +19,7 @@ class Conv3d(torch.nn.Module):
     """Sparse 3D convolution (see `pointengine.functional.conv3d` for what it computes).
 
     `weight` is [K, C_in, C_out] with K in `kernel_offsets(kernel_size, dilation)` order (x slowest).
-    `dataflow` is this layer's choice ("fused", "gather_scatter", or None for `select_dataflow`); an
+    `dataflow` is this layer's choice (one of functional.DATAFLOWS, or None for `select_dataflow`); an
     autotuner may overwrite it, and it travels in the state dict as extra state.
     """
 
