@@ -100,8 +100,8 @@ STEP_TAIL=0 step profile_implicit "$(limit 45 120)" python3 benchmarks/profile_c
 # The benchmark stops starting measurements 40 s before its limit, so it still prints its table.
 BENCH_LIMIT=$(limit 220 0)
 step bench "$BENCH_LIMIT" python3 benchmarks/bench_models.py --device cuda \
-    --configs minkunet_cr1.0 minkunet_cr0.5 --batch 1 8 --dtype fp16 fp32 --runs 30 --warmup 5 --dataflows ${BENCH_DATAFLOWS:-implicit_gemm} \
-    --budget-s 8 --deadline-s $((BENCH_LIMIT > 60 ? BENCH_LIMIT - 40 : 20)) --json "$LOGS/bench_models.jsonl"
+    --configs minkunet_cr1.0 minkunet_cr0.5 --batch 1 8 --dtype fp16 fp32 --runs 30 --warmup 5 --dataflows ${BENCH_DATAFLOWS:-implicit_gemm gather_scatter} \
+    --budget-s 5 --deadline-s $((BENCH_LIMIT > 60 ? BENCH_LIMIT - 40 : 20)) --json "$LOGS/bench_models.jsonl"
 
 # pytest's last line, or (when it was killed) counts of the per-test lines of -v.
 test_summary() {
