@@ -1,21 +1,14 @@
 // Sparse convolution and dense linear layers on the GPU, in float16, bfloat16, float32 and float64.
-// conv_fused: out[o] = sum_k feats[nbr[o, k]] @ weight[k], on cuBLAS (tensor cores; float32
-// accumulation for the half types), one of two ways per call, whichever moves fewer bytes:
-//   inputs gathered: per block of output rows, the rows' inputs through every offset are gathered
-//     into a [rows, K * C_in] matrix (zeros where the table has -1; the neighbour table is row-major
-//     [M, K], so entry (o, k) of the table is row block k of gathered row o) and multiplied by
-//     weight viewed as [K * C_in, C_out];
-//   products gathered: products = feats @ [W_0 | ... | W_K-1], [N_in, K * C_out], and each output row
-//     sums, offset by offset in order, the block k of the row nbr[o, k] (in float32 for the half
-//     types, each product rounded to the dtype once) - no zeros moved, and a transposed conv's
-//     product is not padded to K offsets per output.
-// Either way each output element has one writer: no scatter, no atomics, the same bits on every
-// run. conv_weight_grad multiplies the gathered inputs, transposed, by the output gradient.
+// conv_fused: out[o] = sum_k feats[nbr[o, k]] @ weight[k] as one GEMM per block of output rows: the
+// rows' inputs through every offset are gathered into a [rows, K * C_in] matrix (zeros where the
+// table has -1; the neighbour table is row-major [M, K], so entry (o, k) of the table is row block k
+// of gathered row o) and multiplied by weight viewed as [K * C_in, C_out] on the tensor cores
+// (cuBLAS; float32 accumulation for the half types). Each output element is one dot product: no
+// scatter, no atomics, the same bits on every run. conv_weight_grad multiplies the same gathered
+// matrix, transposed, by the output gradient.
 // Rows past feats in nbr read as zeros (no synchronisation to check them; the Python layer builds
 // the tables).
 #include <ATen/ATen.h>
-#include <ATen/AccumulateType.h>
-#include <ATen/Dispatch.h>
 #include <torch/library.h>
 
 #include <algorithm>
@@ -68,48 +61,6 @@ int64_t rows_per_block(const at::Tensor& feats, int64_t kvol) {
   return std::max<int64_t>(1, kGatherBlockBytes / row_bytes);
 }
 
-// out[o, c] = sum over k in order, where i = nbr[o, k] >= 0, of products[i, k * C_out + c].
-template <typename scalar_t>
-__global__ void offset_sum_kernel(const scalar_t* products, int64_t n_in, const int32_t* nbr, int64_t m, int64_t kvol,
-                                  int64_t c_out, scalar_t* out) {
-  using acc_t = at::acc_type<scalar_t, true>;
-  const int64_t e = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (e >= m * c_out) return;
-  const int64_t o = e / c_out, c = e - o * c_out;
-  acc_t acc = 0;
-  for (int64_t k = 0; k < kvol; ++k) {
-    const int32_t i = nbr[o * kvol + k];
-    if (i >= 0 && i < n_in) acc += acc_t(products[(int64_t(i) * kvol + k) * c_out + c]);
-  }
-  out[e] = scalar_t(acc);
-}
-
-at::Tensor conv_gathering_products(const at::Tensor& feats, const at::Tensor& weight, const at::Tensor& nbr) {
-  const int64_t m = nbr.size(0), kvol = nbr.size(1), c_in = feats.size(1), c_out = weight.size(2);
-  const at::Tensor products = at::mm(feats, weight.permute({1, 0, 2}).reshape({c_in, kvol * c_out}));
-  at::Tensor out = at::empty({m, c_out}, feats.options());
-  if (out.numel() == 0) return out;
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, feats.scalar_type(), "offset_sum_cuda", [&] {
-    offset_sum_kernel<scalar_t><<<blocks_for(m * c_out), kThreads, 0, current_stream()>>>(
-        products.data_ptr<scalar_t>(), feats.size(0), nbr.data_ptr<int32_t>(), m, kvol, c_out,
-        out.data_ptr<scalar_t>());
-  });
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
-  return out;
-}
-
-// Whether gathering products costs less than gathering inputs. Bytes moved (the gathered matrix
-// written and read, against the products written and, for a third of the entries as in lidar maps,
-// read) plus the GEMMs' flops at about 75 flops a byte (an H100/H200's tensor-core rate over its
-// memory bandwidth). The products must fit the gather blocks' budget eight times over.
-bool products_cost_less(const at::Tensor& feats, const at::Tensor& nbr, int64_t c_out) {
-  const double m = double(nbr.size(0)), kvol = double(nbr.size(1)), n_in = double(feats.size(0));
-  const double c_in = double(feats.size(1)), bytes = double(feats.element_size()), flops_per_byte = 75;
-  const double inputs = 2 * m * kvol * c_in * bytes + 2 * m * kvol * c_in * c_out / flops_per_byte;
-  const double products = (n_in + m / 3) * kvol * c_out * bytes + 2 * n_in * kvol * c_in * c_out / flops_per_byte;
-  return products < inputs && n_in * kvol * c_out * bytes <= 8.0 * double(kGatherBlockBytes);
-}
-
 }  // namespace
 
 void check_conv_tables(const at::Tensor& feats, const at::Tensor& nbr, const char* op) {
@@ -133,7 +84,6 @@ at::Tensor conv_gathered_gemm_cuda(const at::Tensor& feats_in, const at::Tensor&
   const c10::cuda::CUDAGuard guard(feats_in.device());
   const at::Tensor feats = feats_in.contiguous(), nbr = nbr_in.contiguous();
   const int64_t m = nbr.size(0), kvol = nbr.size(1), c_in = feats.size(1), c_out = weight_in.size(2);
-  if (products_cost_less(feats, nbr, c_out)) return conv_gathering_products(feats, weight_in, nbr);
   const at::Tensor weight = weight_in.contiguous().view({kvol * c_in, c_out});
   at::Tensor out = at::empty({m, c_out}, feats.options());
   const int64_t block = std::min(m, rows_per_block(feats, kvol));
