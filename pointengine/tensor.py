@@ -188,7 +188,7 @@ class PointTensor:
         """The same points with new features (one row per point), sharing the cached tables."""
         if feats.dim() != 2 or feats.shape[0] != self.num_points:
             raise ValueError(f"feats must have shape [{self.num_points}, C], got {list(feats.shape)}")
-        out = PointTensor.__new__(PointTensor)
+        out = type(self).__new__(type(self))
         out.feats, out.coords, out.cache = feats, self.coords, self.cache
         return out
 

@@ -57,8 +57,9 @@ def _minkowski_offsets(kernel_size) -> list[Offset]:
 PEER_OFFSETS = {"torchsparse": _torchsparse_offsets, "minkowski": _minkowski_offsets}
 
 
-def _reorder(weight: Tensor, layout: str, kernel_size) -> tuple[Tensor, str]:
-    """[K, C_in, C_out] in the peer's offset order -> ours, and a note of what moved."""
+def peer_kernel_order(layout: str, kernel_size) -> list[int]:
+    """The permutation `order` with ours[k] = theirs[order[k]] for a `layout` kernel of `kernel_size`
+    (a triple); ValueError when the peer's offsets are not ours in another order."""
     peer = PEER_OFFSETS[layout](kernel_size)
     ours = [tuple(o) for o in kernel_offsets(kernel_size).tolist()]
     index = {offset: k for k, offset in enumerate(peer)}
@@ -67,7 +68,12 @@ def _reorder(weight: Tensor, layout: str, kernel_size) -> tuple[Tensor, str]:
             f"a {layout} kernel of size {kernel_size} covers offsets {sorted(index)}, ours {sorted(ours)}: "
             "not convertible (only odd sizes and even size 2 line up)"
         )
-    order = [index[offset] for offset in ours]
+    return [index[offset] for offset in ours]
+
+
+def _reorder(weight: Tensor, layout: str, kernel_size) -> tuple[Tensor, str]:
+    """[K, C_in, C_out] in the peer's offset order -> ours, and a note of what moved."""
+    order = peer_kernel_order(layout, kernel_size)
     if order == list(range(len(order))):
         return weight, ""
     return weight[order], "kernel offsets reordered x fastest -> x slowest"

@@ -1,6 +1,6 @@
 """Layers on SparseTensors. Every output shares the coordinate maps of its input."""
 
-from .activation import LeakyReLU, ReLU
+from .activation import LeakyReLU, ReLU, SiLU
 from .cat import cat
 from .conv import Conv3d
 from .dense import ToDense
@@ -8,4 +8,4 @@ from .linear import Linear
 from .norm import BatchNorm
 from .pool import GlobalAvgPool, GlobalMaxPool
 
-__all__ = ["BatchNorm", "Conv3d", "GlobalAvgPool", "GlobalMaxPool", "LeakyReLU", "Linear", "ReLU", "ToDense", "cat"]
+__all__ = ["BatchNorm", "Conv3d", "GlobalAvgPool", "GlobalMaxPool", "LeakyReLU", "Linear", "ReLU", "SiLU", "ToDense", "cat"]

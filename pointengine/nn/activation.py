@@ -13,3 +13,8 @@ class ReLU(torch.nn.ReLU):
 class LeakyReLU(torch.nn.LeakyReLU):
     def forward(self, input: SparseTensor) -> SparseTensor:
         return input.replace_feats(super().forward(input.feats))
+
+
+class SiLU(torch.nn.SiLU):
+    def forward(self, input: SparseTensor) -> SparseTensor:
+        return input.replace_feats(super().forward(input.feats))

@@ -21,14 +21,22 @@ def cat(*tensors: SparseTensor) -> SparseTensor:
     for i, t in enumerate(tensors[1:], start=1):
         if t.stride != first.stride:
             raise ValueError(f"cat: argument {i} has stride {t.stride}, expected {first.stride} (that of argument 0)")
-        if t.coordinate_map is first.coordinate_map:
-            feats.append(t.feats)
-            continue
-        rows = t.coordinate_map.query(first.coords) if t.num_sites == first.num_sites else None
-        if rows is None or bool((rows < 0).any()):
+        aligned = feats_on_sites_of(first, t)
+        if aligned is None:
             raise ValueError(
                 f"cat: argument {i} holds other sites than argument 0 ({t.num_sites} vs {first.num_sites} sites); "
                 "concatenation needs the same sites"
             )
-        feats.append(t.feats.index_select(0, rows.long()))
+        feats.append(aligned)
     return first.replace_feats(torch.cat(feats, 1))
+
+
+def feats_on_sites_of(first: SparseTensor, t: SparseTensor) -> torch.Tensor | None:
+    """t's features in the row order of first's sites: as they are when both share one coordinate
+    map, reordered when t holds the same sites in another order; None when t holds other sites."""
+    if t.coordinate_map is first.coordinate_map:
+        return t.feats
+    rows = t.coordinate_map.query(first.coords) if t.num_sites == first.num_sites else None
+    if rows is None or bool((rows < 0).any()):
+        return None
+    return t.feats.index_select(0, rows.long())
