@@ -17,13 +17,19 @@ DOWNSAMPLE_MODES = ("spconv", "minkowski")
 
 
 def output_sites(kernel_size, stride, padding, dilation, transposed: bool, config) -> str:
-    """pointengine's `sites` for TorchSparse's downsampling: 2.1's "spconv" mode takes the floor
+    """pointengine's `sites` for TorchSparse's downsampling (padding is ignored at stride 1 for odd
+    kernels, as TorchSparse 2.1 ignores it): 2.1's "spconv" mode takes the floor
     of the coordinates when every stride is 1 or its kernel size, else the sites a dense conv with
     `padding` reaches (ours "dense", with the padding that centres the kernel); "minkowski" (2.0's
     only mode) always the floor."""
     mode = (config or {}).get("downsample_mode", "spconv")
     if mode not in DOWNSAMPLE_MODES:
         raise ValueError(f"config['downsample_mode'] must be one of {DOWNSAMPLE_MODES}, got {mode!r}")
+    if stride == (1, 1, 1) and any(p and k % 2 == 0 for p, k in zip(padding, kernel_size)):
+        raise NotImplementedError(
+            f"Conv3d(kernel_size={kernel_size}, padding={padding}): padding on an even kernel at stride 1 shifts "
+            f"TorchSparse's sites; pointengine supports padding 0 there (see {GUIDE})"
+        )
     if transposed or stride == (1, 1, 1) or mode == "minkowski":
         return "floor"
     if all(s in (1, k) for s, k in zip(stride, kernel_size)):
