@@ -348,3 +348,20 @@ def test_unsupported_arguments(ts):
     assert spnn.Conv3d(2, 2, 3, stride=2, config={"downsample_mode": "minkowski"}).sites == "floor"
     with pytest.raises(NotImplementedError, match="kernel_size"):
         spnn.Conv3d(2, 2, 4)
+
+
+def test_point_tensor_and_point_voxel_helpers(ts):
+    import torchsparse.nn.functional as F
+
+    coords = torch.tensor([[0, 0.5, 0.5, 0.5]] * 3 + [[1, 2.2, 0.1, 0.3]] * 3)
+    z = ts.PointTensor(torch.rand(6, 2, generator=torch.Generator().manual_seed(1)), coords)
+    x = F.initial_voxelize(z)
+    assert isinstance(x, ts.SparseTensor) and x.C.tolist() == [[0, 0, 0, 0], [1, 2, 0, 0]]
+    torch.testing.assert_close(x.F, torch.stack([z.F[:3].mean(0), z.F[3:].mean(0)]))
+    back = F.voxel_to_point(x, z)  # each point's only existing corner is its own voxel: weight 1
+    assert isinstance(back, ts.PointTensor) and torch.equal(back.F, x.F[[0, 0, 0, 1, 1, 1]])
+    assert torch.equal((z + back).F, z.F + back.F)
+    again = F.point_to_voxel(x, back)
+    assert isinstance(again, ts.SparseTensor) and torch.allclose(again.F, x.F)
+    with pytest.raises(ValueError, match="idx_query"):
+        ts.PointTensor(z.F, coords, idx_query=torch.zeros(6))

@@ -134,8 +134,9 @@ class PointTensor(pe.PointTensor):
     caches, must be left empty: pointengine keeps its own (PointTensor.cache)."""
 
     def __init__(self, feats, coords, idx_query=None, weights=None):
-        if idx_query or weights:
-            raise ValueError("PointTensor: idx_query and weights are TorchSparse's caches; pass None")
+        for name, value in (("idx_query", idx_query), ("weights", weights)):
+            if value is not None and not (isinstance(value, dict) and not value):
+                raise ValueError(f"PointTensor: {name} is one of TorchSparse's caches; pass None, got {type(value).__name__}")
         super().__init__(as_torch(feats, "feats"), as_torch(coords, "coords"))
 
     def _set_feats(self, feats: Tensor) -> None:

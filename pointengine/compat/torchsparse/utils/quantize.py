@@ -14,6 +14,8 @@ def sparse_quantize(coords, voxel_size=1, *, return_index: bool = False, return_
     points = torch.as_tensor(np.asarray(coords), dtype=torch.float64)
     if points.dim() != 2 or points.shape[1] != 3:
         raise ValueError(f"coords must have shape [N, 3] (x, y, z), got {list(points.shape)}")
+    if isinstance(voxel_size, np.ndarray):
+        voxel_size = voxel_size.tolist()
     voxels = voxelize_points(points, voxel_size, reduce="first")
     outputs = [voxels.coords[:, 1:].numpy()]
     if return_index:
