@@ -107,7 +107,7 @@ def test_feats_and_coords_on_different_devices():
             dict(bias=torch.zeros(3, dtype=torch.float64, device="meta")),
             r"tensors must be on one device, got feats on cpu, bias on meta",
         ),
-        (dict(dataflow="im2col"), r"dataflow must be one of \('fused', 'gather_scatter'\), got 'im2col'"),
+        (dict(dataflow="im2col"), r"dataflow must be one of \('fused', 'gather_scatter', 'implicit_gemm'\), got 'im2col'"),
         (dict(stride=2, sites="ceil"), r"sites must be one of \('dense', 'floor'\), got 'ceil'"),
         (dict(sites="ceil"), r"sites must be one of \('dense', 'floor'\), got 'ceil'"),
         (dict(generative=True), r"generative=True needs transposed=True"),
