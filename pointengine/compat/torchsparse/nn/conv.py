@@ -11,17 +11,17 @@ from torch import Tensor
 from .._unsupported import GUIDE
 from ....functional import conv as pe_conv
 from ....models.peer_layouts import peer_kernel_order
+from ....nn.conv import _check_channels
 from ..tensor import as_compat
 
 DOWNSAMPLE_MODES = ("spconv", "minkowski")
 
 
 def output_sites(kernel_size, stride, padding, dilation, transposed: bool, config) -> str:
-    """pointengine's `sites` for TorchSparse's downsampling (padding is ignored at stride 1 for odd
-    kernels, as TorchSparse 2.1 ignores it): 2.1's "spconv" mode takes the floor
-    of the coordinates when every stride is 1 or its kernel size, else the sites a dense conv with
-    `padding` reaches (ours "dense", with the padding that centres the kernel); "minkowski" (2.0's
-    only mode) always the floor."""
+    """pointengine's `sites` for TorchSparse's downsampling. 2.1's "spconv" mode takes the floor of
+    the coordinates when every stride is 1 or its kernel size, else the sites a dense conv with
+    `padding` reaches (ours "dense", for the padding that centres the kernel); "minkowski" (2.0's only
+    mode) always the floor. At stride 1, padding is ignored for odd kernels, as 2.1 ignores it."""
     mode = (config or {}).get("downsample_mode", "spconv")
     if mode not in DOWNSAMPLE_MODES:
         raise ValueError(f"config['downsample_mode'] must be one of {DOWNSAMPLE_MODES}, got {mode!r}")
@@ -88,12 +88,12 @@ class Conv3d(torch.nn.Module):
         config: dict | None = None,
     ):
         super().__init__()
-        self.in_channels, self.out_channels = in_channels, out_channels
+        self.in_channels = _check_channels(in_channels, "in_channels")
+        self.out_channels = _check_channels(out_channels, "out_channels")
         self.transposed, self.generative, self.config = transposed, generative, config
         self.padding = as_padding(padding)
-        self.sites = "floor"
         self.kernel_size, self.stride, self.dilation = pe_conv.conv_geometry(
-            kernel_size, stride, dilation, transposed, generative, self.sites
+            kernel_size, stride, dilation, transposed, generative, "floor"
         )
         self.sites = output_sites(self.kernel_size, self.stride, self.padding, self.dilation, transposed, config)
         self._order = kernel_order(self.kernel_size)
