@@ -199,19 +199,25 @@ def brute_force(coords, feats, kernel, kernel_size, stride, out_sites):
     return out
 
 
-@pytest.mark.parametrize("kernel_size,stride,padding", [(3, 1, 0), (2, 2, 0), (3, 2, 1), (1, 1, 0)])
-def test_conv_kernel_layout_brute_force(ts, kernel_size, stride, padding):
+@pytest.mark.parametrize(
+    "kernel_size,stride,padding,mode", [(3, 1, 0, None), (2, 2, 0, None), (3, 2, 1, None), (1, 1, 0, None), (3, 2, 0, "minkowski")]
+)
+def test_conv_kernel_layout_brute_force(ts, kernel_size, stride, padding, mode):
     import torchsparse.nn as spnn
+    import torchsparse.nn.functional as F
 
     g = torch.Generator().manual_seed(kernel_size * 10 + stride)
     coords = torch.unique(torch.cat([torch.randint(0, 2, (40, 1), generator=g), torch.randint(-3, 4, (40, 3), generator=g)], 1), dim=0).int()
     feats = torch.randn(len(coords), 3, generator=g, dtype=torch.float64)
-    conv = spnn.Conv3d(3, 4, kernel_size, stride=stride, padding=padding).double()
+    config = None if mode is None else {"downsample_mode": mode}
+    conv = spnn.Conv3d(3, 4, kernel_size, stride=stride, padding=padding, config=config).double()
     expected_shape = (3, 4) if kernel_size == 1 else (kernel_size**3, 3, 4)
     assert tuple(conv.kernel.shape) == expected_shape and [n for n, _ in conv.named_parameters()] == ["kernel"]
     out = conv(ts.SparseTensor(feats, coords))
     if stride == 1:
         sites = coords.tolist()
+    elif mode == "minkowski":  # TorchSparse 2.0's rule: floor(c / s)
+        sites = {(b, *(c // stride for c in xyz)) for b, *xyz in coords.tolist()}
     else:  # the sites a dense conv reaches (with the centring padding): floor(c / 2) for 2x2x2
         reach = range(-(kernel_size // 2), kernel_size // 2 + 1) if kernel_size % 2 else range(kernel_size)
         sites = {(b, *((c - d) // stride for c, d in zip(xyz, off))) for b, *xyz in coords.tolist() for off in itertools.product(reach, repeat=3)
@@ -221,6 +227,8 @@ def test_conv_kernel_layout_brute_force(ts, kernel_size, stride, padding):
     expected = brute_force(coords, feats, kernel, kernel_size, stride, out.C.tolist())
     torch.testing.assert_close(out.F, expected, rtol=1e-12, atol=1e-12)
     assert isinstance(out, ts.SparseTensor)
+    functional = F.conv3d(ts.SparseTensor(feats, coords), conv.kernel, kernel_size, stride=stride, padding=padding, config=config)
+    assert torch.equal(functional.F, out.F) and torch.equal(functional.C, out.C)
 
 
 def test_state_dict_loads_and_gradients_reach_kernel(ts):
@@ -365,3 +373,15 @@ def test_point_tensor_and_point_voxel_helpers(ts):
     assert isinstance(again, ts.SparseTensor) and torch.allclose(again.F, x.F)
     with pytest.raises(ValueError, match="idx_query"):
         ts.PointTensor(z.F, coords, idx_query=torch.zeros(6))
+
+
+def test_alias_refuses_a_real_torchsparse():
+    saved = sys.modules.get("torchsparse")
+    sys.modules["torchsparse"] = type(sys)("torchsparse")
+    try:
+        with pytest.raises(ImportError, match="real torchsparse is already imported"):
+            alias_torchsparse()
+    finally:
+        del sys.modules["torchsparse"]
+        if saved is not None:
+            sys.modules["torchsparse"] = saved
