@@ -97,17 +97,22 @@ def test_kernel_maps_match_cpu(sites, kind):
     assert torch.equal(kmap.nbr.cpu(), cpu_map.nbr)
 
 
+def dense_reference_case(args: dict, n_sites: int, c_in: int, c_out: int, dtype, seed: int):
+    """(sites, x on CUDA, weight on CUDA, kernel size, stride, reference coords, reference feats): the
+    reference in float64 from the same (rounded) values the CUDA conv reads."""
+    coords = random_sites(n_sites, 3, 9, torch.Generator().manual_seed(seed))
+    x = conv_input(args, coords, c_in, dtype, CUDA, seed=seed + 1)
+    weight = randn(volume(args), c_in, c_out, dtype=dtype, seed=seed + 2).to(CUDA)
+    ks, st = triple(args["kernel_size"]), triple(args.get("stride", 1))
+    dense = dense_conv_transpose_reference if args.get("transposed") else dense_conv_reference
+    return coords, x, weight, ks, st, *dense(x.feats.cpu(), x.coords.cpu(), weight.cpu(), ks, st, (1, 1, 1))
+
+
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("kind", WITH_POINTWISE)
 def test_conv3d_matches_the_dense_reference(kind, dtype):
     args = WITH_POINTWISE[kind]
-    coords = random_sites(120, 3, 9, torch.Generator().manual_seed(2))
-    x = conv_input(args, coords, 3, dtype, CUDA, seed=3)
-    weight = randn(volume(args), 3, 4, dtype=dtype, seed=4).to(CUDA)
-    ks, st = triple(args["kernel_size"]), triple(args.get("stride", 1))
-    dense = dense_conv_transpose_reference if args.get("transposed") else dense_conv_reference
-    # float64 from the same (rounded) values the CUDA conv reads.
-    ref_coords, ref_feats = dense(x.feats.cpu(), x.coords.cpu(), weight.cpu(), ks, st, (1, 1, 1))
+    coords, x, weight, ks, st, ref_coords, ref_feats = dense_reference_case(args, 120, 3, 4, dtype, seed=2)
     for dataflow in (None, *DATAFLOWS):
         y = conv3d(x, weight, dataflow=dataflow, **args)
         assert y.feats.device.type == "cuda" and y.feats.dtype == dtype, dataflow
@@ -131,12 +136,7 @@ def test_conv3d_matches_the_dense_reference(kind, dtype):
 def test_implicit_gemm_on_the_tensor_cores_matches_the_dense_reference(kind, dtype):
     """Channels a multiple of 8, so that conv_implicit_gemm runs its tensor-core kernel."""
     args = WITH_POINTWISE[kind]
-    coords = random_sites(300, 3, 9, torch.Generator().manual_seed(12))
-    x = conv_input(args, coords, 16, dtype, CUDA, seed=13)
-    weight = randn(volume(args), 16, 24, dtype=dtype, seed=14).to(CUDA)
-    ks, st = triple(args["kernel_size"]), triple(args.get("stride", 1))
-    dense = dense_conv_transpose_reference if args.get("transposed") else dense_conv_reference
-    ref_coords, ref_feats = dense(x.feats.cpu(), x.coords.cpu(), weight.cpu(), ks, st, (1, 1, 1))
+    _, x, weight, _, _, ref_coords, ref_feats = dense_reference_case(args, 300, 16, 24, dtype, seed=12)
     y = conv3d(x, weight, dataflow="implicit_gemm", **args)
     fused = conv3d(x, weight, dataflow="fused", **args)
     assert torch.equal(y.coords, fused.coords)

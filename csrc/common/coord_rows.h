@@ -17,6 +17,24 @@ inline void check_coord_rows(const at::Tensor& coords, const char* op, const cha
   check_row_count(coords.size(0), op, arg);
 }
 
+// The argument checks of neighbor_table on either device: a table, out_coords rows, int32 offsets
+// [K, 3], strides; a submanifold table reads the table of out_coords itself, with an odd K.
+inline void check_neighbor_table_args(const at::Tensor& keys, const at::Tensor& vals, const at::Tensor& out_coords,
+                                      const at::Tensor& offsets, at::IntArrayRef stride, bool submanifold,
+                                      c10::DeviceType device) {
+  constexpr const char* op = "neighbor_table";
+  check_table(keys, vals, op, device);
+  check_coord_rows(out_coords, op, "out_coords", device);
+  check_matrix(offsets, op, "offsets", at::kInt, 3, "[K, 3]", device);
+  check_strides(stride, op);
+  const int64_t m = out_coords.size(0), kvol = offsets.size(0);
+  if (submanifold) {
+    TORCH_CHECK(kvol % 2 == 1, "neighbor_table: a submanifold table needs an odd number of offsets, got ", kvol);
+    TORCH_CHECK(keys.size(0) == table_capacity(m), "neighbor_table: a submanifold table needs the table of "
+                "out_coords itself, of length ", table_capacity(m), " for ", m, " rows, got ", keys.size(0));
+  }
+}
+
 inline int64_t count_outside(const int32_t* c, int64_t n) {
   std::atomic<int64_t> outside{0};
   at::parallel_for(0, n, 16384, [&](int64_t begin, int64_t end) {

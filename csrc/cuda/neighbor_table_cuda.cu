@@ -69,17 +69,8 @@ __global__ void submanifold_kernel(TableView table, const int32_t* coords, int64
 at::Tensor neighbor_table_cuda(const at::Tensor& keys_in, const at::Tensor& vals_in, const at::Tensor& out_coords_in,
                                const at::Tensor& offsets_in, at::IntArrayRef stride, bool transposed,
                                bool submanifold) {
-  constexpr const char* op = "neighbor_table";
-  check_table(keys_in, vals_in, op, at::kCUDA);
-  check_coord_rows(out_coords_in, op, "out_coords", at::kCUDA);
-  check_matrix(offsets_in, op, "offsets", at::kInt, 3, "[K, 3]", at::kCUDA);
-  check_strides(stride, op);
+  check_neighbor_table_args(keys_in, vals_in, out_coords_in, offsets_in, stride, submanifold, at::kCUDA);
   const int64_t m = out_coords_in.size(0), kvol = offsets_in.size(0);
-  if (submanifold) {
-    TORCH_CHECK(kvol % 2 == 1, "neighbor_table: a submanifold table needs an odd number of offsets, got ", kvol);
-    TORCH_CHECK(keys_in.size(0) == table_capacity(m), "neighbor_table: a submanifold table needs the table of "
-                "out_coords itself, of length ", table_capacity(m), " for ", m, " rows, got ", keys_in.size(0));
-  }
   const c10::cuda::CUDAGuard guard(out_coords_in.device());
   const at::Tensor keys = keys_in.contiguous(), vals = vals_in.contiguous();
   const at::Tensor coords = out_coords_in.contiguous(), offsets = offsets_in.contiguous();
