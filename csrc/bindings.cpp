@@ -21,6 +21,7 @@ TORCH_LIBRARY(pointengine, m) {
       "bool transposed, bool submanifold) -> Tensor");
   m.def("kernel_pairs(Tensor nbr) -> (Tensor in_rows, Tensor out_rows, Tensor ptr)");
   m.def("conv_fused(Tensor feats, Tensor weight, Tensor nbr) -> Tensor");
+  m.def("conv_fused_epilogue(Tensor feats, Tensor weight, Tensor nbr, Tensor? bias, Tensor? residual, bool relu) -> Tensor");
   m.def("conv_implicit_gemm(Tensor feats, Tensor weight, Tensor nbr, Tensor? order=None) -> Tensor");
   m.def("conv_weight_grad(Tensor feats, Tensor grad_out, Tensor nbr) -> Tensor");
   m.def("point_scatter_mean(Tensor feats, Tensor index, int n_voxels) -> Tensor");
@@ -60,6 +61,10 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("conv_fused_portable", [](const at::Tensor& feats, const at::Tensor& weight, const at::Tensor& nbr) {
     return pointengine::conv_fused_path(feats, weight, nbr, /*allow_avx2=*/false);
   }, "conv_fused on the portable path whatever the CPU, for tests.");
+  m.def("conv_fused_epilogue_portable", &pointengine::conv_fused_epilogue_path,
+        "conv_fused_epilogue; allow_avx2=False takes the portable path whatever the CPU, for tests.",
+        py::arg("feats"), py::arg("weight"), py::arg("nbr"), py::arg("bias"), py::arg("residual"), py::arg("relu"),
+        py::arg("allow_avx2") = false);
   m.def("conv_weight_grad_portable", [](const at::Tensor& feats, const at::Tensor& grad_out, const at::Tensor& nbr) {
     return pointengine::conv_weight_grad_path(feats, grad_out, nbr, /*allow_avx2=*/false);
   }, "conv_weight_grad on the portable path whatever the CPU, for tests.");

@@ -1,6 +1,7 @@
 """pointengine: sparse point-cloud inference for lidar."""
 
-from . import datasets, functional, nn
+from . import compress, datasets, functional, nn
+from .compress import optimize
 from .coordinate_map import CoordinateMap
 from .functional.pointvoxel import Voxels, devoxelize, voxelize_points
 from .segment import Segmenter
@@ -15,10 +16,12 @@ __all__ = [
     "SparseTensor",
     "Voxels",
     "__version__",
+    "compress",
     "datasets",
     "devoxelize",
     "functional",
     "nn",
+    "optimize",
     "sparse_collate",
     "voxelize_points",
 ]

@@ -51,6 +51,14 @@ def conv_fused(feats: Tensor, weight: Tensor, nbr: Tensor) -> Tensor:
     return _ops.conv_fused(feats, weight, nbr)
 
 
+def conv_fused_epilogue(
+    feats: Tensor, weight: Tensor, nbr: Tensor, bias: Tensor | None, residual: Tensor | None, relu: bool
+) -> Tensor:
+    """relu?(conv_fused(feats, weight, nbr) + bias + residual) in one pass over the output tiles (bias
+    [C_out] and residual [N_out, C_out] optional)."""
+    return _ops.conv_fused_epilogue(feats, weight, nbr, bias, residual, relu)
+
+
 def conv_implicit_gemm(feats: Tensor, weight: Tensor, nbr: Tensor, order: Tensor | None = None) -> Tensor:
     """conv_fused's result by the GPU's implicit GEMM on the tensor cores (float16 and bfloat16; other
     dtypes, the CPU and channel counts not a multiple of 8 take conv_fused). order int32 [M]: the
@@ -144,6 +152,11 @@ def _(feats, weight, nbr):
     return feats.new_empty(nbr.shape[0], weight.shape[2])
 
 
+@torch.library.register_fake("pointengine::conv_fused_epilogue")
+def _(feats, weight, nbr, bias, residual, relu):
+    return feats.new_empty(nbr.shape[0], weight.shape[2])
+
+
 @torch.library.register_fake("pointengine::conv_implicit_gemm")
 def _(feats, weight, nbr, order=None):
     return feats.new_empty(nbr.shape[0], weight.shape[2])
@@ -160,8 +173,11 @@ def _conv_fused_setup(ctx, inputs, output):
 
 
 def _conv_fused_backward(ctx, grad_out):
-    feats, weight, nbr = ctx.saved_tensors
-    grad_out = grad_out.contiguous()
+    return _conv_grads(ctx, *ctx.saved_tensors, grad_out.contiguous())
+
+
+def _conv_grads(ctx, feats: Tensor, weight: Tensor, nbr: Tensor, grad_out: Tensor) -> tuple:
+    """(grad feats, grad weight, None for nbr) of out = sum_k feats[nbr[:, k]] @ weight[k]."""
     grad_feats = grad_weight = None
     if ctx.needs_input_grad[0]:
         # The adjoint reads the same pairs from the input side, with each W[k] transposed.
@@ -171,11 +187,30 @@ def _conv_fused_backward(ctx, grad_out):
     return grad_feats, grad_weight, None
 
 
+def _conv_fused_epilogue_setup(ctx, inputs, output):
+    feats, weight, nbr, _, _, relu = inputs
+    ctx.relu = relu
+    ctx.save_for_backward(feats, weight, nbr, output if relu else None)
+
+
+def _conv_fused_epilogue_backward(ctx, grad_out):
+    feats, weight, nbr, output = ctx.saved_tensors
+    if ctx.relu:
+        grad_out = grad_out * (output > 0)
+    grad_out = grad_out.contiguous()
+    grad_bias = grad_out.sum(0) if ctx.needs_input_grad[3] else None
+    grad_residual = grad_out if ctx.needs_input_grad[4] else None
+    return *_conv_grads(ctx, feats, weight, nbr, grad_out), grad_bias, grad_residual, None
+
+
 def _conv_implicit_gemm_backward(ctx, grad_out):
     return *_conv_fused_backward(ctx, grad_out), None
 
 
 torch.library.register_autograd("pointengine::conv_fused", _conv_fused_backward, setup_context=_conv_fused_setup)
+torch.library.register_autograd(
+    "pointengine::conv_fused_epilogue", _conv_fused_epilogue_backward, setup_context=_conv_fused_epilogue_setup
+)
 torch.library.register_autograd(
     "pointengine::conv_implicit_gemm", _conv_implicit_gemm_backward, setup_context=_conv_fused_setup
 )

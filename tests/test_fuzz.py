@@ -133,6 +133,8 @@ def raw_calls(draw):
                 "kernel_pairs",
                 "conv_fused",
                 "conv_fused_portable",
+                "conv_fused_epilogue",
+                "conv_fused_epilogue_portable",
                 "conv_weight_grad",
                 "conv_weight_grad_portable",
                 "linear",
@@ -174,6 +176,15 @@ def raw_calls(draw):
                 lambda shape: float_tensors(shape, mostly(st.just(dtype), st.just(torch.float32)))
             )
         )
+        if op.startswith("conv_fused_epilogue"):
+            dtypes = mostly(st.just(dtype), FUZZ_DTYPES)
+            bias = draw(st.one_of(st.none(), shapes([c_out]).flatmap(lambda shape: float_tensors(shape, dtypes))))
+            residual = draw(
+                st.one_of(st.none(), shapes([n_out, c_out]).flatmap(lambda shape: float_tensors(shape, dtypes)))
+            )
+            relu = draw(st.booleans())
+            run = ops.conv_fused_epilogue if op == "conv_fused_epilogue" else _C.conv_fused_epilogue_portable
+            return "conv_fused_epilogue", lambda: run(feats, weight, nbr, bias, residual, relu)
         run = ops.conv_fused if op == "conv_fused" else _C.conv_fused_portable
         return "conv_fused", lambda: run(feats, weight, nbr)
     if op.startswith("conv_weight_grad"):

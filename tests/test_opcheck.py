@@ -39,6 +39,13 @@ def conv_args(dtype, requires_grad: bool):
     return feats, weight, neighbours(2)
 
 
+def epilogue_args(dtype, requires_grad: bool):
+    """(bias, residual) for conv_args's output [6, 2]."""
+    g = torch.Generator().manual_seed(1)
+    make = lambda *size: torch.randn(*size, generator=g, dtype=dtype, requires_grad=requires_grad)  # noqa: E731
+    return make(2), make(6, 2)
+
+
 def weight_grad_args(dtype):
     g = torch.Generator().manual_seed(0)
     nbr = neighbours()
@@ -101,6 +108,11 @@ CASES = {
     "conv_fused": [
         lambda: conv_args(torch.float32, False),
         lambda: conv_args(torch.float64, True),
+    ],
+    "conv_fused_epilogue": [
+        lambda: (*conv_args(torch.float32, False), None, None, True),
+        lambda: (*conv_args(torch.float64, True), *epilogue_args(torch.float64, True), True),
+        lambda: (*conv_args(torch.float64, True), None, epilogue_args(torch.float64, True)[1], False),
     ],
     "conv_implicit_gemm": [
         lambda: conv_args(torch.float32, False),

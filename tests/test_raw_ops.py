@@ -176,6 +176,22 @@ BAD_CALLS = {
         lambda: ops.kernel_pairs(NBR.flatten()),
         r"kernel_pairs: nbr must have shape \[N_out, K\], got \[108\]",
     ),
+    "conv_fused_epilogue bias shape": (
+        lambda: ops.conv_fused_epilogue(FEATS, WEIGHT, NBR, torch.ones(4), None, False),
+        r"conv_fused_epilogue: bias must have shape \[3\] \(C_out\), got \[4\]",
+    ),
+    "conv_fused_epilogue bias dtype": (
+        lambda: ops.conv_fused_epilogue(FEATS, WEIGHT, NBR, torch.ones(3, dtype=torch.float64), None, False),
+        r"conv_fused_epilogue: bias must have dtype torch.float32, got torch.float64",
+    ),
+    "conv_fused_epilogue residual shape": (
+        lambda: ops.conv_fused_epilogue(FEATS, WEIGHT, NBR, None, torch.ones(3, 3), True),
+        r"conv_fused_epilogue: residual must have shape \[4, 3\] \(nbr rows, C_out\), got \[3, 3\]",
+    ),
+    "conv_fused_epilogue weight shape": (
+        lambda: ops.conv_fused_epilogue(FEATS, WEIGHT[:8], NBR, None, None, True),
+        r"conv_fused_epilogue: weight must have shape \[K, C_in, C_out\] = \[27, 2, C_out\]",
+    ),
     "conv_fused feats dtype": (
         lambda: ops.conv_fused(FEATS.half(), WEIGHT.half(), NBR),
         r"conv_fused: feats must be float32 or float64, got torch.float16",

@@ -1,4 +1,6 @@
-// Output-stationary fused sparse convolution: out[o] = sum_k feats[nbr[o, k]] @ weight[k].
+// Output-stationary fused sparse convolution: out[o] = sum_k feats[nbr[o, k]] @ weight[k], and
+// conv_fused_epilogue, which adds a bias and a residual and applies a ReLU in the same tile pass
+// (the folded Conv-BN-ReLU and residual blocks of pointengine.optimize).
 // Output rows are cut into fixed tiles of kTileRows; for each tile the present neighbours of every
 // offset are compacted (conv_tile.h) and accumulated into the tile's rows, which stay in cache.
 // Every output element sums its terms in one order (offset, then input channel) whatever the tile
@@ -23,10 +25,37 @@ struct Shape {
   int64_t n_in, n_out, kvol, c_in, c_out;
 };
 
+// What is applied to a tile's finished accumulators: out = relu?(acc + bias + residual), each part
+// optional (null / false). Element by element after the whole sum, so the sum's order is unchanged.
+template <typename scalar_t>
+struct Epilogue {
+  const scalar_t* bias = nullptr;      // [C_out]
+  const scalar_t* residual = nullptr;  // [N_out, C_out]
+  bool relu = false;
+
+  // Output rows [row_begin, row_begin + n_rows): from acc (row stride acc_stride) into out (may be acc).
+  void apply(const scalar_t* acc, int64_t acc_stride, int64_t row_begin, int64_t n_rows, int64_t c_out,
+             scalar_t* out) const {
+    const bool nothing_to_do = !bias && !residual && !relu;
+    if (nothing_to_do && acc == out + row_begin * c_out && acc_stride == c_out) return;
+    for (int64_t r = 0; r < n_rows; ++r) {
+      const scalar_t* a = acc + r * acc_stride;
+      const scalar_t* res = residual ? residual + (row_begin + r) * c_out : nullptr;
+      scalar_t* o = out + (row_begin + r) * c_out;
+      for (int64_t co = 0; co < c_out; ++co) {
+        scalar_t v = a[co];
+        if (bias) v += bias[co];
+        if (res) v += res[co];
+        o[co] = relu && v < scalar_t(0) ? scalar_t(0) : v;
+      }
+    }
+  }
+};
+
 // Each returns false when the table names a row past the inputs.
 template <typename scalar_t>
 bool conv_portable(const scalar_t* feats, const scalar_t* weight, const int32_t* nbr, const Shape& shape,
-                   scalar_t* out) {
+                   const Epilogue<scalar_t>& epilogue, scalar_t* out) {
   const int64_t kvol = shape.kvol, c_in = shape.c_in, c_out = shape.c_out;
   return for_each_tile(shape.n_out, kvol, [&](int64_t row_begin, int64_t n_rows, TileWorkspace& ws) {
     const TilePairs pairs = ws.pairs();
@@ -43,11 +72,13 @@ bool conv_portable(const scalar_t* feats, const scalar_t* weight, const int32_t*
           for (int64_t co = 0; co < c_out; ++co) a[co] += xv * w[co];
         }
       }
+    epilogue.apply(acc, c_out, row_begin, n_rows, c_out, out);
     return valid;
   });
 }
 
-bool conv_avx2(const float* feats, const float* weight, const int32_t* nbr, const Shape& shape, float* out) {
+bool conv_avx2(const float* feats, const float* weight, const int32_t* nbr, const Shape& shape,
+               const Epilogue<float>& epilogue, float* out) {
   const int64_t kvol = shape.kvol, c_in = shape.c_in, c_out = shape.c_out;
   std::vector<float> packed(packed_weight_numel(kvol, c_in, c_out));
   pack_weight_avx2(weight, kvol, c_in, c_out, packed.data());
@@ -61,40 +92,75 @@ bool conv_avx2(const float* feats, const float* weight, const int32_t* nbr, cons
     float* acc = in_place ? out + row_begin * c_out : ws.padded_tile(c_out_pad);
     std::fill(acc, acc + n_rows * c_out_pad, 0.f);
     conv_tile_avx2(feats, packed.data(), kvol, c_in, c_out, pairs, acc, c_out_pad);
-    if (!in_place)
-      for (int64_t r = 0; r < n_rows; ++r)
-        std::copy(acc + r * c_out_pad, acc + r * c_out_pad + c_out, out + (row_begin + r) * c_out);
+    epilogue.apply(acc, c_out_pad, row_begin, n_rows, c_out, out);
     return valid;
   });
 }
 
 }  // namespace
 
-at::Tensor conv_fused_path(const at::Tensor& feats_in, const at::Tensor& weight_in, const at::Tensor& nbr_in,
-                           bool allow_avx2) {
-  constexpr const char* op = "conv_fused";
+namespace {
+
+template <typename scalar_t>
+bool run_conv(const scalar_t* feats, const scalar_t* weight, const int32_t* nbr, const Shape& shape,
+              const Epilogue<scalar_t>& epilogue, scalar_t* out, bool /*allow_avx2*/) {
+  return conv_portable(feats, weight, nbr, shape, epilogue, out);
+}
+
+bool run_conv(const float* feats, const float* weight, const int32_t* nbr, const Shape& shape,
+              const Epilogue<float>& epilogue, float* out, bool allow_avx2) {
+  if (allow_avx2 && cpu_has_avx2_fma()) return conv_avx2(feats, weight, nbr, shape, epilogue, out);
+  return conv_portable(feats, weight, nbr, shape, epilogue, out);
+}
+
+at::Tensor conv_with_epilogue(const at::Tensor& feats_in, const at::Tensor& weight_in, const at::Tensor& nbr_in,
+                              const c10::optional<at::Tensor>& bias_in, const c10::optional<at::Tensor>& residual_in,
+                              bool relu, bool allow_avx2, const char* op) {
   check_float_matrix(feats_in, op, "feats", "[N_in, C_in]");
   check_kernel_tensor(weight_in, op, "weight", feats_in.scalar_type());
   check_matrix(nbr_in, op, "nbr", at::kInt, -1, "[N_out, K]");
   check_row_count(feats_in.size(0), op, "feats");
   TORCH_CHECK(weight_in.dim() == 3 && weight_in.size(1) == feats_in.size(1) && weight_in.size(0) == nbr_in.size(1),
-              "conv_fused: weight must have shape [K, C_in, C_out] = [", nbr_in.size(1), ", ", feats_in.size(1),
+              op, ": weight must have shape [K, C_in, C_out] = [", nbr_in.size(1), ", ", feats_in.size(1),
               ", C_out] (nbr columns, feats columns), got ", weight_in.sizes());
   const at::Tensor feats = feats_in.contiguous(), weight = weight_in.contiguous(), nbr = nbr_in.contiguous();
   const Shape shape{feats.size(0), nbr.size(0), nbr.size(1), weight.size(1), weight.size(2)};
+  at::Tensor bias, residual;
+  if (bias_in.has_value()) {
+    check_kernel_tensor(*bias_in, op, "bias", feats.scalar_type());
+    TORCH_CHECK(bias_in->dim() == 1 && bias_in->size(0) == shape.c_out, op, ": bias must have shape [", shape.c_out,
+                "] (C_out), got ", bias_in->sizes());
+    bias = bias_in->contiguous();
+  }
+  if (residual_in.has_value()) {
+    check_kernel_tensor(*residual_in, op, "residual", feats.scalar_type());
+    TORCH_CHECK(residual_in->dim() == 2 && residual_in->size(0) == shape.n_out && residual_in->size(1) == shape.c_out,
+                op, ": residual must have shape [", shape.n_out, ", ", shape.c_out, "] (nbr rows, C_out), got ",
+                residual_in->sizes());
+    residual = residual_in->contiguous();
+  }
   at::Tensor out = at::empty({shape.n_out, shape.c_out}, feats.options());
   bool valid;
-  if (allow_avx2 && feats.scalar_type() == at::kFloat && cpu_has_avx2_fma()) {
-    valid = conv_avx2(feats.data_ptr<float>(), weight.data_ptr<float>(), nbr.data_ptr<int32_t>(), shape,
-                      out.data_ptr<float>());
-  } else {
-    AT_DISPATCH_FLOATING_TYPES(feats.scalar_type(), "conv_fused_cpu", [&] {
-      valid = conv_portable<scalar_t>(feats.data_ptr<scalar_t>(), weight.data_ptr<scalar_t>(),
-                                      nbr.data_ptr<int32_t>(), shape, out.data_ptr<scalar_t>());
-    });
-  }
-  TORCH_CHECK(valid, "conv_fused: nbr holds a row index >= the number of feats rows (", shape.n_in, ")");
+  AT_DISPATCH_FLOATING_TYPES(feats.scalar_type(), "conv_fused_cpu", [&] {
+    const Epilogue<scalar_t> epilogue{bias.defined() ? bias.data_ptr<scalar_t>() : nullptr,
+                                      residual.defined() ? residual.data_ptr<scalar_t>() : nullptr, relu};
+    valid = run_conv(feats.data_ptr<scalar_t>(), weight.data_ptr<scalar_t>(), nbr.data_ptr<int32_t>(), shape,
+                     epilogue, out.data_ptr<scalar_t>(), allow_avx2);
+  });
+  TORCH_CHECK(valid, op, ": nbr holds a row index >= the number of feats rows (", shape.n_in, ")");
   return out;
+}
+
+}  // namespace
+
+at::Tensor conv_fused_path(const at::Tensor& feats, const at::Tensor& weight, const at::Tensor& nbr, bool allow_avx2) {
+  return conv_with_epilogue(feats, weight, nbr, c10::nullopt, c10::nullopt, false, allow_avx2, "conv_fused");
+}
+
+at::Tensor conv_fused_epilogue_path(const at::Tensor& feats, const at::Tensor& weight, const at::Tensor& nbr,
+                                    const c10::optional<at::Tensor>& bias, const c10::optional<at::Tensor>& residual,
+                                    bool relu, bool allow_avx2) {
+  return conv_with_epilogue(feats, weight, nbr, bias, residual, relu, allow_avx2, "conv_fused_epilogue");
 }
 
 const char* conv_fused_isa() { return cpu_has_avx2_fma() ? "avx2+fma" : "portable"; }
@@ -117,11 +183,18 @@ at::Tensor conv_implicit_gemm_cpu(const at::Tensor& feats, const at::Tensor& wei
   return conv_fused_cpu(feats, weight, nbr);
 }
 
+at::Tensor conv_fused_epilogue_cpu(const at::Tensor& feats, const at::Tensor& weight, const at::Tensor& nbr,
+                                   const c10::optional<at::Tensor>& bias, const c10::optional<at::Tensor>& residual,
+                                   bool relu) {
+  return conv_fused_epilogue_path(feats, weight, nbr, bias, residual, relu, /*allow_avx2=*/true);
+}
+
 }  // namespace
 
 TORCH_LIBRARY_IMPL(pointengine, CPU, m) {
   m.impl("conv_fused", &conv_fused_cpu);
   m.impl("conv_implicit_gemm", &conv_implicit_gemm_cpu);
+  m.impl("conv_fused_epilogue", &conv_fused_epilogue_cpu);
 }
 
 }  // namespace pointengine

@@ -100,6 +100,28 @@ at::Tensor conv_gathered_gemm_cuda(const at::Tensor& feats_in, const at::Tensor&
 
 namespace {
 
+// The epilogue as separate passes after the GEMM (on the CPU it runs in the tile pass).
+at::Tensor conv_fused_epilogue_cuda(const at::Tensor& feats, const at::Tensor& weight, const at::Tensor& nbr,
+                                    const c10::optional<at::Tensor>& bias, const c10::optional<at::Tensor>& residual,
+                                    bool relu) {
+  const char* op = "conv_fused_epilogue";
+  at::Tensor out = conv_gathered_gemm_cuda(feats, weight, nbr);
+  const c10::cuda::CUDAGuard guard(feats.device());
+  if (bias.has_value()) {
+    check_kernel_tensor(*bias, op, "bias", feats.scalar_type(), at::kCUDA);
+    TORCH_CHECK(bias->dim() == 1 && bias->size(0) == out.size(1), op, ": bias must have shape [", out.size(1),
+                "] (C_out), got ", bias->sizes());
+    out.add_(*bias);
+  }
+  if (residual.has_value()) {
+    check_kernel_tensor(*residual, op, "residual", feats.scalar_type(), at::kCUDA);
+    TORCH_CHECK(residual->sizes() == out.sizes(), op, ": residual must have shape ", out.sizes(),
+                " (nbr rows, C_out), got ", residual->sizes());
+    out.add_(*residual);
+  }
+  return relu ? out.relu_() : out;
+}
+
 at::Tensor conv_weight_grad_cuda(const at::Tensor& feats_in, const at::Tensor& grad_in, const at::Tensor& nbr_in) {
   const char* op = "conv_weight_grad";
   check_conv_tables(feats_in, nbr_in, op);
@@ -141,6 +163,7 @@ at::Tensor linear_cuda(const at::Tensor& input_in, const at::Tensor& weight_in, 
 
 TORCH_LIBRARY_IMPL(pointengine, CUDA, m) {
   m.impl("conv_fused", &conv_gathered_gemm_cuda);
+  m.impl("conv_fused_epilogue", &conv_fused_epilogue_cuda);
   m.impl("conv_weight_grad", &conv_weight_grad_cuda);
   m.impl("linear", &linear_cuda);
 }

@@ -113,28 +113,58 @@ def conv3d(
     generative: bool = False,
     sites: str = "dense",
     dataflow: str | None = None,
+    residual: Tensor | None = None,
+    relu: bool = False,
 ) -> SparseTensor:
     """Sparse convolution of `input` with weight [K, C_in, C_out] (offsets in kernel_offsets order).
 
     stride 1: submanifold (outputs = input sites). stride > 1: output sites by `sites` ("dense":
     dense-convolution support, "floor": unique(floor(c / s))). transposed: the adjoint of the
     strided conv that made the input, returning its input sites; generative: new sites o * s + off.
+    The epilogue: feats [N_out, C_out] of `residual` are added after the bias, then `relu` applies;
+    the fused dataflow does both in its pass over the output.
     """
     check_conv_args(input, weight, bias, kernel_size)
+    if not isinstance(relu, bool):
+        raise TypeError(f"relu must be a bool, got {type(relu).__name__}")
     if dataflow is not None and dataflow not in DATAFLOWS:
         raise ValueError(f"dataflow must be one of {DATAFLOWS}, got {dataflow!r}")
     _, st, _ = conv_geometry(kernel_size, stride, dilation, transposed, generative, sites)
     if weight.shape[0] == 1 and st == (1, 1, 1) and not generative:
         # A 1x1x1 submanifold conv (or its transpose) reads each site alone: one dense product, no
         # map; the thread-count independent one (_ops.linear), not torch's BLAS.
-        feats = _ops.linear(input.feats, weight[0].t(), None)
+        check_residual(residual, len(input.coordinate_map), weight)
+        feats = epilogue(_ops.linear(input.feats, weight[0].t(), bias), None, residual, relu)
         coordinate_map, out_stride = input.coordinate_map, input.stride
     else:
         kmap, out_stride = conv_kernel_map(input, kernel_size, stride, dilation, transposed, generative, sites)
+        check_residual(residual, kmap.nbr.shape[0], weight)
         if dataflow is None:
             dataflow = select_dataflow(input.feats.device, weight.shape[0], weight.shape[1], weight.shape[2])
-        feats = apply_kernel_map(input.feats.contiguous(), weight, kmap, dataflow)
+        if dataflow == "fused" and (bias is not None or residual is not None or relu):
+            feats = _ops.conv_fused_epilogue(input.feats.contiguous(), weight, kmap.nbr, bias, residual, relu)
+        else:
+            feats = epilogue(apply_kernel_map(input.feats.contiguous(), weight, kmap, dataflow), bias, residual, relu)
         coordinate_map = kmap.out_map
+    return SparseTensor.derived(feats, coordinate_map, out_stride, input.levels)
+
+
+def check_residual(residual: Tensor | None, n_out: int, weight: Tensor) -> None:
+    if residual is None:
+        return
+    check_tensor(residual, "residual")
+    if residual.shape != (n_out, weight.shape[2]):
+        raise ValueError(f"residual must have shape [{n_out}, {weight.shape[2]}] (output sites, C_out), got {list(residual.shape)}")
+    if residual.dtype != weight.dtype:
+        raise ValueError(f"residual dtype {residual.dtype} differs from weight dtype {weight.dtype}")
+    check_same_device(weight=weight, residual=residual)
+
+
+def epilogue(feats: Tensor, bias: Tensor | None, residual: Tensor | None, relu: bool) -> Tensor:
+    """relu?(feats + bias + residual), as separate passes (the dataflows without a fused epilogue)."""
     if bias is not None:
         feats = feats + bias
-    return SparseTensor.derived(feats, coordinate_map, out_stride, input.levels)
+    if residual is not None:
+        feats = feats + residual
+    # In place: no op before it keeps its output for the backward pass.
+    return feats.relu_() if relu else feats

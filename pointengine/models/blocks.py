@@ -44,6 +44,25 @@ class ResidualBlock(torch.nn.Module):
         return main.replace_feats((main.feats + self.shortcut(input).feats).relu_())
 
 
+class FusedResidualBlock(torch.nn.Module):
+    """A ResidualBlock in inference form (pointengine.optimize): each conv with its BatchNorm folded
+    in, and the second conv's epilogue adding the shortcut before the ReLU."""
+
+    def __init__(self, block: ResidualBlock):
+        super().__init__()
+        conv1, norm1, _, conv2, norm2 = block.main
+        self.first = nn.FusedConv3d.from_conv_norm(conv1, norm1, relu=True)
+        self.second = nn.FusedConv3d.from_conv_norm(conv2, norm2, relu=True)
+        if isinstance(block.shortcut, torch.nn.Identity):
+            self.shortcut = None
+        else:
+            self.shortcut = nn.FusedConv3d.from_conv_norm(*block.shortcut, relu=False)
+
+    def forward(self, input: SparseTensor) -> SparseTensor:
+        shortcut = input if self.shortcut is None else self.shortcut(input)
+        return self.second(self.first(input), residual=shortcut)
+
+
 class PointMLP(torch.nn.Sequential):
     """Linear, BatchNorm1d, ReLU on point features [N, C] (SPVNAS's point transform; the same
     state-dict keys as that Sequential). In eval mode the BatchNorm folds into the Linear: one product

@@ -71,6 +71,10 @@ class Conv3d(torch.nn.Module):
         )
 
     def forward(self, input: SparseTensor) -> SparseTensor:
+        return self.convolve(input, None, False)
+
+    def convolve(self, input: SparseTensor, residual: SparseTensor | None, relu: bool) -> SparseTensor:
+        """This layer on `input`, then its epilogue: + residual's feats (same sites), ReLU."""
         return F.conv3d(
             input,
             self.weight,
@@ -82,6 +86,8 @@ class Conv3d(torch.nn.Module):
             generative=self.generative,
             sites=self.sites,
             dataflow=self.dataflow,
+            residual=None if residual is None else residual.feats,
+            relu=relu,
         )
 
     def get_extra_state(self) -> dict:
@@ -102,3 +108,39 @@ class Conv3d(torch.nn.Module):
         if self.dataflow is not None:
             parts.append(f"dataflow={self.dataflow!r}")
         return ", ".join(parts)
+
+
+class FusedConv3d(Conv3d):
+    """A Conv3d with a bias and a fused epilogue, relu?(conv(x) + bias + residual): what
+    `pointengine.optimize` makes of Conv3d -> BatchNorm (-> ReLU), the BatchNorm folded into the weight
+    and bias. The fused dataflow applies the epilogue in its pass over the output tiles."""
+
+    def __init__(self, *args, relu: bool = False, **kwargs):
+        super().__init__(*args, bias=True, **kwargs)
+        self.relu = relu
+
+    @classmethod
+    def from_conv_norm(cls, conv: Conv3d, norm: torch.nn.BatchNorm1d, relu: bool) -> "FusedConv3d":
+        """conv then norm (eval mode: its running statistics), then a ReLU if `relu`, as one layer. The
+        folded parameters are computed in float64 and rounded once to the conv's dtype."""
+        if norm.running_mean is None:
+            raise ValueError("BatchNorm folding needs running statistics (track_running_stats=True)")
+        fused = cls(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.dilation,
+                    transposed=conv.transposed, generative=conv.generative, sites=conv.sites,
+                    dataflow=conv.dataflow, relu=relu)
+        scale = torch.rsqrt(norm.running_var.double() + norm.eps)
+        shift = -norm.running_mean.double() * scale
+        if norm.affine:
+            scale, shift = scale * norm.weight.double(), shift * norm.weight.double() + norm.bias.double()
+        bias = shift if conv.bias is None else shift + conv.bias.double() * scale
+        fused.to(device=conv.weight.device, dtype=conv.weight.dtype)
+        with torch.no_grad():
+            fused.weight.copy_(conv.weight.double() * scale)
+            fused.bias.copy_(bias)
+        return fused
+
+    def forward(self, input: SparseTensor, residual: SparseTensor | None = None) -> SparseTensor:
+        return self.convolve(input, residual, self.relu)
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + (", relu=True" if self.relu else "")
