@@ -24,13 +24,13 @@ TORCH_LIBRARY(pointengine, m) {
   m.def("conv_fused_epilogue(Tensor feats, Tensor weight, Tensor nbr, Tensor? bias, Tensor? residual, bool relu) -> Tensor");
   m.def("conv_implicit_gemm(Tensor feats, Tensor weight, Tensor nbr, Tensor? order=None) -> Tensor");
   m.def("conv_weight_grad(Tensor feats, Tensor grad_out, Tensor nbr) -> Tensor");
-  m.def("point_scatter_mean(Tensor feats, Tensor index, int n_voxels) -> Tensor");
+  m.def("point_scatter_mean(Tensor feats, Tensor index, SymInt n_voxels) -> Tensor");
   m.def(
       "trilinear_table(Tensor keys, Tensor vals, Tensor corners, Tensor coords, int[] stride, bool nearest) -> "
       "(Tensor index, Tensor weights)");
   m.def("trilinear_gather(Tensor feats, Tensor index, Tensor weights, Tensor? base=None) -> Tensor");
   m.def("trilinear_gather_add_(Tensor(a!) base, Tensor feats, Tensor index, Tensor weights) -> ()");
-  m.def("trilinear_gather_backward(Tensor grad_out, Tensor index, Tensor weights, int n_voxels) -> Tensor");
+  m.def("trilinear_gather_backward(Tensor grad_out, Tensor index, Tensor weights, SymInt n_voxels) -> Tensor");
   m.def("linear(Tensor input, Tensor weight, Tensor? bias) -> Tensor");
 }
 

@@ -11,6 +11,13 @@ BATCH_MAX = 65534
 MAX_GEOMETRY = 65535
 
 
+def tracing() -> bool:
+    """Whether torch.compile or torch.export is tracing. The checks that read values (ranges, NaN,
+    repeats) are skipped there: a branch on a value would break the graph or fail the export, and
+    the kernels' own checks (TORCH_CHECK in csrc) still stop bad input at run time."""
+    return torch.compiler.is_compiling()
+
+
 def as_tensor(value):
     """A tensor for anything with __dlpack__ (a CuPy or NumPy array, a JAX array ...), sharing its
     memory, without a copy; anything else is returned as it is, for the checks to name."""
@@ -48,7 +55,7 @@ def check_coords(coords, name: str = "coords", allow_empty: bool = False, check_
         if allow_empty:
             return coords
         raise ValueError(f"{name} is empty: a sparse tensor needs at least one site")
-    if not check_range:
+    if not check_range or tracing():
         return coords
     lo, hi = torch.stack([coords.amin(0), coords.amax(0)]).tolist()  # one read back, not two
     _check_packable(name, lo, hi, "{}")
@@ -77,7 +84,7 @@ def check_feats(feats, n_rows: int, name: str = "feats") -> Tensor:
         raise ValueError(f"{name} must have shape [N, C], got {list(feats.shape)}")
     if feats.shape[0] != n_rows:
         raise ValueError(f"{name} has {feats.shape[0]} rows but coords has {n_rows}")
-    if not bool(torch.isfinite(feats).all()):
+    if not tracing() and not bool(torch.isfinite(feats).all()):
         raise ValueError(f"{name} contains NaN or inf values")
     return feats
 

@@ -12,10 +12,10 @@ from . import _C  # noqa: F401  (loads the library that registers torch.ops.poin
 _ops = torch.ops.pointengine
 
 
-def hash_build(coords: Tensor) -> tuple[Tensor, Tensor, int]:
-    """Table (keys int64[cap], vals int32[cap]) of int32 [N, 4] coords, and the number of repeats."""
-    keys, vals, duplicates = _ops.hash_build(coords)
-    return keys, vals, int(duplicates)
+def hash_build(coords: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Table (keys int64[cap], vals int32[cap]) of int32 [N, 4] coords, and the number of repeats
+    (int64 [], on the coords' device: reading it is a wait for the device)."""
+    return _ops.hash_build(coords)
 
 
 def hash_query(keys: Tensor, vals: Tensor, coords: Tensor) -> Tensor:
@@ -133,7 +133,9 @@ def _(keys, vals, coords):
 
 @torch.library.register_fake("pointengine::unique_coords")
 def _(coords):
-    return coords.new_empty(torch.library.get_ctx().new_dynamic_size(), 4)
+    # Rows in, at least one row out: what lets a traced model use the count without branching on 0.
+    rows = torch.library.get_ctx().new_dynamic_size(min=1) if coords.shape[0] > 0 else 0
+    return coords.new_empty(rows, 4)
 
 
 @torch.library.register_fake("pointengine::neighbor_table")

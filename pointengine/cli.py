@@ -5,6 +5,7 @@
   segment   label the points of scan files with a zoo model or a checkpoint
   train     train or fine-tune a model on labelled scans (data-parallel under torchrun)
   synthetic write seeded synthetic lidar scans with labels, in the SemanticKITTI layout
+  export    a model as a torch.export program on plain tensors (.pt2)
 """
 
 import argparse
@@ -119,6 +120,31 @@ def cmd_synthetic(args) -> int:
     return 0
 
 
+def cmd_export(args) -> int:
+    import torch
+
+    from .compress import export_model, optimize
+    from .datasets import generate_scan
+    from .segment import Segmenter
+    from .segment_files import read_scan
+
+    with warnings.catch_warnings(record=True):  # an untrained model is said below
+        seg = Segmenter(args.config, args.checkpoint)
+    model = optimize(seg.model) if args.optimize else seg.model
+    example = seg.preprocess(generate_scan(seed=0).points if args.scan is None else read_scan(seg, Path(args.scan)))
+    export_model(model, example, args.out)
+    program = torch.export.load(args.out).module()
+    with torch.no_grad():
+        logits = program(example.feats, example.coords)
+        agree = logits.argmax(1) == model(example).feats.argmax(1)
+    print(f"wrote {args.out} ({'optimized ' if args.optimize else ''}{seg.config.name}, feats [N, "
+          f"{example.feats.shape[1]}] and int32 coords [N, 4] in, logits [N, {logits.shape[1]}] out); loaded "
+          f"back, it gives the module's label on {int(agree.sum())} of {len(agree)} voxels of the example")
+    if not seg.trained:
+        print(f"note: {seg.config.name!r} has no trained weights (give --checkpoint)", file=sys.stderr)
+    return 0 if bool(agree.all()) else 1
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="pointengine", description="Sparse point-cloud inference for lidar.")
     p.add_argument("--version", action="version", version=f"pointengine {__version__}")
@@ -184,6 +210,20 @@ def parser() -> argparse.ArgumentParser:
     tr.add_argument("--device", default="cpu", help="cpu or cuda[:i] (default cpu)")
     tr.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's)")
     tr.set_defaults(run=cmd_train)
+
+    exp = sub.add_parser(
+        "export",
+        help="write a model as a torch.export program (.pt2)",
+        description="Write a torch.export program that takes feats [N, C] and int32 coords [N, 4] (batch, x, y, z "
+        "voxel indices) and returns voxel logits; N is dynamic. Load it with `import pointengine` and "
+        "torch.export.load(PATH).module().",
+    )
+    exp.add_argument("--config", default=None, help="zoo name or YAML path (default: the checkpoint's, else 'demo')")
+    exp.add_argument("--checkpoint", default=None, help="weights (as for segment)")
+    exp.add_argument("--optimize", action="store_true", help="export pointengine.optimize(model): BN folded, fused epilogues")
+    exp.add_argument("--scan", default=None, help="point file to trace on (default: a synthetic scan)")
+    exp.add_argument("--out", required=True, help="the .pt2 file to write")
+    exp.set_defaults(run=cmd_export)
 
     syn = sub.add_parser(
         "synthetic",

@@ -1,5 +1,6 @@
 """A coordinate set with its hash table and the kernel maps built on it."""
 
+import contextlib
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -7,7 +8,7 @@ from dataclasses import dataclass
 from torch import Tensor
 
 from . import _ops
-from ._checks import check_coords
+from ._checks import check_coords, tracing
 
 
 @dataclass(frozen=True)
@@ -32,15 +33,21 @@ class CoordinateMap:
         if validate:
             check_coords(coords)
         keys, vals, duplicates = _ops.hash_build(coords)
-        if not distinct and duplicates:
-            raise ValueError(f"coords has {duplicates} duplicate rows; each (batch, x, y, z) must appear once")
+        if not distinct and not tracing() and int(duplicates):
+            raise ValueError(f"coords has {int(duplicates)} duplicate rows; each (batch, x, y, z) must appear once")
         self.coords = coords
         self.table = HashTable(keys, vals)
         self.kernel_maps: dict = {}
-        # Reentrant: the transposed map of stride 1 builds the submanifold map of the same set.
-        self._lock = threading.RLock()
+        # Reentrant: the transposed map of stride 1 builds the submanifold map of the same set. A
+        # traced map (torch.compile, torch.export) lives inside one compiled call: no lock.
+        self._lock = contextlib.nullcontext() if tracing() else threading.RLock()
 
     def __len__(self) -> int:
+        return self.coords.shape[0]
+
+    @property
+    def num_rows(self):
+        """The number of sites, as len() gives it, or a symbolic size while torch.export traces."""
         return self.coords.shape[0]
 
     def __getstate__(self) -> dict:

@@ -121,7 +121,8 @@ def map_inputs(sites: Tensor, case) -> tuple[Tensor, Tensor, tuple, bool, bool]:
     if kind == "generative":
         out = km.generative_map(CoordinateMap(sites), kernel_size, stride, dilation).out_map.coords
         return out, offsets, st, True, False
-    return km.strided_output_coords(sites, offsets, st, kind), offsets, st, False, False
+    tiles = km.tiles_stride(triple(kernel_size), triple(dilation), st)
+    return km.strided_output_coords(sites, offsets, st, kind, tiles), offsets, st, False, False
 
 
 @pytest.mark.parametrize("case", MAPS.values(), ids=MAPS.keys())

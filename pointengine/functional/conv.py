@@ -133,7 +133,7 @@ def conv3d(
     if weight.shape[0] == 1 and st == (1, 1, 1) and not generative:
         # A 1x1x1 submanifold conv (or its transpose) reads each site alone: one dense product, no
         # map; the thread-count independent one (_ops.linear), not torch's BLAS.
-        check_residual(residual, len(input.coordinate_map), weight)
+        check_residual(residual, input.coordinate_map.num_rows, weight)
         feats = epilogue(_ops.linear(input.feats, weight[0].t(), bias), None, residual, relu)
         coordinate_map, out_stride = input.coordinate_map, input.stride
     else:

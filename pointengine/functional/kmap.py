@@ -5,7 +5,6 @@ CoordinateMap, so every layer with the same geometry shares one map.
 """
 
 import functools
-import math
 import weakref
 from dataclasses import dataclass
 from functools import cached_property
@@ -14,7 +13,7 @@ import torch
 from torch import Tensor
 
 from .. import _ops
-from .._checks import COORD_MAX, COORD_MIN, MAX_GEOMETRY, as_triple
+from .._checks import COORD_MAX, COORD_MIN, MAX_GEOMETRY, as_triple, tracing
 from ..coordinate_map import CoordinateMap
 
 Triple = tuple[int, int, int]
@@ -25,7 +24,10 @@ def kernel_offsets(kernel_size, dilation=1, device=None) -> Tensor:
     """The canonical offset order, int32 [K, 3]: x slowest, z fastest (the layout of a dense
     conv3d weight [C_out, C_in, kx, ky, kz]). Odd sizes are centred, even sizes start at 0;
     offsets are multiplied by the dilation, and span at most MAX_GEOMETRY grid units per axis."""
-    return _offsets(as_triple(kernel_size, "kernel_size"), as_triple(dilation, "dilation")).to(device, copy=True)
+    size, dil = as_triple(kernel_size, "kernel_size"), as_triple(dilation, "dilation")
+    # Not through the cache while tracing: a tensor made there is the tracer's, not a real one.
+    offsets = _offsets.__wrapped__(size, dil) if tracing() else _offsets(size, dil)
+    return offsets.to(device, copy=True)
 
 
 @functools.lru_cache(maxsize=64)
@@ -129,7 +131,7 @@ class KernelMap:
 
 def _check_range(spatial: Tensor, what: str) -> None:
     """Exact (int64) x, y, z of new sites [N, 3] must fit the packed keys."""
-    if len(spatial) == 0:
+    if tracing() or len(spatial) == 0:
         return
     lo, hi = int(spatial.min()), int(spatial.max())
     if lo < COORD_MIN or hi > COORD_MAX:
@@ -149,16 +151,16 @@ def submanifold_map(cmap: CoordinateMap, kernel_size, dilation=1) -> KernelMap:
         offsets = kernel_offsets(key.kernel_size, key.dilation, cmap.coords.device)
         odd = all(s % 2 for s in key.kernel_size)
         nbr = _lookup(cmap, cmap.coords, offsets, (1, 1, 1), transposed=False, submanifold=odd)
-        return KernelMap(nbr, len(cmap), weakref.ref(cmap))
+        return KernelMap(nbr, cmap.num_rows, weakref.ref(cmap))
 
     return cmap.kernel_map(key, build)
 
 
-def strided_output_coords(coords: Tensor, offsets: Tensor, stride: Triple, sites: str) -> Tensor:
+def strided_output_coords(coords: Tensor, offsets: Tensor, stride: Triple, sites: str, tiles: bool = False) -> Tensor:
     """Output sites of a strided conv: "dense" = dense-convolution support (o * s + off_k is an
-    input for some k), "floor" = unique(floor(c / s)). Give the offsets on the CPU: they are read on
-    the host, which for device offsets would wait for the device."""
-    if sites == "floor" or _tiles_stride(offsets, stride):
+    input for some k), "floor" = unique(floor(c / s)). tiles: the offsets tile the stride
+    (`tiles_stride`), where both modes agree and the floor is the faster."""
+    if sites == "floor" or tiles:
         # |floor(c / s)| <= |c|: the outputs stay in range, int32 suffices.
         s = torch.tensor(stride, dtype=torch.int32, device=coords.device)
         candidates = torch.cat([coords[:, :1], torch.div(coords[:, 1:], s, rounding_mode="floor")], 1)
@@ -176,11 +178,11 @@ def strided_output_coords(coords: Tensor, offsets: Tensor, stride: Triple, sites
     return _ops.unique_coords(candidates.contiguous())
 
 
-def _tiles_stride(offsets: Tensor, stride: Triple) -> bool:
-    """Whether the offsets are exactly {0..s-1} on every axis (kernel = stride, starting at 0): then
-    every input lies in the field of exactly one output, floor(c / s), and both site modes agree."""
-    axes = [sorted(set(offsets[:, d].tolist())) for d in range(3)]
-    return offsets.shape[0] == math.prod(stride) and all(a == list(range(s)) for a, s in zip(axes, stride))
+def tiles_stride(kernel_size: Triple, dilation: Triple, stride: Triple) -> bool:
+    """Whether the offsets are exactly {0..s-1} on every axis (kernel = stride, starting at 0: even,
+    or 1; dilation 1 where the kernel is wider than 1): then every input lies in the field of exactly
+    one output, floor(c / s), and both site modes agree."""
+    return all(k == s and (k % 2 == 0 or k == 1) and (d == 1 or k == 1) for k, d, s in zip(kernel_size, dilation, stride))
 
 
 def check_sites(sites) -> None:
@@ -194,11 +196,11 @@ def strided_map(cmap: CoordinateMap, kernel_size, stride, dilation=1, sites: str
     key = KernelMapKey(as_triple(kernel_size, "kernel_size"), as_triple(stride, "stride"), as_triple(dilation, "dilation"), sites)
 
     def build() -> KernelMap:
-        offsets = kernel_offsets(key.kernel_size, key.dilation)
-        out_map = CoordinateMap(strided_output_coords(cmap.coords, offsets, key.stride, sites), validate=False, distinct=True)
-        offsets = offsets.to(cmap.coords.device)
+        offsets = kernel_offsets(key.kernel_size, key.dilation, cmap.coords.device)
+        tiles = tiles_stride(key.kernel_size, key.dilation, key.stride)
+        out_map = CoordinateMap(strided_output_coords(cmap.coords, offsets, key.stride, sites, tiles), validate=False, distinct=True)
         nbr = _lookup(cmap, out_map.coords, offsets, key.stride, transposed=False, submanifold=False)
-        return KernelMap(nbr, len(cmap), out_map)
+        return KernelMap(nbr, cmap.num_rows, out_map)
 
     return cmap.kernel_map(key, build)
 
@@ -217,7 +219,7 @@ def generative_map(cmap: CoordinateMap, kernel_size, stride, dilation=1) -> Kern
         out_coords = _ops.unique_coords(torch.cat([batch, spatial.int()], 1))
         out_map = CoordinateMap(out_coords, validate=False, distinct=True)
         nbr = _lookup(cmap, out_coords, offsets, key.stride, transposed=True, submanifold=False)
-        return KernelMap(nbr, len(cmap), out_map)
+        return KernelMap(nbr, cmap.num_rows, out_map)
 
     return cmap.kernel_map(key, build)
 
@@ -233,7 +235,7 @@ def transposed_map(coarse: CoordinateMap, fine: CoordinateMap, kernel_size, stri
             forward = submanifold_map(fine, key.kernel_size, key.dilation)
         else:
             forward = _find_strided(coarse, fine, key)
-        return KernelMap(forward.transposed_table(), len(coarse), weakref.ref(fine))
+        return KernelMap(forward.transposed_table(), coarse.num_rows, weakref.ref(fine))
 
     # Locks go from the coarse map to the fine one, never back: no two threads can wait on each other.
     return coarse.kernel_map(key, build)
