@@ -84,7 +84,9 @@ def check_feats(feats, n_rows: int, name: str = "feats") -> Tensor:
         raise ValueError(f"{name} must have shape [N, C], got {list(feats.shape)}")
     if feats.shape[0] != n_rows:
         raise ValueError(f"{name} has {feats.shape[0]} rows but coords has {n_rows}")
-    if not tracing() and not bool(torch.isfinite(feats).all()):
+    if tracing():  # an assertion inside the traced program, checked each time it runs
+        torch._assert_async(torch.isfinite(feats).all(), f"{name} contains NaN or inf values")
+    elif not bool(torch.isfinite(feats).all()):
         raise ValueError(f"{name} contains NaN or inf values")
     return feats
 

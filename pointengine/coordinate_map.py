@@ -5,6 +5,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import torch
 from torch import Tensor
 
 from . import _ops
@@ -17,6 +18,14 @@ class HashTable:
 
     keys: Tensor
     vals: Tensor
+
+
+def _refuse_duplicates(duplicates: Tensor) -> None:
+    message = "duplicate rows; each (batch, x, y, z) must appear once"
+    if tracing():  # an assertion inside the traced program, checked each time it runs
+        torch._assert_async(duplicates == 0, f"coords has {message}")
+    elif int(duplicates):
+        raise ValueError(f"coords has {int(duplicates)} {message}")
 
 
 class CoordinateMap:
@@ -33,8 +42,8 @@ class CoordinateMap:
         if validate:
             check_coords(coords)
         keys, vals, duplicates = _ops.hash_build(coords)
-        if not distinct and not tracing() and int(duplicates):
-            raise ValueError(f"coords has {int(duplicates)} duplicate rows; each (batch, x, y, z) must appear once")
+        if not distinct:
+            _refuse_duplicates(duplicates)
         self.coords = coords
         self.table = HashTable(keys, vals)
         self.kernel_maps: dict = {}

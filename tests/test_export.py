@@ -67,7 +67,7 @@ def test_compiled_model_has_one_graph_and_no_recompile_across_sizes(monkeypatch)
     torch._dynamo.reset()
 
 
-@pytest.mark.parametrize("kernel_size, dilation, stride", itertools.product([1, 2, 3, 4], [1, 2], [1, 2, 3, 4]))
+@pytest.mark.parametrize("kernel_size, dilation, stride", list(itertools.product([1, 2, 3, 4], [1, 2], [1, 2, 3, 4])))
 def test_tiles_stride_is_whether_the_offsets_are_0_to_s_minus_1(kernel_size, dilation, stride):
     offsets = kernel_offsets((kernel_size, 2, 1), (dilation, 1, 1))
     axes = [sorted(set(offsets[:, d].tolist())) for d in range(3)]
@@ -85,3 +85,22 @@ def test_the_export_command_writes_a_program_that_loads(tmp_path, capsys):
     with torch.no_grad():
         expected = pe.optimize(pe.Segmenter().model)(pe.SparseTensor(x.feats, x.coords)).feats
         assert torch.equal(program(x.feats, x.coords).argmax(1), expected.argmax(1))
+
+
+def test_the_exported_program_refuses_bad_input(tmp_path):
+    model = MinkUNet(4, 7, cr=0.25).eval()
+    path = tmp_path / "model.pt2"
+    pe.compress.export_model(model, scan(600, seed=8), path)
+    program = torch.export.load(path).module()
+    x = scan(700, seed=9)
+    nan = x.feats.clone()
+    nan[5, 1] = float("nan")
+    with pytest.raises(RuntimeError, match="feats contains NaN or inf values"):
+        program(nan, x.coords)
+    repeated = torch.cat([x.coords, x.coords[:3]])
+    with pytest.raises(RuntimeError, match="coords has duplicate rows"):
+        program(torch.cat([x.feats, x.feats[:3]]), repeated)
+    far = x.coords.clone()
+    far[0, 1] = 40000
+    with pytest.raises(RuntimeError, match=r"1 rows of coords lie outside the packable range"):
+        program(x.feats, far)
