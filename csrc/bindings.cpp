@@ -59,12 +59,24 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("built_with_openmp", &built_with_openmp, "Whether the CPU kernels were compiled with OpenMP.");
   m.def("conv_fused_isa", &pointengine::conv_fused_isa, "The path float32 conv_fused takes on this CPU.");
   m.def("conv_fused_portable", [](const at::Tensor& feats, const at::Tensor& weight, const at::Tensor& nbr) {
-    return pointengine::conv_fused_path(feats, weight, nbr, /*allow_avx2=*/false);
+    return pointengine::conv_fused_path(feats, weight, nbr, pointengine::CpuPath::kPortable);
   }, "conv_fused on the portable path whatever the CPU, for tests.");
-  m.def("conv_fused_epilogue_portable", &pointengine::conv_fused_epilogue_path,
-        "conv_fused_epilogue; allow_avx2=False takes the portable path whatever the CPU, for tests.",
-        py::arg("feats"), py::arg("weight"), py::arg("nbr"), py::arg("bias"), py::arg("residual"), py::arg("relu"),
-        py::arg("allow_avx2") = false);
+  m.def("cpu_paths", [] {
+    std::vector<std::string> names;
+    for (int p = 0; p <= int(pointengine::best_cpu_path()); ++p)
+      names.push_back(pointengine::cpu_path_name(pointengine::CpuPath(p)));
+    return names;
+  }, "The float32 conv_fused paths this CPU runs, best last.");
+  m.def("conv_fused_on", [](const at::Tensor& feats, const at::Tensor& weight, const at::Tensor& nbr,
+                            const std::string& path) {
+    return pointengine::conv_fused_path(feats, weight, nbr, pointengine::cpu_path_named(path));
+  }, "conv_fused on a named path of cpu_paths(), for tests and benchmarks.");
+  m.def("conv_fused_epilogue_on", [](const at::Tensor& feats, const at::Tensor& weight, const at::Tensor& nbr,
+                                     const c10::optional<at::Tensor>& bias, const c10::optional<at::Tensor>& residual,
+                                     bool relu, const std::string& path) {
+    return pointengine::conv_fused_epilogue_path(feats, weight, nbr, bias, residual, relu,
+                                                 pointengine::cpu_path_named(path));
+  }, "conv_fused_epilogue on a named path of cpu_paths(), for tests.");
   m.def("conv_weight_grad_portable", [](const at::Tensor& feats, const at::Tensor& grad_out, const at::Tensor& nbr) {
     return pointengine::conv_weight_grad_path(feats, grad_out, nbr, /*allow_avx2=*/false);
   }, "conv_weight_grad on the portable path whatever the CPU, for tests.");

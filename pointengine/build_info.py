@@ -15,6 +15,7 @@ class BuildInfo:
     openmp: bool
     threads: int
     conv_isa: str
+    cpu_paths: tuple[str, ...]
 
     def lines(self) -> list[str]:
         return [
@@ -22,7 +23,9 @@ class BuildInfo:
             f"torch {self.torch}",
             f"kernels: CPU{' + CUDA' if self.cuda_kernels else ''}",
             f"OpenMP: {'yes' if self.openmp else 'no'}, threads: {self.threads}",
-            f"float32 conv kernel on this CPU: {self.conv_isa}",
+            f"CPU kernel paths: {', '.join(self.cpu_paths)} (chosen at run time)",
+            f"conv float32: {self.conv_isa}{' (avx2 at <= 8 output channels)' if self.conv_isa == 'avx512' else ''}, "
+            "float64: portable",
         ]
 
 
@@ -30,5 +33,5 @@ def build_info() -> BuildInfo:
     """Never touches a CUDA device: it only reports how the extension was compiled."""
     return BuildInfo(
         __version__, torch.__version__, _C.built_with_cuda(), _C.built_with_openmp(), torch.get_num_threads(),
-        _C.conv_fused_isa(),
+        _C.conv_fused_isa(), tuple(_C.cpu_paths()),
     )

@@ -14,7 +14,7 @@ def test_info_names_versions_and_build(capsys):
     out = capsys.readouterr().out
     assert f"pointengine {pointengine.__version__}" in out
     assert f"torch {torch.__version__}" in out
-    assert "kernels: CPU" in out and "OpenMP:" in out and "float32 conv kernel on this CPU:" in out
+    assert "kernels: CPU" in out and "OpenMP:" in out and "CPU kernel paths: portable" in out and "conv float32: " in out
 
 
 def test_import_does_not_initialise_cuda():

@@ -1,4 +1,4 @@
-"""conv_fused_epilogue, relu?(conv + bias + residual) in the conv's tile pass, on both CPU paths with
+"""conv_fused_epilogue, relu?(conv + bias + residual) in the conv's tile pass, on every CPU path with
 channel tails and several tiles: every element against the float64 dense reference with the epilogue
 applied after it; its gradients (gradcheck); conv3d's epilogue arguments on every dataflow and device
 (CUDA: the GEMM, then the epilogue's passes)."""
@@ -14,9 +14,10 @@ from pointengine.functional import DATAFLOWS, conv3d
 from pointengine.functional import kmap as km
 from pointengine.testing import RELATIVE_TOLERANCE, dense_conv_reference, random_sites, read_sites, relative_error
 
+# The registered op (the best path) and every path this CPU runs, by name.
 PATHS = {
     "default": torch.ops.pointengine.conv_fused_epilogue,
-    "portable": lambda *args: _C.conv_fused_epilogue_portable(*args, allow_avx2=False),
+    **{path: lambda *args, path=path: _C.conv_fused_epilogue_on(*args, path) for path in _C.cpu_paths()},
 }
 # (bias, residual, relu): every combination.
 EPILOGUES = list(itertools.product([False, True], repeat=3))

@@ -1,6 +1,7 @@
-"""conv_fused on both CPU paths (AVX2 + FMA where the CPU has it, and the portable loop) with channel
-counts that leave tails past the 8-wide vectors and 32-wide panels, several tiles of output rows:
-every element against the float64 dense reference."""
+"""conv_fused on every CPU path the machine runs (AVX-512, AVX2 + FMA, the portable loop) with channel
+counts that leave tails past the 8- and 16-wide vectors and the 32- and 64-wide panels, several tiles
+of output rows: every element against the float64 dense reference. The AVX2 and AVX-512 paths make
+the same fused multiply-adds in the same order: they agree bit for bit."""
 
 import pytest
 import torch
@@ -16,8 +17,12 @@ from pointengine.testing import (
     relative_error,
 )
 
-PATHS = {"default": torch.ops.pointengine.conv_fused, "portable": _C.conv_fused_portable}
-CHANNELS = [(1, 1), (3, 7), (5, 9), (8, 33), (33, 40), (17, 64)]
+# The registered op (the best path) and every path this CPU runs, by name.
+PATHS = {
+    "default": torch.ops.pointengine.conv_fused,
+    **{path: lambda *args, path=path: _C.conv_fused_on(*args, path) for path in _C.cpu_paths()},
+}
+CHANNELS = [(1, 1), (3, 7), (5, 9), (8, 33), (33, 40), (17, 64), (16, 80), (24, 100)]
 
 
 @pytest.mark.parametrize("path", PATHS)
@@ -54,3 +59,18 @@ def test_rejects_rows_past_the_inputs():
     nbr[1, 4] = 3
     with pytest.raises(RuntimeError, match="nbr holds a row index >= the number of feats rows"):
         torch.ops.pointengine.conv_fused(torch.zeros(3, 2), torch.zeros(27, 2, 3), nbr)
+
+
+@pytest.mark.skipif(_C.cpu_paths()[-1] != "avx512", reason="this CPU has no AVX-512")
+@pytest.mark.parametrize("c_in, c_out", CHANNELS)
+def test_avx512_equals_avx2_bit_for_bit(c_in, c_out):
+    g = torch.Generator().manual_seed(c_in + 7 * c_out)
+    cmap = CoordinateMap(random_sites(600, 2, 12, g))
+    nbr = km.submanifold_map(cmap, 3).nbr
+    feats, weight = torch.randn(len(cmap), c_in, generator=g), torch.randn(27, c_in, c_out, generator=g)
+    assert torch.equal(_C.conv_fused_on(feats, weight, nbr, "avx512"), _C.conv_fused_on(feats, weight, nbr, "avx2"))
+
+
+def test_unknown_or_missing_paths_are_refused():
+    with pytest.raises(RuntimeError, match="unknown CPU path 'sse'; expected portable, avx2 or avx512"):
+        _C.conv_fused_on(torch.zeros(3, 2), torch.zeros(27, 2, 3), torch.full((3, 27), -1, dtype=torch.int32), "sse")

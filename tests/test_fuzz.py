@@ -183,8 +183,9 @@ def raw_calls(draw):
                 st.one_of(st.none(), shapes([n_out, c_out]).flatmap(lambda shape: float_tensors(shape, dtypes)))
             )
             relu = draw(st.booleans())
-            run = ops.conv_fused_epilogue if op == "conv_fused_epilogue" else _C.conv_fused_epilogue_portable
-            return "conv_fused_epilogue", lambda: run(feats, weight, nbr, bias, residual, relu)
+            if op == "conv_fused_epilogue":
+                return op, lambda: ops.conv_fused_epilogue(feats, weight, nbr, bias, residual, relu)
+            return "conv_fused_epilogue", lambda: _C.conv_fused_epilogue_on(feats, weight, nbr, bias, residual, relu, "portable")
         run = ops.conv_fused if op == "conv_fused" else _C.conv_fused_portable
         return "conv_fused", lambda: run(feats, weight, nbr)
     if op.startswith("conv_weight_grad"):

@@ -97,25 +97,69 @@ bool conv_avx2(const float* feats, const float* weight, const int32_t* nbr, cons
   });
 }
 
+// The AVX-512 kernel masks each row's last vector: it accumulates in the output rows themselves.
+bool conv_avx512(const float* feats, const float* weight, const int32_t* nbr, const Shape& shape,
+                 const Epilogue<float>& epilogue, float* out) {
+  const int64_t kvol = shape.kvol, c_in = shape.c_in, c_out = shape.c_out;
+  std::vector<float> packed(packed_weight_numel_avx512(kvol, c_in, c_out));
+  pack_weight_avx512(weight, kvol, c_in, c_out, packed.data());
+  return for_each_tile(shape.n_out, kvol, [&](int64_t row_begin, int64_t n_rows, TileWorkspace& ws) {
+    const TilePairs pairs = ws.pairs();
+    const bool valid = compact_tile_avx2(nbr, kvol, shape.n_in, row_begin, n_rows, pairs);
+    float* acc = out + row_begin * c_out;
+    std::fill(acc, acc + n_rows * c_out, 0.f);
+    conv_tile_avx512(feats, packed.data(), kvol, c_in, c_out, pairs, acc, c_out);
+    epilogue.apply(acc, c_out, row_begin, n_rows, c_out, out);
+    return valid;
+  });
+}
+
 }  // namespace
+
+CpuPath best_cpu_path() {
+  // AVX-512 machines all have AVX2 (the AVX-512 path compacts its tiles with the AVX2 code).
+  if (cpu_has_avx512f() && cpu_has_avx2_fma()) return CpuPath::kAvx512;
+  return cpu_has_avx2_fma() ? CpuPath::kAvx2 : CpuPath::kPortable;
+}
+
+const char* cpu_path_name(CpuPath path) {
+  switch (path) {
+    case CpuPath::kAvx512: return "avx512";
+    case CpuPath::kAvx2: return "avx2";
+    default: return "portable";
+  }
+}
+
+CpuPath cpu_path_named(const std::string& name) {
+  for (CpuPath path : {CpuPath::kPortable, CpuPath::kAvx2, CpuPath::kAvx512}) {
+    if (name != cpu_path_name(path)) continue;
+    TORCH_CHECK(path <= best_cpu_path(), "this CPU has no ", name, " path (its best is ",
+                cpu_path_name(best_cpu_path()), ")");
+    return path;
+  }
+  TORCH_CHECK(false, "unknown CPU path '", name, "'; expected portable, avx2 or avx512");
+}
 
 namespace {
 
 template <typename scalar_t>
 bool run_conv(const scalar_t* feats, const scalar_t* weight, const int32_t* nbr, const Shape& shape,
-              const Epilogue<scalar_t>& epilogue, scalar_t* out, bool /*allow_avx2*/) {
+              const Epilogue<scalar_t>& epilogue, scalar_t* out, CpuPath /*path*/) {
   return conv_portable(feats, weight, nbr, shape, epilogue, out);
 }
 
 bool run_conv(const float* feats, const float* weight, const int32_t* nbr, const Shape& shape,
-              const Epilogue<float>& epilogue, float* out, bool allow_avx2) {
-  if (allow_avx2 && cpu_has_avx2_fma()) return conv_avx2(feats, weight, nbr, shape, epilogue, out);
-  return conv_portable(feats, weight, nbr, shape, epilogue, out);
+              const Epilogue<float>& epilogue, float* out, CpuPath path) {
+  switch (path) {
+    case CpuPath::kAvx512: return conv_avx512(feats, weight, nbr, shape, epilogue, out);
+    case CpuPath::kAvx2: return conv_avx2(feats, weight, nbr, shape, epilogue, out);
+    default: return conv_portable(feats, weight, nbr, shape, epilogue, out);
+  }
 }
 
 at::Tensor conv_with_epilogue(const at::Tensor& feats_in, const at::Tensor& weight_in, const at::Tensor& nbr_in,
                               const c10::optional<at::Tensor>& bias_in, const c10::optional<at::Tensor>& residual_in,
-                              bool relu, bool allow_avx2, const char* op) {
+                              bool relu, CpuPath path, const char* op) {
   check_float_matrix(feats_in, op, "feats", "[N_in, C_in]");
   check_kernel_tensor(weight_in, op, "weight", feats_in.scalar_type());
   check_matrix(nbr_in, op, "nbr", at::kInt, -1, "[N_out, K]");
@@ -145,7 +189,7 @@ at::Tensor conv_with_epilogue(const at::Tensor& feats_in, const at::Tensor& weig
     const Epilogue<scalar_t> epilogue{bias.defined() ? bias.data_ptr<scalar_t>() : nullptr,
                                       residual.defined() ? residual.data_ptr<scalar_t>() : nullptr, relu};
     valid = run_conv(feats.data_ptr<scalar_t>(), weight.data_ptr<scalar_t>(), nbr.data_ptr<int32_t>(), shape,
-                     epilogue, out.data_ptr<scalar_t>(), allow_avx2);
+                     epilogue, out.data_ptr<scalar_t>(), path);
   });
   TORCH_CHECK(valid, op, ": nbr holds a row index >= the number of feats rows (", shape.n_in, ")");
   return out;
@@ -153,22 +197,31 @@ at::Tensor conv_with_epilogue(const at::Tensor& feats_in, const at::Tensor& weig
 
 }  // namespace
 
-at::Tensor conv_fused_path(const at::Tensor& feats, const at::Tensor& weight, const at::Tensor& nbr, bool allow_avx2) {
-  return conv_with_epilogue(feats, weight, nbr, c10::nullopt, c10::nullopt, false, allow_avx2, "conv_fused");
+at::Tensor conv_fused_path(const at::Tensor& feats, const at::Tensor& weight, const at::Tensor& nbr, CpuPath path) {
+  return conv_with_epilogue(feats, weight, nbr, c10::nullopt, c10::nullopt, false, path, "conv_fused");
 }
 
 at::Tensor conv_fused_epilogue_path(const at::Tensor& feats, const at::Tensor& weight, const at::Tensor& nbr,
                                     const c10::optional<at::Tensor>& bias, const c10::optional<at::Tensor>& residual,
-                                    bool relu, bool allow_avx2) {
-  return conv_with_epilogue(feats, weight, nbr, bias, residual, relu, allow_avx2, "conv_fused_epilogue");
+                                    bool relu, CpuPath path) {
+  return conv_with_epilogue(feats, weight, nbr, bias, residual, relu, path, "conv_fused_epilogue");
 }
 
-const char* conv_fused_isa() { return cpu_has_avx2_fma() ? "avx2+fma" : "portable"; }
+const char* conv_fused_isa() { return cpu_path_name(best_cpu_path()); }
 
 namespace {
 
+// The registered ops' path: the best this CPU runs, except AVX-512 for at most 8 output channels,
+// where half of each 16-wide vector would be padding: on the real scan (3x3x3, 8 -> 8) the AVX2
+// kernel took 2.4-2.6 ms against 2.7-3.1; at 16 the two tie (0.97-1.04x), from 32 channels up
+// AVX-512 is 1.3-1.56x faster (benchmarks/bench_cpu_paths.py).
+CpuPath op_path(const at::Tensor& weight) {
+  const CpuPath best = best_cpu_path();
+  return best == CpuPath::kAvx512 && weight.dim() == 3 && weight.size(2) <= 8 ? CpuPath::kAvx2 : best;
+}
+
 at::Tensor conv_fused_cpu(const at::Tensor& feats, const at::Tensor& weight, const at::Tensor& nbr) {
-  return conv_fused_path(feats, weight, nbr, /*allow_avx2=*/true);
+  return conv_fused_path(feats, weight, nbr, op_path(weight));
 }
 
 // conv_implicit_gemm is the GPU's tensor-core kernel; its row order only arranges the GPU's tiles,
@@ -186,7 +239,7 @@ at::Tensor conv_implicit_gemm_cpu(const at::Tensor& feats, const at::Tensor& wei
 at::Tensor conv_fused_epilogue_cpu(const at::Tensor& feats, const at::Tensor& weight, const at::Tensor& nbr,
                                    const c10::optional<at::Tensor>& bias, const c10::optional<at::Tensor>& residual,
                                    bool relu) {
-  return conv_fused_epilogue_path(feats, weight, nbr, bias, residual, relu, /*allow_avx2=*/true);
+  return conv_fused_epilogue_path(feats, weight, nbr, bias, residual, relu, op_path(weight));
 }
 
 }  // namespace

@@ -2,17 +2,28 @@
 #pragma once
 #include <ATen/ATen.h>
 
+#include <string>
+
 namespace pointengine {
 
-// The conv_fused op; allow_avx2 = false forces the portable path (tests cover both paths).
-at::Tensor conv_fused_path(const at::Tensor& feats, const at::Tensor& weight, const at::Tensor& nbr, bool allow_avx2);
+// The float32 kernels, in the order the fused convolution prefers them; float64 is always portable.
+enum class CpuPath { kPortable, kAvx2, kAvx512 };
+
+// The best path this CPU runs; its name ("portable", "avx2", "avx512"); the path of a name, refused
+// (TORCH_CHECK) when unknown or beyond this CPU.
+CpuPath best_cpu_path();
+const char* cpu_path_name(CpuPath path);
+CpuPath cpu_path_named(const std::string& name);
+
+// The conv_fused op on a given path (tests cover every path the CPU has).
+at::Tensor conv_fused_path(const at::Tensor& feats, const at::Tensor& weight, const at::Tensor& nbr, CpuPath path);
 
 // The conv_fused_epilogue op, with the same choice of path.
 at::Tensor conv_fused_epilogue_path(const at::Tensor& feats, const at::Tensor& weight, const at::Tensor& nbr,
                                     const c10::optional<at::Tensor>& bias, const c10::optional<at::Tensor>& residual,
-                                    bool relu, bool allow_avx2);
+                                    bool relu, CpuPath path);
 
-// "avx2+fma" or "portable": the path float32 conv_fused takes on this CPU.
+// The name of the path float32 conv_fused takes on this CPU.
 const char* conv_fused_isa();
 
 }  // namespace pointengine

@@ -44,8 +44,9 @@ inline bool compact_tile(const int32_t* nbr, int64_t kvol, int64_t n_in, int64_t
   return valid;
 }
 
-// Whether this CPU (and its OS) runs AVX2 and FMA.
+// Whether this CPU (and its OS) runs AVX2 and FMA; AVX-512F.
 bool cpu_has_avx2_fma();
+bool cpu_has_avx512f();
 
 // The same lists as compact_tile, found with vector compares.
 bool compact_tile_avx2(const int32_t* nbr, int64_t kvol, int64_t n_in, int64_t row_begin, int64_t n_rows,
@@ -61,5 +62,12 @@ void pack_weight_avx2(const float* weight, int64_t kvol, int64_t c_in, int64_t c
 // at a stride of acc_stride floats.
 void conv_tile_avx2(const float* feats, const float* packed, int64_t kvol, int64_t c_in, int64_t c_out,
                     TilePairs pairs, float* acc, int64_t acc_stride);
+
+// The AVX-512 twins (conv_tile_avx512.cpp): panels of at most 64 columns (C_out padded to a multiple
+// of 16), and acc rows of exactly C_out columns (the last vector of a row is masked).
+int64_t packed_weight_numel_avx512(int64_t kvol, int64_t c_in, int64_t c_out);
+void pack_weight_avx512(const float* weight, int64_t kvol, int64_t c_in, int64_t c_out, float* packed);
+void conv_tile_avx512(const float* feats, const float* packed, int64_t kvol, int64_t c_in, int64_t c_out,
+                      TilePairs pairs, float* acc, int64_t acc_stride);
 
 }  // namespace pointengine
