@@ -78,8 +78,12 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
                                                  pointengine::cpu_path_named(path));
   }, "conv_fused_epilogue on a named path of cpu_paths(), for tests.");
   m.def("conv_weight_grad_portable", [](const at::Tensor& feats, const at::Tensor& grad_out, const at::Tensor& nbr) {
-    return pointengine::conv_weight_grad_path(feats, grad_out, nbr, /*allow_avx2=*/false);
+    return pointengine::conv_weight_grad_path(feats, grad_out, nbr, pointengine::CpuPath::kPortable);
   }, "conv_weight_grad on the portable path whatever the CPU, for tests.");
+  m.def("conv_weight_grad_on", [](const at::Tensor& feats, const at::Tensor& grad_out, const at::Tensor& nbr,
+                                  const std::string& path) {
+    return pointengine::conv_weight_grad_path(feats, grad_out, nbr, pointengine::cpu_path_named(path));
+  }, "conv_weight_grad on a named path of cpu_paths(), for tests and benchmarks.");
   m.def("trilinear_gather_portable", [](const at::Tensor& feats, const at::Tensor& index, const at::Tensor& weights,
                                         const c10::optional<at::Tensor>& base) {
     return pointengine::trilinear_gather_path(feats, index, weights, base, /*allow_avx2=*/false);

@@ -1,8 +1,8 @@
-"""conv_weight_grad (the weight gradient of conv_fused) on both CPU paths against a float64 brute force
+"""conv_weight_grad (the weight gradient of conv_fused) on every CPU path against a float64 brute force
 over the (output row, offset) entries of the table and against the per-offset gather + matmul formula
 it replaced: random tables (absent entries, empty offsets, repeated input rows, no rows), real
-submanifold and strided maps, channel counts with tails past the 8-wide vectors and 32-wide panels;
-bitwise equal at 1 and 2 threads."""
+submanifold and strided maps, channel counts with tails past the 8- and 16-wide vectors and 32-wide
+panels; bitwise equal at 1 and 2 threads, and AVX-512 bitwise equal to AVX2."""
 
 import pytest
 import torch
@@ -12,8 +12,12 @@ from pointengine.coordinate_map import CoordinateMap
 from pointengine.functional import kmap as km
 from pointengine.testing import RELATIVE_TOLERANCE, gather_matmul_weight_grad, random_sites, relative_error
 
-PATHS = {"default": torch.ops.pointengine.conv_weight_grad, "portable": _C.conv_weight_grad_portable}
-CHANNELS = [(1, 1), (3, 7), (5, 9), (8, 33), (33, 40), (17, 64)]
+# The registered op (its preferred path) and every path this CPU runs, by name.
+PATHS = {
+    "default": torch.ops.pointengine.conv_weight_grad,
+    **{path: lambda *args, path=path: _C.conv_weight_grad_on(*args, path) for path in _C.cpu_paths()},
+}
+CHANNELS = [(1, 1), (3, 7), (5, 9), (8, 33), (33, 40), (17, 64), (14, 24), (20, 48)]
 
 
 def brute_force(feats, grad_out, nbr):
@@ -81,3 +85,12 @@ def test_bitwise_equal_across_thread_counts(path, dtype, restore_threads):
     one = PATHS[path](feats, grad_out, nbr)
     torch.set_num_threads(2)
     assert torch.equal(one, PATHS[path](feats, grad_out, nbr))
+
+
+@pytest.mark.skipif(_C.cpu_paths()[-1] != "avx512", reason="this CPU has no AVX-512")
+@pytest.mark.parametrize("c_in, c_out", CHANNELS)
+def test_avx512_equals_avx2_bit_for_bit(c_in, c_out):
+    g = torch.Generator().manual_seed(3 * c_in + c_out)
+    nbr = random_table(300, 500, 27, g)
+    feats, grad_out = torch.randn(300, c_in, generator=g), torch.randn(500, c_out, generator=g)
+    assert torch.equal(_C.conv_weight_grad_on(feats, grad_out, nbr, "avx512"), _C.conv_weight_grad_on(feats, grad_out, nbr, "avx2"))

@@ -130,6 +130,14 @@ const char* cpu_path_name(CpuPath path) {
   }
 }
 
+// AVX-512 at 8 or fewer output columns would leave half of each 16-wide vector padding: on the
+// real scan (3x3x3, 8 -> 8) the AVX2 kernel took 2.4-2.6 ms against 2.7-3.1; at 16 the two tie
+// (0.97-1.04x), from 32 columns up AVX-512 is 1.3-1.56x faster (benchmarks/bench_cpu_paths.py).
+CpuPath preferred_cpu_path(int64_t c_out) {
+  const CpuPath best = best_cpu_path();
+  return best == CpuPath::kAvx512 && c_out <= 8 ? CpuPath::kAvx2 : best;
+}
+
 CpuPath cpu_path_named(const std::string& name) {
   for (CpuPath path : {CpuPath::kPortable, CpuPath::kAvx2, CpuPath::kAvx512}) {
     if (name != cpu_path_name(path)) continue;
@@ -211,17 +219,8 @@ const char* conv_fused_isa() { return cpu_path_name(best_cpu_path()); }
 
 namespace {
 
-// The registered ops' path: the best this CPU runs, except AVX-512 for at most 8 output channels,
-// where half of each 16-wide vector would be padding: on the real scan (3x3x3, 8 -> 8) the AVX2
-// kernel took 2.4-2.6 ms against 2.7-3.1; at 16 the two tie (0.97-1.04x), from 32 channels up
-// AVX-512 is 1.3-1.56x faster (benchmarks/bench_cpu_paths.py).
-CpuPath op_path(const at::Tensor& weight) {
-  const CpuPath best = best_cpu_path();
-  return best == CpuPath::kAvx512 && weight.dim() == 3 && weight.size(2) <= 8 ? CpuPath::kAvx2 : best;
-}
-
 at::Tensor conv_fused_cpu(const at::Tensor& feats, const at::Tensor& weight, const at::Tensor& nbr) {
-  return conv_fused_path(feats, weight, nbr, op_path(weight));
+  return conv_fused_path(feats, weight, nbr, preferred_cpu_path(weight.dim() == 3 ? weight.size(2) : 0));
 }
 
 // conv_implicit_gemm is the GPU's tensor-core kernel; its row order only arranges the GPU's tiles,
@@ -239,7 +238,8 @@ at::Tensor conv_implicit_gemm_cpu(const at::Tensor& feats, const at::Tensor& wei
 at::Tensor conv_fused_epilogue_cpu(const at::Tensor& feats, const at::Tensor& weight, const at::Tensor& nbr,
                                    const c10::optional<at::Tensor>& bias, const c10::optional<at::Tensor>& residual,
                                    bool relu) {
-  return conv_fused_epilogue_path(feats, weight, nbr, bias, residual, relu, op_path(weight));
+  return conv_fused_epilogue_path(feats, weight, nbr, bias, residual, relu,
+                                  preferred_cpu_path(weight.dim() == 3 ? weight.size(2) : 0));
 }
 
 }  // namespace

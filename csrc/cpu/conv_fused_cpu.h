@@ -15,6 +15,10 @@ CpuPath best_cpu_path();
 const char* cpu_path_name(CpuPath path);
 CpuPath cpu_path_named(const std::string& name);
 
+// The path the registered float32 ops take for a result of c_out columns: the best this CPU runs,
+// except AVX2 for AVX-512 at 8 or fewer columns (see conv_fused_cpu.cpp).
+CpuPath preferred_cpu_path(int64_t c_out);
+
 // The conv_fused op on a given path (tests cover every path the CPU has).
 at::Tensor conv_fused_path(const at::Tensor& feats, const at::Tensor& weight, const at::Tensor& nbr, CpuPath path);
 

@@ -3,8 +3,8 @@
 // The work is split into tasks of one offset and one panel of kGradPanel output columns; a task owns
 // its block of the result and sums the offset's pairs in ascending output row, so every element is
 // summed by one thread in one order: no atomics, the same bits for any thread count. float32 runs
-// the AVX2 + FMA kernel when the CPU has it, any other case the portable loop below; the two paths
-// round differently (fused multiply-add), each is deterministic.
+// the AVX-512 or AVX2 + FMA kernel (the same bits) when the CPU has one, any other case the portable
+// loop below; the vector and portable paths round differently (fused multiply-add), each is deterministic.
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
@@ -61,7 +61,12 @@ void weight_grad_portable(const scalar_t* feats, const scalar_t* grad, Pairs pai
   });
 }
 
-void weight_grad_avx2(const float* feats, const at::Tensor& grad_in, Pairs pairs, const Shape& shape, float* out) {
+using PanelFn = void (*)(const float*, int64_t, const float*, int64_t, const int32_t*, const int32_t*, int64_t,
+                        int64_t, int64_t, float*);
+
+// panel: weight_grad_panel_avx2 or weight_grad_panel_avx512.
+void weight_grad_vector(const float* feats, const at::Tensor& grad_in, Pairs pairs, const Shape& shape, float* out,
+                        PanelFn panel) {
   const int64_t c_in = shape.c_in, c_out = shape.c_out;
   // The kernel reads whole 8-column vectors: with C_out not a multiple of 8 it reads a zero-padded copy.
   const int64_t c_out_pad = (c_out + 7) / 8 * 8;
@@ -71,7 +76,7 @@ void weight_grad_avx2(const float* feats, const at::Tensor& grad_in, Pairs pairs
   for_each_panel(shape, [&](int64_t k, int64_t col) {
     const int64_t width = std::min(kGradPanel, c_out_pad - col), real = std::min(width, c_out - col);
     std::vector<float> acc(c_in * width, 0.f);
-    weight_grad_panel_avx2(feats, c_in, g, c_out_pad, pairs.in_rows + pairs.ptr[k], pairs.out_rows + pairs.ptr[k],
+    panel(feats, c_in, g, c_out_pad, pairs.in_rows + pairs.ptr[k], pairs.out_rows + pairs.ptr[k],
                            pairs.ptr[k + 1] - pairs.ptr[k], col, width, acc.data());
     for (int64_t ci = 0; ci < c_in; ++ci)
       std::copy(acc.data() + ci * width, acc.data() + ci * width + real, out + (k * c_in + ci) * c_out + col);
@@ -88,7 +93,7 @@ int64_t count_rows_past(const int32_t* rows, int64_t n, int64_t limit) {
 }  // namespace
 
 at::Tensor conv_weight_grad_path(const at::Tensor& feats_in, const at::Tensor& grad_in, const at::Tensor& nbr_in,
-                                 bool allow_avx2) {
+                                 CpuPath path) {
   constexpr const char* op = "conv_weight_grad";
   check_float_matrix(feats_in, op, "feats", "[N_in, C_in]");
   check_matrix(grad_in, op, "grad_out", feats_in.scalar_type(), -1, "[N_out, C_out]");
@@ -103,8 +108,9 @@ at::Tensor conv_weight_grad_path(const at::Tensor& feats_in, const at::Tensor& g
               ": nbr holds a row index >= the number of feats rows (", feats.size(0), ")");
   const Shape shape{nbr_in.size(1), feats.size(1), grad.size(1)};
   at::Tensor out = at::empty({shape.kvol, shape.c_in, shape.c_out}, feats.options());
-  if (allow_avx2 && feats.scalar_type() == at::kFloat && cpu_has_avx2_fma()) {
-    weight_grad_avx2(feats.data_ptr<float>(), grad, pairs, shape, out.data_ptr<float>());
+  if (feats.scalar_type() == at::kFloat && path != CpuPath::kPortable) {
+    weight_grad_vector(feats.data_ptr<float>(), grad, pairs, shape, out.data_ptr<float>(),
+                       path == CpuPath::kAvx512 ? &weight_grad_panel_avx512 : &weight_grad_panel_avx2);
   } else {
     AT_DISPATCH_FLOATING_TYPES(feats.scalar_type(), "conv_weight_grad_cpu", [&] {
       weight_grad_portable<scalar_t>(feats.data_ptr<scalar_t>(), grad.data_ptr<scalar_t>(), pairs, shape,
@@ -117,7 +123,7 @@ at::Tensor conv_weight_grad_path(const at::Tensor& feats_in, const at::Tensor& g
 namespace {
 
 at::Tensor conv_weight_grad_cpu(const at::Tensor& feats, const at::Tensor& grad_out, const at::Tensor& nbr) {
-  return conv_weight_grad_path(feats, grad_out, nbr, /*allow_avx2=*/true);
+  return conv_weight_grad_path(feats, grad_out, nbr, preferred_cpu_path(grad_out.dim() == 2 ? grad_out.size(1) : 0));
 }
 
 }  // namespace
