@@ -3,8 +3,10 @@
 from . import datasets, functional, nn
 from .coordinate_map import CoordinateMap
 from .functional.pointvoxel import Voxels, devoxelize, voxelize_points
+from .profiler import profile
 from .segment import Segmenter
 from .tensor import PointTensor, SparseTensor, sparse_collate
+from .tune import tune
 
 __version__ = "0.1.0"
 
@@ -19,6 +21,8 @@ __all__ = [
     "devoxelize",
     "functional",
     "nn",
+    "profile",
     "sparse_collate",
+    "tune",
     "voxelize_points",
 ]
