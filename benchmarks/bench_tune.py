@@ -5,8 +5,9 @@ Scans: the SemanticKITTI scans of sequence 00 (../shared/data; the seeded synthe
 through the Segmenter's preprocessing of --config (its voxel size and features). The tuner times each
 candidate dataflow per group of convs sharing kernel maps on those scans (--tune-repeats per layer);
 then each variant (every conv on dataflow D, for each D; the tuned model) runs one forward per scan per
-round, round-robin over --repeats rounds after one warm-up round, on fresh copies of the input (hash
-table built outside the timed region, every kernel map inside it). Per variant: the median per scan,
+round, the variants one after the other on each scan, over --repeats rounds after one warm-up round, on
+fresh copies of the input (hash table built outside the timed region, every kernel map inside it).
+Other processes skew every number: the load average before and after goes into each record. Per variant: the median per scan,
 their sum, and the ratio to the best single dataflow's sum.
 
     python benchmarks/bench_tune.py                          # minkunet_cr0.5, 3 scans, 3 rounds
@@ -17,6 +18,7 @@ JSON lines go to benchmarks/results/bench_tune.jsonl.
 
 import argparse
 import copy
+import os
 import statistics
 import time
 import warnings
@@ -42,13 +44,14 @@ def load_scans(count: int) -> list[tuple[str, torch.Tensor]]:
 
 
 def time_variants(variants: dict, inputs: list, repeats: int) -> dict[str, list[float]]:
-    """Median seconds per scan of each variant: every round runs each variant on each scan in turn."""
+    """Median seconds per scan of each variant: every round takes each scan in turn and runs every
+    variant on it, one after the other, so that a change of machine load hits them alike."""
     clock = Clock(inputs[0].feats.device)
     times = {name: [[] for _ in inputs] for name in variants}
     with torch.no_grad():
         for round_index in range(repeats + 1):  # round 0 warms up
-            for name, model in variants.items():
-                for i, x in enumerate(inputs):
+            for i, x in enumerate(inputs):
+                for name, model in variants.items():
                     copies = fresh_inputs((x,))
                     start = clock.mark()
                     model(*copies)
@@ -74,6 +77,7 @@ def main() -> None:
     print(f"machine: {machine()}; {args.threads} threads; {args.config} on "
           + ", ".join(f"{name} ({x.num_sites} voxels)" for (name, _), x in zip(scans, inputs)))
 
+    load_before = os.getloadavg()[0]
     tuned = copy.deepcopy(seg.model)
     start = time.perf_counter()
     result = pe.tune(tuned, inputs, repeats=args.tune_repeats)
@@ -98,6 +102,7 @@ def main() -> None:
         "bench": "tune", "config": args.config, "variant": name, "threads": args.threads, "repeats": args.repeats,
         "scans": [s for s, _ in scans], "median_s": per_scan, "sum_s": sums[name], "vs_best_single": sums[name] / sums[best],
         "tune_s": tune_s, "groups": dict(chosen), "machine": machine(),
+        "load_before": load_before, "load_after": os.getloadavg()[0],
     } for name, per_scan in medians.items()]
     append_results("bench_tune", records)
     head = ["variant", *[f"{s} s" for s, _ in scans], "sum s", f"vs {best}"]
@@ -105,6 +110,7 @@ def main() -> None:
     for r in records:
         print(f"| {r['variant']} | " + " | ".join(f"{s:.3f}" for s in r["median_s"])
               + f" | {r['sum_s']:.3f} | {r['vs_best_single']:.3f} |")
+    print(f"load average (1 min) before / after: {records[0]['load_before']:.2f} / {records[0]['load_after']:.2f}")
 
 
 if __name__ == "__main__":
