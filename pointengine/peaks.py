@@ -4,9 +4,10 @@ layer's shape, and the machine's peak.
 Every layer that multiplies (a sparse conv, a 1x1 conv, a linear layer) computes, in pieces, the
 product of a [pairs, C_in] matrix by a [C_in, C_out] one: `torch.mm` of that shape says what the
 machine's BLAS reaches on the same work with no gathering and no kernel map. The peak is the best
-rate of `torch.mm` on large square matrices: the BLAS's FMA-bound kernel (AVX-512/AVX2 FMA on a CPU,
-tensor cores on a GPU for half types), the closest measure of the FMA peak that needs no kernel of
-our own.
+rate `torch.mm` reaches in the run: on large square matrices (the BLAS's FMA-bound kernel: AVX-512 or
+AVX2 FMA on a CPU, tensor cores on a GPU for half types), or on a layer's shape where that is higher
+(a shape that fits the caches can beat the squares), so that no GEMM of the run exceeds it. It is the
+closest measure of the FMA peak that needs no kernel of our own.
 """
 
 import torch
@@ -45,3 +46,7 @@ class GemmRates:
         if shape not in self.rates:
             self.rates[shape] = gemm_flops_per_second(rows, inner, cols, self.dtype, self.device, self.repeats)
         return self.rates[shape]
+
+    def peak(self) -> float:
+        """The best of peak_flops_per_second and of every shape measured so far."""
+        return max(peak_flops_per_second(self.dtype, self.device, self.repeats), *self.rates.values())

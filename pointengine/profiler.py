@@ -22,7 +22,7 @@ import torch
 
 from .functional import conv as F
 from .nn import Conv3d
-from .peaks import GemmRates, peak_flops_per_second
+from .peaks import GemmRates
 from .tensor import PointTensor, SparseTensor
 from .timing import Clock
 
@@ -71,7 +71,7 @@ class Profile:
     dtype: str
     threads: int
     repeats: int
-    peak_flops_per_s: float | None  # best torch.mm rate on large squares (peaks.py); None: not measured
+    peak_flops_per_s: float | None  # best torch.mm rate of the run (peaks.py); None: not measured
     end_to_end_s: float | None  # median uninstrumented forward, alternated with the profiled ones
 
     @property
@@ -295,7 +295,7 @@ def profile(model: torch.nn.Module, *inputs, repeats: int = 3, warmup: int = 1, 
         dtype=str(feats.dtype).removeprefix("torch."),
         threads=torch.get_num_threads(),
         repeats=repeats,
-        peak_flops_per_s=peak_flops_per_second(feats.dtype, feats.device, repeats) if peaks else None,
+        peak_flops_per_s=rates.peak() if rates is not None else None,
         end_to_end_s=statistics.median(plain) if plain else None,
     )
 

@@ -146,6 +146,8 @@ def test_peaks_are_measured_for_the_layers_that_multiply():
     for row in result.layers:
         assert (row.gemm_flops_per_s is not None) == (row.macs > 0), row.name
     assert result.layers[0].gemm_flops_per_s > 0
+    # The peak is the best rate of the run: no layer's GEMM exceeds it.
+    assert all(row.gemm_flops_per_s <= result.peak_flops_per_s for row in result.layers if row.macs)
 
 
 def test_writers_agree_with_the_rows(tmp_path):
