@@ -252,7 +252,7 @@ def profile(model: torch.nn.Module, *inputs, repeats: int = 3, warmup: int = 1, 
         raise ValueError(f"repeats must be >= 1, got {repeats}")
     feats = input_feats(inputs)
     clock = Clock(feats.device)
-    runs, plain = [], []
+    calls, runs, plain = None, [], []  # calls of the first profiled forward (their maps kept for the pairs)
     with torch.no_grad():
         for _ in range(warmup):
             model(*fresh_inputs(inputs))
@@ -270,14 +270,14 @@ def profile(model: torch.nn.Module, *inputs, repeats: int = 3, warmup: int = 1, 
                 end = clock.mark()
             finally:
                 recorder.remove()
-            runs.append((recorder.calls, *recorder.times(end)))
-    calls = runs[0][0]
-    if any([c.name for c in other] != [c.name for c in calls] for other, _, _ in runs[1:]):
-        raise RuntimeError("the model called its layers in a different order from one forward to the next")
+            runs.append(recorder.times(end))
+            calls = calls or recorder.calls
+            if [c.name for c in recorder.calls] != [c.name for c in calls]:
+                raise RuntimeError("the model called its layers in a different order from one forward to the next")
     rates = GemmRates(feats.dtype, feats.device, repeats) if peaks else None
     counted, layers = {}, []
     for i, call in enumerate(calls):
-        gap, map_s, compute_s = (statistics.median(run[1][i][j] for run in runs) for j in range(3))
+        gap, map_s, compute_s = (statistics.median(run[0][i][j] for run in runs) for j in range(3))
         pairs = _pairs(call, counted)
         channels = call.static["channels"]
         macs = pairs * channels[0] * channels[1]
@@ -290,7 +290,7 @@ def profile(model: torch.nn.Module, *inputs, repeats: int = 3, warmup: int = 1, 
         ))
     return Profile(
         layers=tuple(layers),
-        tail_s=statistics.median(run[2] for run in runs),
+        tail_s=statistics.median(run[1] for run in runs),
         device=str(feats.device),
         dtype=str(feats.dtype).removeprefix("torch."),
         threads=torch.get_num_threads(),

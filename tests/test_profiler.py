@@ -184,7 +184,21 @@ def test_writers_agree_with_the_rows(tmp_path):
     assert "between layers" in table and "total" in table and "end to end" in table and "(sub1)" in table
 
 
+class Alternating(torch.nn.Module):
+    """Calls a different layer on every other forward."""
+
+    def __init__(self):
+        super().__init__()
+        self.first, self.second, self.calls = nn.ReLU(), nn.ReLU(), 0
+
+    def forward(self, x: pe.SparseTensor) -> pe.SparseTensor:
+        self.calls += 1
+        return (self.first if self.calls % 2 else self.second)(x)
+
+
 def test_bad_arguments():
+    with pytest.raises(RuntimeError, match="called its layers in a different order"):
+        profile(Alternating(), scan(), repeats=2, warmup=0, end_to_end=False, peaks=False)
     with pytest.raises(ValueError, match="repeats must be >= 1, got 0"):
         profile(EveryKind(), scan(), repeats=0)
     with pytest.raises(ValueError, match="no SparseTensor, PointTensor or Tensor"):
