@@ -13,7 +13,7 @@ import pointengine as pe
 from pointengine import nn
 from pointengine.models import MinkUNet
 from pointengine.profile_report import as_dict, profile_table, trace_events, write_csv, write_json, write_trace
-from pointengine.profiler import count_macs, profile
+from pointengine.profiler import KINDS, count_macs, profile
 from pointengine.testing import (
     all_offsets,
     brute_force_generative_sites,
@@ -59,6 +59,7 @@ def test_rows_say_kind_strides_sites_pairs_macs_traffic_and_map_owner():
     model = EveryKind().eval()
     rows = {row.name: row for row in profile(model, x, repeats=1, warmup=0, end_to_end=False, peaks=False).layers}
     assert list(rows) == ["sub1", "sub2", "point", "down", "norm", "relu", "up", "head", "grow"]
+    assert {row.kind for row in rows.values()} == set(KINDS)
     assert {name: row.kind for name, row in rows.items()} == {
         "sub1": "submanifold", "sub2": "submanifold", "point": "1x1", "down": "strided", "norm": "other",
         "relu": "other", "up": "transposed", "head": "linear", "grow": "generative",
@@ -182,6 +183,20 @@ def test_writers_agree_with_the_rows(tmp_path):
     table = profile_table(result)
     assert all(row.name in table for row in result.layers)
     assert "between layers" in table and "total" in table and "end to end" in table and "(sub1)" in table
+
+
+@pytest.mark.cuda
+def test_on_cuda_the_rows_match_the_cpu_and_times_come_from_events():
+    x = scan()
+    model = EveryKind().eval()
+    on_cpu = profile(model, x, repeats=1, warmup=0, end_to_end=False, peaks=False)
+    model.cuda()
+    result = profile(model, pe.SparseTensor(x.feats.cuda(), x.coords.cuda()), repeats=2, warmup=1)
+    assert result.device.startswith("cuda") and result.dtype == "float32"
+    assert [(r.name, r.kind, r.stride, r.sites_out, r.pairs, r.macs, r.traffic_bytes) for r in result.layers] == [
+        (r.name, r.kind, r.stride, r.sites_out, r.pairs, r.macs, r.traffic_bytes) for r in on_cpu.layers]
+    assert all(r.compute_s >= 0 and r.map_s >= 0 for r in result.layers)
+    assert result.end_to_end_s > 0 and result.peak_flops_per_s > 0
 
 
 class Alternating(torch.nn.Module):

@@ -7,7 +7,7 @@ import torch
 
 import pointengine as pe
 from pointengine import nn
-from pointengine.functional.conv import distinct_dataflows
+from pointengine.functional.conv import DATAFLOWS, distinct_dataflows
 from pointengine.models import MinkUNet, load_checkpoint, save_checkpoint
 from pointengine.testing import random_sites, relative_error
 
@@ -75,6 +75,16 @@ def test_the_tuning_loads_back(tmp_path):
         fresh = MinkUNet(in_channels=4, num_classes=5, cr=0.25)
         load_checkpoint(fresh, path)
         assert convs(fresh) == tuned
+
+
+@pytest.mark.cuda
+def test_on_cuda_every_dataflow_is_timed():
+    torch.manual_seed(0)
+    model = Net().eval().cuda().half()
+    x = scan()
+    result = pe.tune(model, [pe.SparseTensor(x.feats.cuda().half(), x.coords.cuda())], repeats=1)
+    assert all(set(group.seconds) == set(DATAFLOWS) for group in result.groups)
+    assert convs(model) == {**result.dataflows, "point": None}
 
 
 def test_bad_arguments():
