@@ -29,6 +29,7 @@ from spconv_minkunet import SpconvMinkUNet, randomize_statistics, spconv_input
 import pointengine as pe
 from pointengine.datasets import generate_scan, read_points
 from pointengine.models import MinkUNet, build_model
+from pointengine.profile_report import profile_table
 from pointengine.profiler import profile
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -69,20 +70,18 @@ def relative_error(actual: torch.Tensor, expected: torch.Tensor) -> float:
 
 
 def split(model: torch.nn.Module, feats: torch.Tensor, coords: torch.Tensor) -> dict:
-    """Seconds spent building maps (input hash table + kernel maps), in convolutions, and elsewhere."""
+    """Seconds spent building maps (input hash table + kernel maps), in convolutions, and elsewhere
+    (other layers and the code between them), from one instrumented forward."""
     start = time.perf_counter()
     x = pe.SparseTensor(feats, coords)
     hash_s = time.perf_counter() - start
-    start = time.perf_counter()
-    rows = profile(model, x)
-    total = time.perf_counter() - start + hash_s
-    map_s = hash_s + sum(r.map_s for r in rows)
-    conv_s = sum(r.compute_s for r in rows if r.kind == "conv")
+    result = profile(model, x, repeats=1, warmup=0, end_to_end=False, peaks=False)
+    conv_s = sum(r.compute_s for r in result.layers if r.is_conv)
     return {
-        "map_s": map_s,
+        "map_s": hash_s + result.map_s,
         "conv_s": conv_s,
-        "other_s": total - map_s - conv_s,
-        "gmacs": sum(r.macs for r in rows) / 1e9,
+        "other_s": result.total_s - result.map_s - conv_s,
+        "gmacs": result.macs / 1e9,
     }
 
 
@@ -173,16 +172,7 @@ def table(records: list[dict]) -> str:
 
 
 def print_profile(model: torch.nn.Module, feats: torch.Tensor, coords: torch.Tensor) -> None:
-    with torch.no_grad():
-        model(pe.SparseTensor(feats, coords))  # warm-up
-    rows = profile(model, pe.SparseTensor(feats, coords))
-    print(markdown_row("layer", "C_in -> C_out", "sites out", "pairs", "GMACs", "map ms", "compute ms", "GFLOP/s"))
-    print(markdown_row(*["---"] * 8))
-    for r in rows:
-        if r.kind != "other":
-            flops = 2 * r.macs / r.compute_s / 1e9
-            cells = (r.name, f"{r.channels[0]} -> {r.channels[1]}", r.sites, r.pairs, f"{r.macs / 1e9:.2f}")
-            print(markdown_row(*cells, f"{r.map_s * 1e3:.1f}", f"{r.compute_s * 1e3:.1f}", f"{flops:.1f}"))
+    print(profile_table(profile(model, pe.SparseTensor(feats, coords))))
 
 
 def main() -> None:
@@ -193,7 +183,8 @@ def main() -> None:
     parser.add_argument("--cr", type=float, nargs="+", default=[0.5, 1.0])
     parser.add_argument("--voxel-size", type=float, default=0.05)
     parser.add_argument("--no-spconv", action="store_true", help="skip the spconv baseline")
-    parser.add_argument("--profile", action="store_true", help="print the per-layer profile of the first scan")
+    parser.add_argument("--profile", action="store_true", help="print the per-layer profile of the first scan "
+                        "(pointengine.profile: medians of 3, GEMM rates of each layer's shape and the peak)")
     args = parser.parse_args()
 
     sp_available = not args.no_spconv

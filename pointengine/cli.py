@@ -6,6 +6,7 @@
   train     train or fine-tune a model on labelled scans (data-parallel under torchrun)
   synthetic write seeded synthetic lidar scans with labels, in the SemanticKITTI layout
   export    a model as a torch.export program on plain tensors (.pt2)
+  profile   per-layer profile of a model on a scan (profile_command.py)
 """
 
 import argparse
@@ -15,6 +16,7 @@ from pathlib import Path
 
 from . import __version__
 from .demo import DEMO_SEED, REAL_DATA, run_demo
+from .profile_command import add_profile_command
 
 
 def cmd_info(args) -> int:
@@ -236,6 +238,8 @@ def parser() -> argparse.ArgumentParser:
     syn.add_argument("--sequences", nargs="+", required=True, metavar="SEQ=FRAMES", help="e.g. 00=600 08=12")
     syn.add_argument("--seed", type=int, default=0, help="default 0")
     syn.set_defaults(run=cmd_synthetic)
+
+    add_profile_command(sub)
     return p
 
 

@@ -96,8 +96,7 @@ def run_demo(seed: int = DEMO_SEED, model: str = "demo", checkpoint=None, repeat
         start = time.perf_counter()
         seg(scan.points)
         latencies.append(time.perf_counter() - start)
-    with torch.no_grad():
-        rows = profile(seg.model, seg.preprocess(scan.points))
+    layers = profile(seg.model, seg.preprocess(scan.points), repeats=1, warmup=0, end_to_end=False, peaks=False).layers
 
     dataset = seg.config.dataset
     Path(out).mkdir(parents=True, exist_ok=True)
@@ -126,10 +125,10 @@ def run_demo(seed: int = DEMO_SEED, model: str = "demo", checkpoint=None, repeat
         classes=dataset.classes,
         synthetic=synthetic,
         latency_s=statistics.median(latencies),
-        macs=sum(r.macs for r in rows),
-        map_s=sum(r.map_s for r in rows),
-        conv_s=sum(r.compute_s for r in rows if r.kind == "conv"),
-        other_s=sum(r.compute_s for r in rows if r.kind != "conv"),
+        macs=sum(r.macs for r in layers),
+        map_s=sum(r.map_s for r in layers),
+        conv_s=sum(r.compute_s for r in layers if r.is_conv),
+        other_s=sum(r.compute_s for r in layers if not r.is_conv),
         pictures=tuple(pictures),
         real=real,
     )

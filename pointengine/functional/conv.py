@@ -24,6 +24,23 @@ def select_dataflow(device: torch.device, kernel_volume: int, c_in: int, c_out: 
     return "fused"
 
 
+def resolve_dataflow(dataflow: str | None, feats: Tensor, weight: Tensor) -> str:
+    """The dataflow a layer runs: its own choice, or select_dataflow's when it has none."""
+    return dataflow if dataflow is not None else select_dataflow(feats.device, *weight.shape)
+
+
+def distinct_dataflows(device: torch.device) -> tuple[str, ...]:
+    """The dataflows that run different code on `device`: on the CPU "implicit_gemm" is conv_fused's
+    code (the tensor-core kernel exists on CUDA only), so timing it there would time "fused" twice."""
+    return DATAFLOWS if device.type == "cuda" else ("fused", "gather_scatter")
+
+
+def is_pointwise(kernel_volume: int, stride, generative: bool) -> bool:
+    """A 1x1x1 conv of stride 1 (or its transpose, not generative) reads each site alone: one dense
+    product on the input's sites, no kernel map and no dataflow."""
+    return kernel_volume == 1 and tuple(stride) == (1, 1, 1) and not generative
+
+
 def conv_geometry(kernel_size, stride, dilation, transposed: bool, generative: bool, sites: str):
     """Validated (kernel_size, stride, dilation) triples of a convolution."""
     ks, st, dil = as_triple(kernel_size, "kernel_size"), as_triple(stride, "stride"), as_triple(dilation, "dilation")
@@ -65,6 +82,16 @@ def apply_kernel_map(feats: Tensor, weight: Tensor, kmap: km.KernelMap, dataflow
     if dataflow == "implicit_gemm":
         return _ops.conv_implicit_gemm(feats, weight, kmap.nbr, kmap.row_order if feats.is_cuda else None)
     raise ValueError(f"dataflow must be one of {DATAFLOWS}, got {dataflow!r}")
+
+
+def prepare_kernel_map(kmap: km.KernelMap, dataflow: str, device: torch.device) -> None:
+    """Builds the form of `kmap` that `dataflow` reads besides the neighbour table (cached on the map
+    and shared by its layers), so that a profile can count it as map work: the per-offset pair lists
+    of "gather_scatter", the row order of "implicit_gemm" on CUDA."""
+    if dataflow == "gather_scatter":
+        kmap.pairs  # noqa: B018  (a cached property: built here, read by gather_gemm_scatter)
+    elif dataflow == "implicit_gemm" and device.type == "cuda":
+        kmap.row_order  # noqa: B018  (a cached property: built here, read by conv_implicit_gemm)
 
 
 def gather_gemm_scatter(feats: Tensor, weight: Tensor, kmap: km.KernelMap) -> Tensor:
@@ -130,7 +157,7 @@ def conv3d(
     if dataflow is not None and dataflow not in DATAFLOWS:
         raise ValueError(f"dataflow must be one of {DATAFLOWS}, got {dataflow!r}")
     _, st, _ = conv_geometry(kernel_size, stride, dilation, transposed, generative, sites)
-    if weight.shape[0] == 1 and st == (1, 1, 1) and not generative:
+    if is_pointwise(weight.shape[0], st, generative):
         # A 1x1x1 submanifold conv (or its transpose) reads each site alone: one dense product, no
         # map; the thread-count independent one (_ops.linear), not torch's BLAS.
         check_residual(residual, input.coordinate_map.num_rows, weight)
@@ -139,8 +166,7 @@ def conv3d(
     else:
         kmap, out_stride = conv_kernel_map(input, kernel_size, stride, dilation, transposed, generative, sites)
         check_residual(residual, kmap.nbr.shape[0], weight)
-        if dataflow is None:
-            dataflow = select_dataflow(input.feats.device, weight.shape[0], weight.shape[1], weight.shape[2])
+        dataflow = resolve_dataflow(dataflow, input.feats, weight)
         if dataflow == "fused" and (bias is not None or residual is not None or relu):
             feats = _ops.conv_fused_epilogue(input.feats.contiguous(), weight, kmap.nbr, bias, residual, relu)
         else:
