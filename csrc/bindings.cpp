@@ -61,6 +61,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("conv_fused_portable", [](const at::Tensor& feats, const at::Tensor& weight, const at::Tensor& nbr) {
     return pointengine::conv_fused_path(feats, weight, nbr, pointengine::CpuPath::kPortable);
   }, "conv_fused on the portable path whatever the CPU, for tests.");
+  m.def("fma_peak_flops", &pointengine::fma_peak_flops, "float32 FMA FLOP/s of this CPU's threads, measured.",
+        py::arg("seconds") = 0.2);
   m.def("cpu_paths", [] {
     std::vector<std::string> names;
     for (int p = 0; p <= int(pointengine::best_cpu_path()); ++p)

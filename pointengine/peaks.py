@@ -1,6 +1,10 @@
 """What this machine can do, measured in the same run as a profile: the rate of a dense GEMM of a
 layer's shape, and the machine's peak.
 
+On the CPU in float32 the peak is the FMA peak, measured by `_C.fma_peak_flops`: independent chains
+of fused multiply-adds in registers on every thread, on the widest path the convolution takes here
+(AVX-512, AVX2 or scalar). Elsewhere (float64, CUDA) it is the best GEMM rate, as follows.
+
 Every layer that multiplies (a sparse conv, a 1x1 conv, a linear layer) computes, in pieces, the
 product of a [pairs, C_in] matrix by a [C_in, C_out] one: `torch.mm` of that shape says what the
 machine's BLAS reaches on the same work with no gathering and no kernel map. The peak is the best
@@ -11,6 +15,8 @@ closest measure of the FMA peak that needs no kernel of our own.
 """
 
 import torch
+
+from . import _C
 
 from .timing import median_seconds
 
@@ -47,6 +53,12 @@ class GemmRates:
             self.rates[shape] = gemm_flops_per_second(rows, inner, cols, self.dtype, self.device, self.repeats)
         return self.rates[shape]
 
-    def peak(self) -> float:
-        """The best of peak_flops_per_second and of every shape measured so far."""
-        return max(peak_flops_per_second(self.dtype, self.device, self.repeats), *self.rates.values())
+    def peak(self) -> tuple[float, str]:
+        """(peak FLOP/s, what it is): the FMA peak on the CPU in float32, else the best of
+        peak_flops_per_second and of every shape measured so far; never below a GEMM of the run."""
+        gemm = max(peak_flops_per_second(self.dtype, self.device, self.repeats), *self.rates.values())
+        if self.device.type == "cpu" and self.dtype == torch.float32:
+            fma = _C.fma_peak_flops(0.2)
+            if fma >= gemm:
+                return fma, f"FMA chains in registers on every thread, {_C.conv_fused_isa()}"
+        return gemm, "best torch.mm of the run: large squares, every layer's shape"

@@ -60,7 +60,7 @@ def plot_rates(profile: Profile, path) -> Path:
         axes.scatter(*zip(*measured), color=COLORS["gemm"], s=12, zorder=3, label="torch.mm of the layer's shape")
     if profile.peak_flops_per_s:
         axes.axhline(profile.peak_flops_per_s / 1e9, color=COLORS["peak"], linestyle="--",
-                     label=f"peak {profile.peak_flops_per_s / 1e9:.0f} (best torch.mm of the run)")
+                     label=f"peak {profile.peak_flops_per_s / 1e9:.0f} ({profile.peak_source})")
     axes.set_xticks(positions, [row.name for row in layers], rotation=90, fontsize=6)
     axes.set_ylabel("GFLOP/s")
     axes.set_title(f"achieved vs peak ({profile.device} {profile.dtype}, {profile.threads} threads)", fontsize=9)

@@ -100,8 +100,7 @@ def profile_table(profile: Profile) -> str:
     text.append(f"{len(profile.layers)} leaf-module calls, {profile.device} {profile.dtype}, {profile.threads} threads, "
                 f"median of {profile.repeats}; map time counts once, at the layer that built the map (the others name it)")
     if profile.peak_flops_per_s is not None:
-        text.append(f"peak {profile.peak_flops_per_s / 1e9:.1f} GFLOP/s (best torch.mm of the run: large squares, "
-                    "every layer's shape); "
+        text.append(f"peak {profile.peak_flops_per_s / 1e9:.1f} GFLOP/s ({profile.peak_source}); "
                     "% GEMM: of torch.mm of each layer's shape [pairs, C_in] @ [C_in, C_out]")
     if profile.end_to_end_s is not None:
         difference = profile.total_s / profile.end_to_end_s - 1

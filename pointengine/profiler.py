@@ -71,7 +71,8 @@ class Profile:
     dtype: str
     threads: int
     repeats: int
-    peak_flops_per_s: float | None  # best torch.mm rate of the run (peaks.py); None: not measured
+    peak_flops_per_s: float | None  # the machine's peak (peaks.py); None: not measured
+    peak_source: str | None  # what the peak is: the FMA loop (CPU float32) or the best torch.mm rate
     end_to_end_s: float | None  # median uninstrumented forward, alternated with the profiled ones
 
     @property
@@ -288,6 +289,7 @@ def profile(model: torch.nn.Module, *inputs, repeats: int = 3, warmup: int = 1, 
             gap_s=gap, map_s=map_s, compute_s=compute_s,
             gemm_flops_per_s=rates(pairs, *channels) if rates is not None and macs > 0 else None,
         ))
+    peak = rates.peak() if rates is not None else None
     return Profile(
         layers=tuple(layers),
         tail_s=statistics.median(run[1] for run in runs),
@@ -295,7 +297,8 @@ def profile(model: torch.nn.Module, *inputs, repeats: int = 3, warmup: int = 1, 
         dtype=str(feats.dtype).removeprefix("torch."),
         threads=torch.get_num_threads(),
         repeats=repeats,
-        peak_flops_per_s=rates.peak() if rates is not None else None,
+        peak_flops_per_s=peak[0] if peak else None,
+        peak_source=peak[1] if peak else None,
         end_to_end_s=statistics.median(plain) if plain else None,
     )
 

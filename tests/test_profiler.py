@@ -218,3 +218,15 @@ def test_bad_arguments():
         profile(EveryKind(), scan(), repeats=0)
     with pytest.raises(ValueError, match="no SparseTensor, PointTensor or Tensor"):
         profile(EveryKind(), "not a tensor")
+
+
+def test_fma_peak_is_measured_and_bounds_the_gemms(restore_threads):
+    from pointengine import _C
+
+    torch.set_num_threads(1)
+    one = _C.fma_peak_flops(0.05)
+    # One core's float32 FMA rate: more than a scalar core can do at 1 GHz (2 FLOPs x 2 units),
+    # less than 2 x 16 lanes x 2 units x 2 FLOPs at 10 GHz.
+    assert 4e9 < one < 1.3e12
+    with pytest.raises(RuntimeError, match=r"fma_peak_flops: seconds must be in \(0, 10\], got 0"):
+        _C.fma_peak_flops(0.0)

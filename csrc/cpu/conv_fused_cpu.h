@@ -27,6 +27,10 @@ at::Tensor conv_fused_epilogue_path(const at::Tensor& feats, const at::Tensor& w
                                     const c10::optional<at::Tensor>& bias, const c10::optional<at::Tensor>& residual,
                                     bool relu, CpuPath path);
 
+// FLOP/s of float32 fused multiply-adds in registers on every torch thread, on best_cpu_path(), over
+// about `seconds` (fma_peak_cpu.cpp).
+double fma_peak_flops(double seconds);
+
 // The name of the path float32 conv_fused takes on this CPU.
 const char* conv_fused_isa();
 
