@@ -5,6 +5,7 @@
   segment   label the points of scan files with a zoo model or a checkpoint
   train     train or fine-tune a model on labelled scans (data-parallel under torchrun)
   synthetic write seeded synthetic lidar scans with labels, in the SemanticKITTI layout
+  bench     mIoU and latency of a model over a SemanticKITTI or nuScenes-lidarseg split (evaluate/)
 """
 
 import argparse
@@ -14,6 +15,7 @@ from pathlib import Path
 
 from . import __version__
 from .demo import DEMO_SEED, REAL_DATA, run_demo
+from .evaluate.command import add_bench_parser
 
 
 def cmd_info(args) -> int:
@@ -196,6 +198,8 @@ def parser() -> argparse.ArgumentParser:
     syn.add_argument("--sequences", nargs="+", required=True, metavar="SEQ=FRAMES", help="e.g. 00=600 08=12")
     syn.add_argument("--seed", type=int, default=0, help="default 0")
     syn.set_defaults(run=cmd_synthetic)
+
+    add_bench_parser(sub)
     return p
 
 
