@@ -299,3 +299,15 @@ def test_model_of_the_other_dataset(tiny_dataset, capsys):
     code = bench("--dataset", "nuscenes", "--root", tiny_dataset, "--split", "all", "--config", "demo")
     err = capsys.readouterr().err
     assert code == 2 and "model 'demo' reads semantickitti scans" in err and "--config minkunet_cr0.5_nuscenes" in err
+
+
+def test_bad_points_found_in_a_worker_process(broken, tiny_config, capsys):
+    """A scan that reads but cannot be voxelized (a NaN), met by a DataLoader worker: the same one-line
+    error naming the file, or a reported skip."""
+    root, folder = broken
+    scan = folder / "velodyne" / "000001.bin"
+    points = np.fromfile(scan, "<f4")
+    points[5] = np.nan
+    points.tofile(scan)
+    refused(root, tiny_config(), capsys, f"{scan}: points contains NaN or inf values", "--workers", "1")
+    skipped(root, tiny_config(), capsys, scan, scans=2)

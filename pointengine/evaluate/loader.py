@@ -4,8 +4,9 @@ can read and voxelize the next scans while the model runs.
 
 Each item carries the seconds it took to read and each batch the seconds its voxelization took, measured
 where they ran (in a worker, or in the main process without workers), for the benchmark's latency split.
-A scan that cannot be read or voxelized raises a ValueError naming its file, or with skip_bad comes back
-as skipped, with the reason.
+A scan that cannot be read or voxelized comes back as skipped with the error naming its file, rather than
+raised in a worker (where the DataLoader would wrap it in a traceback): the caller raises it, or reports
+it and goes on.
 """
 
 from __future__ import annotations
@@ -47,11 +48,10 @@ class SplitDataset(Dataset):
     """The frames of a split (datasets.*.find_frames) as LoadedScans: points in the dataset's columns,
     labels as training ids of `config`."""
 
-    def __init__(self, frames: list[Frame], scan_format: ScanFormat, config: DatasetConfig, skip_bad: bool = False):
+    def __init__(self, frames: list[Frame], scan_format: ScanFormat, config: DatasetConfig):
         self.frames = frames
         self.scan_format = scan_format
         self.config = config
-        self.skip_bad = skip_bad
 
     def __len__(self) -> int:
         return len(self.frames)
@@ -62,8 +62,6 @@ class SplitDataset(Dataset):
         try:
             scan = load_frame(frame, self.scan_format, self.config)
         except ValueError as error:
-            if not self.skip_bad:
-                raise
             return LoadedScan(frame, None, time.perf_counter() - start, str(error))
         return LoadedScan(frame, scan, time.perf_counter() - start)
 
@@ -73,9 +71,8 @@ class ScanCollate:
     CPU (the caller moves the tensor to its device). A class, not a closure, so that worker processes
     can receive it."""
 
-    def __init__(self, config: ModelConfig, skip_bad: bool = False):
+    def __init__(self, config: ModelConfig):
         self.config = config
-        self.skip_bad = skip_bad
 
     def __call__(self, loaded: list[LoadedScan]) -> ScanBatch:
         start = time.perf_counter()
@@ -95,8 +92,5 @@ class ScanCollate:
         try:
             voxelize_scans(self.config, [item.scan.points])
         except ValueError as error:
-            message = f"{item.frame.scan}: {error}"
-            if not self.skip_bad:
-                raise ValueError(message) from None
-            return message
+            return f"{item.frame.scan}: {error}"
         return None

@@ -120,8 +120,8 @@ def run_benchmark(settings: BenchSettings) -> BenchResult:
     if not frames:
         raise ValueError(f"{settings.root}: no scans to benchmark in split {' '.join(settings.split)}")
     world = init_world(device)
-    scans = SplitDataset(shard(frames, world.rank, world.size), layout.scan_format, dataset, settings.skip_bad)
-    collate = ScanCollate(seg.config, settings.skip_bad)
+    scans = SplitDataset(shard(frames, world.rank, world.size), layout.scan_format, dataset)
+    collate = ScanCollate(seg.config)
     _warm_up(seg, scans, collate, device, settings.warmup)
     loader = DataLoader(scans, batch_size=1, num_workers=settings.workers, collate_fn=collate)
     bar = tqdm(loader, desc=f"bench {layout.name} {' '.join(settings.split)}", unit="scan", file=sys.stderr,
@@ -129,7 +129,10 @@ def run_benchmark(settings: BenchSettings) -> BenchResult:
     tally = Tally(torch.zeros(dataset.num_classes, dataset.num_classes, dtype=torch.int64))
     start = begin = time.perf_counter()
     for batch in bar:
-        tally.skipped += [Skipped(str(item.frame.scan), item.error) for item in batch.skipped]
+        for item in batch.skipped:
+            if not settings.skip_bad:
+                raise ValueError(item.error)
+            tally.skipped.append(Skipped(str(item.frame.scan), item.error))
         if batch.voxels is None:
             begin = time.perf_counter()
             continue
