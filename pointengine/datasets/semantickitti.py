@@ -69,8 +69,8 @@ def find_frames(root: str | Path, sequences, skip_bad: bool = False) -> FoundFra
         folder = Path(root) / "sequences" / sequence
         scans = sorted((folder / "velodyne").glob("*.bin"))
         if not scans:
-            found.skip(str(folder / "velodyne"), ValueError(f"{folder / 'velodyne'}: no scans (*.bin) in sequence {sequence!r}"),
-                       skip_bad)
+            empty = ValueError(f"{folder / 'velodyne'}: no scans (*.bin) in sequence {sequence!r}")
+            found.skip(str(folder / "velodyne"), empty, skip_bad)
         labelled = (folder / "labels").is_dir()
         for scan in scans:
             label = folder / "labels" / f"{scan.stem}.label" if labelled else None

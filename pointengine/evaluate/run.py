@@ -25,10 +25,11 @@ from tqdm import tqdm
 from ..datasets.frames import Skipped
 from ..datasets.metrics import Scores, confusion_matrix
 from ..segment import Segmenter, point_labels
+from ..tensor import SparseTensor
 from ..train.data import shard
 from ..train.distributed import World, all_lists, all_max, all_sum, init_world, rank_device
 from .layouts import LAYOUTS
-from .loader import ScanCollate, SplitDataset
+from .loader import ScanBatch, ScanCollate, SplitDataset
 from .timing import MAIN_PATH_OUTSIDE_MODEL, OUTSIDE_MODEL, StageTimes
 
 
@@ -127,48 +128,54 @@ def run_benchmark(settings: BenchSettings) -> BenchResult:
     bar = tqdm(loader, desc=f"bench {layout.name} {' '.join(settings.split)}", unit="scan", file=sys.stderr,
                disable=None if settings.progress and world.is_main else True, dynamic_ncols=True)  # None: on a tty
     tally = Tally(torch.zeros(dataset.num_classes, dataset.num_classes, dtype=torch.int64))
-    start = begin = time.perf_counter()
+    start = waiting_since = time.perf_counter()
     for batch in bar:
         for item in batch.skipped:
             if not settings.skip_bad:
                 raise ValueError(item.error)
             tally.skipped.append(Skipped(str(item.frame.scan), item.error))
-        if batch.voxels is None:
-            begin = time.perf_counter()
-            continue
-        tensor = batch.voxels.tensor.to(device)
-        stages = {"wait": _now(device) - begin, "load": sum(item.seconds for item in batch.scans),
-                  "voxelize": batch.voxelize_seconds}
-        begin = _now(device)
-        with torch.no_grad():
-            logits = seg.model(tensor).feats
-        stages["model"] = _now(device) - begin
-        begin = _now(device)
-        labels = point_labels(seg.config, batch.voxels, logits).split(batch.voxels.point_counts)
-        stages["map"] = time.perf_counter() - begin
-        begin = time.perf_counter()
-        for item, scan_labels in zip(batch.scans, labels):
-            if item.scan.labels is not None:
-                tally.confusion += confusion_matrix(scan_labels, item.scan.labels, dataset.num_classes,
-                                                    dataset.ignore_index)
-                tally.counts[1] += 1
-        stages["metrics"] = time.perf_counter() - begin
-        if settings.save_predictions is not None:
-            begin = time.perf_counter()
-            for item, scan_labels in zip(batch.scans, labels):
-                layout.write_prediction(settings.save_predictions, item.frame, scan_labels, dataset, list(settings.split))
-            stages["save"] = time.perf_counter() - begin
-        stages["total"] = sum(seconds for stage, seconds in stages.items() if stage != "wait")
-        for stage, seconds in stages.items():
-            tally.times.add(stage, seconds)
-        tally.counts[0] += len(batch.scans)
-        tally.counts[2] += sum(batch.voxels.point_counts)
-        begin = time.perf_counter()
+        if batch.voxels is not None:
+            tensor = batch.voxels.tensor.to(device)
+            waited = _now(device) - waiting_since
+            _run_batch(seg, batch, tensor, settings, tally, {"wait": waited})
+        waiting_since = time.perf_counter()
     bar.close()
     tally.wall = time.perf_counter() - start
     if settings.save_predictions is not None and world.is_main:
         layout.finish_submission(settings.save_predictions, list(settings.split))
     return _result(settings, seg, world, device, tally, found.skipped)
+
+
+def _run_batch(seg: Segmenter, batch: ScanBatch, tensor: SparseTensor, settings: BenchSettings, tally: Tally,
+               stages: dict) -> None:
+    """The model, the mapping back, the metrics and the predictions of one batch, each timed (`tensor`:
+    the batch's input on the device), into `tally`."""
+    dataset, device = seg.config.dataset, tensor.feats.device
+    stages |= {"load": sum(item.seconds for item in batch.scans), "voxelize": batch.voxelize_seconds}
+    begin = _now(device)
+    with torch.no_grad():
+        logits = seg.model(tensor).feats
+    stages["model"] = _now(device) - begin
+    begin = _now(device)
+    labels = point_labels(seg.config, batch.voxels, logits).split(batch.voxels.point_counts)
+    stages["map"] = time.perf_counter() - begin
+    begin = time.perf_counter()
+    for item, scan_labels in zip(batch.scans, labels):
+        if item.scan.labels is not None:
+            tally.confusion += confusion_matrix(scan_labels, item.scan.labels, dataset.num_classes, dataset.ignore_index)
+            tally.counts[1] += 1
+    stages["metrics"] = time.perf_counter() - begin
+    if settings.save_predictions is not None:
+        begin = time.perf_counter()
+        layout = LAYOUTS[settings.dataset]
+        for item, scan_labels in zip(batch.scans, labels):
+            layout.write_prediction(settings.save_predictions, item.frame, scan_labels, dataset, list(settings.split))
+        stages["save"] = time.perf_counter() - begin
+    stages["total"] = sum(seconds for stage, seconds in stages.items() if stage != "wait")
+    for stage, seconds in stages.items():
+        tally.times.add(stage, seconds)
+    tally.counts[0] += len(batch.scans)
+    tally.counts[2] += sum(batch.voxels.point_counts)
 
 
 @dataclass
