@@ -7,6 +7,7 @@
   synthetic write seeded synthetic lidar scans with labels, in the SemanticKITTI layout
   export    a model as a torch.export program on plain tensors (.pt2)
   profile   per-layer profile of a model on a scan (profile_command.py)
+  bench     mIoU and latency of a model over a SemanticKITTI or nuScenes-lidarseg split (evaluate/)
 """
 
 import argparse
@@ -17,6 +18,7 @@ from pathlib import Path
 from . import __version__
 from .demo import DEMO_SEED, REAL_DATA, run_demo
 from .profile_command import add_profile_command
+from .evaluate.command import add_bench_parser
 
 
 def cmd_info(args) -> int:
@@ -240,6 +242,7 @@ def parser() -> argparse.ArgumentParser:
     syn.set_defaults(run=cmd_synthetic)
 
     add_profile_command(sub)
+    add_bench_parser(sub)
     return p
 
 

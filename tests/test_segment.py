@@ -123,3 +123,20 @@ def test_bad_scan_in_a_batch_is_named(seg):
         seg([small_scan(7), torch.full((3, 4), float("inf"))])
     with pytest.raises(TypeError, match=r"scan 0 must be a numpy array or a torch.Tensor, got list"):
         seg([[[0.0, 0.0, 0.0, 0.0]], torch.zeros(1, 4)])
+
+
+@pytest.mark.parametrize("reduce", ["mean", "first", "max"])
+@pytest.mark.parametrize("columns", [4, 5])
+def test_channels_sharing_xyz_are_the_points_reduced_once(reduce, columns):
+    """Input channels x, y, z (unscaled), remission: voxelize_scans reduces the x, y, z columns once for
+    both roles, bit for bit the features of reducing [x, y, z, x, y, z, remission]; a wider scan too."""
+    from pointengine.models.config import model_config_from_dict
+    from pointengine.segment import voxelize_scans
+
+    fields = load_model_config("demo").to_dict() | {"reduce": reduce}
+    config = model_config_from_dict(fields, "demo", "test")
+    points = small_scan(8, columns=columns)
+    batch = voxelize_scans(config, [points])
+    reference = voxelize_points(torch.cat([points[:, :3], points[:, :4]], 1), 0.1, reduce)
+    assert torch.equal(batch.tensor.coords, reference.coords) and torch.equal(batch.inverse, reference.inverse)
+    assert torch.equal(batch.tensor.feats, reference.feats[:, 3:])

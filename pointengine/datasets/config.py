@@ -8,7 +8,7 @@ nuScenes-lidarseg mapping files (`labels`, `labels_16`, `learning_map`).
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from functools import cached_property
 from pathlib import Path
 
@@ -27,7 +27,8 @@ class DatasetConfig:
     """classes[i] and colors[i] (RGB) describe training id i; learning_map sends each raw id to a
     training id and learning_map_inv each training id back to the raw id written in label files;
     raw_names names the raw ids. Labels equal to ignore_index count for nothing. point_columns names
-    the columns of this dataset's scan files (x, y, z first)."""
+    the columns of this dataset's scan files (x, y, z first). splits (optional) names the sequences of
+    each official split, e.g. {"train": ("00", ...), "val": ("08",), "test": ("11", ...)}."""
 
     name: str
     classes: tuple[str, ...]
@@ -37,6 +38,7 @@ class DatasetConfig:
     learning_map: dict[int, int]
     learning_map_inv: dict[int, int]
     point_columns: tuple[str, ...]
+    splits: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
     @property
     def num_classes(self) -> int:
@@ -75,6 +77,7 @@ class DatasetConfig:
         fields = asdict(self)
         fields["classes"], fields["point_columns"] = list(self.classes), list(self.point_columns)
         fields["colors"] = [list(c) for c in self.colors]
+        fields["splits"] = {name: list(members) for name, members in self.splits.items()}
         return fields
 
 
@@ -109,6 +112,7 @@ def dataset_config_from_dict(raw, default_name: str, where: str) -> DatasetConfi
             learning_map={int(k): int(v) for k, v in raw["learning_map"].items()},
             learning_map_inv={int(k): int(v) for k, v in raw["learning_map_inv"].items()},
             point_columns=tuple(str(c) for c in raw["point_columns"]),
+            splits={str(name): tuple(str(m) for m in members) for name, members in (raw.get("splits") or {}).items()},
         )
     except (TypeError, ValueError, AttributeError) as error:
         raise ValueError(f"{where}: malformed dataset config ({error})") from None

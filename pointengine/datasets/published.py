@@ -1,7 +1,8 @@
 """Label-map files that dataset tools publish, turned into pointengine's own config layout (config.py).
 
 - semantic-kitti-api (`config/semantic-kitti.yaml`): `labels` (raw id -> name), `color_map` (raw id -> BGR),
-  `learning_map`, `learning_map_inv`, `learning_ignore` (training id -> ignored?).
+  `learning_map`, `learning_map_inv`, `learning_ignore` (training id -> ignored?), `split` (train, valid,
+  test -> sequence numbers; "valid" is our "val").
 - nuScenes-lidarseg mappings (as other lidarseg tools publish them): `labels` (32 raw names), `labels_16`
   (training id -> name, 0 = noise), `learning_map`. They carry no colours and no inverse map.
 """
@@ -31,6 +32,8 @@ def from_semantic_kitti_api(raw: dict, name: str, where: str) -> dict:
         "learning_map": raw["learning_map"],
         "learning_map_inv": inverse,
         "point_columns": ["x", "y", "z", "remission"],
+        "splits": {("val" if split == "valid" else split): [f"{int(s):02d}" for s in sequences]
+                   for split, sequences in (raw.get("split") or {}).items()},
     }
 
 

@@ -16,7 +16,9 @@ import torch
 from torch import Tensor
 
 from .. import _ops
-from .._checks import BATCH_MAX, COORD_MAX, COORD_MIN, as_tensor, check_feats, check_same_device, check_tensor
+from .._checks import (
+    BATCH_MAX, COORD_MAX, COORD_MIN, all_finite, as_tensor, check_feats, check_same_device, check_tensor,
+)
 from ..coordinate_map import CoordinateMap
 from ..tensor import PointTensor, SparseTensor
 from .kmap import submanifold_map
@@ -77,7 +79,7 @@ def voxelize_points(
         index = batch.long()[:, None].expand_as(scaled)
         lowest = scaled.new_full((int(batch.max()) + 1, 3), math.inf).scatter_reduce(0, index, scaled, "amin")
         scaled = scaled - lowest.index_select(0, batch.long())
-    lo, hi = scaled.amin(0).tolist(), scaled.amax(0).tolist()
+    lo, hi = (extreme.tolist() for extreme in torch.aminmax(scaled, dim=0))
     if min(lo) < COORD_MIN or max(hi) > COORD_MAX:
         raise ValueError(
             f"points: voxel coordinates must be in [{COORD_MIN}, {COORD_MAX}] (16-bit packed keys), got "
@@ -238,7 +240,7 @@ def _check_points(points) -> None:
         raise ValueError(f"points must have shape [N, 3 + C] (x, y, z, ...), got {list(points.shape)}")
     if points.shape[0] == 0:
         raise ValueError("points is empty: voxelization needs at least one point")
-    if not bool(torch.isfinite(points).all()):
+    if not all_finite(points):
         raise ValueError("points contains NaN or inf values")
 
 

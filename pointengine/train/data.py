@@ -9,25 +9,17 @@ so that a bad frame never surfaces hours into a run.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from ..datasets import semantickitti
 from ..datasets.config import DatasetConfig
+from ..datasets.frames import Frame, check_frame, load_frame, read_training_ids
 from ..datasets.scan import LidarScan
-from ..datasets.semantickitti import read_labels, read_points
 from .augment import augment
-
-POINT_BYTES = 16  # float32 x, y, z, remission
-
-
-@dataclass(frozen=True)
-class Frame:
-    scan: Path
-    label: Path
 
 
 class LabelledFrames:
@@ -47,7 +39,9 @@ class LabelledFrames:
             if not scans:
                 raise ValueError(f"{folder / 'velodyne'}: no scans (*.bin) in sequence {sequence!r}")
             for scan in scans:
-                frame, labels = _checked_frame(scan, folder / "labels" / f"{scan.stem}.label", config)
+                frame = Frame(f"{sequence}/{scan.stem}", scan, folder / "labels" / f"{scan.stem}.label")
+                check_frame(frame, semantickitti.FORMAT)
+                labels = read_training_ids(frame, semantickitti.FORMAT, config)
                 self.frames.append(frame)
                 self.class_points += torch.bincount(labels, minlength=config.num_classes)
 
@@ -56,30 +50,11 @@ class LabelledFrames:
 
     def load(self, index: int) -> LidarScan:
         """Scan `index` with its training ids."""
-        frame = self.frames[index]
-        semantic, _ = read_labels(frame.label)
-        return LidarScan(read_points(frame.scan), self.config.map_labels(semantic))
+        return load_frame(self.frames[index], semantickitti.FORMAT, self.config)
 
     def load_augmented(self, index: int, seed: int, epoch: int) -> LidarScan:
         scan = self.load(index)
         return LidarScan(augment(scan.points, seed, epoch, index), scan.labels)
-
-
-def _checked_frame(scan: Path, label: Path, config: DatasetConfig) -> tuple[Frame, Tensor]:
-    """The frame and its training ids, or a ValueError naming the file."""
-    if not label.is_file():
-        raise ValueError(f"{label}: missing label file for scan {scan}")
-    size = scan.stat().st_size
-    if size % POINT_BYTES:
-        raise ValueError(f"{scan}: {size} bytes is not a whole number of {POINT_BYTES}-byte points")
-    semantic, _ = read_labels(label)
-    if semantic.shape[0] != size // POINT_BYTES:
-        raise ValueError(f"{label}: {semantic.shape[0]} labels but {scan} has {size // POINT_BYTES} points")
-    try:
-        labels = config.map_labels(semantic)
-    except ValueError as error:
-        raise ValueError(f"{label}: {error}") from None
-    return Frame(scan, label), labels
 
 
 def epoch_batches(count: int, batch_size: int, seed: int, epoch: int, world_size: int) -> list[list[int]]:

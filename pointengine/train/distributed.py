@@ -1,5 +1,6 @@
 """Data-parallel training under torchrun: the process group from torchrun's environment, and the
-model wrapped in DistributedDataParallel with global-batch BatchNorm statistics.
+model wrapped in DistributedDataParallel with global-batch BatchNorm statistics. The reductions at the
+end (all_sum, all_max, all_lists) serve the sharded benchmark too (pointengine.evaluate).
 
 For one process at global batch B and N processes sharing it to end with the same weights: every
 rank reads whole scans of the same global batch (data.shard), BatchNorm normalises over the global
@@ -67,3 +68,20 @@ def all_sum(value: torch.Tensor, world: World) -> torch.Tensor:
         dist.all_reduce(value)
     return value
 
+
+
+def all_max(value: torch.Tensor, world: World) -> torch.Tensor:
+    """The largest value over ranks, element by element (wall times, peak memory)."""
+    if world.size > 1:
+        value = value.clone()
+        dist.all_reduce(value, op=dist.ReduceOp.MAX)
+    return value
+
+
+def all_lists(items: list, world: World) -> list:
+    """Every rank's list of picklable items, concatenated in rank order (the same on every rank)."""
+    if world.size == 1:
+        return list(items)
+    gathered = [None] * world.size
+    dist.all_gather_object(gathered, items)
+    return [item for part in gathered for item in part]
