@@ -5,6 +5,7 @@ No timing is asserted."""
 
 import csv
 import json
+import math
 
 import pytest
 import torch
@@ -220,13 +221,12 @@ def test_bad_arguments():
         profile(EveryKind(), "not a tensor")
 
 
-def test_fma_peak_is_measured_and_bounds_the_gemms(restore_threads):
+def test_fma_peak_is_a_positive_rate_and_refuses_bad_durations(restore_threads):
     from pointengine import _C
 
+    # No bound on the rate itself: that would be a timing test (the sanitizer build runs it at -O1).
     torch.set_num_threads(1)
-    one = _C.fma_peak_flops(0.05)
-    # One core's float32 FMA rate: more than a scalar core can do at 1 GHz (2 FLOPs x 2 units),
-    # less than 2 x 16 lanes x 2 units x 2 FLOPs at 10 GHz.
-    assert 4e9 < one < 1.3e12
+    rate = _C.fma_peak_flops(0.05)
+    assert math.isfinite(rate) and rate > 0
     with pytest.raises(RuntimeError, match=r"fma_peak_flops: seconds must be in \(0, 10\], got 0"):
         _C.fma_peak_flops(0.0)
