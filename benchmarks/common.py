@@ -2,13 +2,12 @@
 
 import json
 import os
-import statistics
-import time
 from pathlib import Path
 
 import torch
 
 from pointengine import _C
+from pointengine.timing import median_seconds
 
 ROOT = Path(__file__).resolve().parents[1]
 KITTI_SCANS = ROOT.parent / "shared" / "data" / "semantickitti" / "sequences" / "00" / "velodyne"
@@ -35,15 +34,6 @@ def append_results(name: str, records: list[dict], path: Path | None = None) -> 
 
 
 def round_robin(runs: dict, repeats: int, warmup: int) -> dict[str, float]:
-    """Median seconds of each callable; every round runs each of them once, in turn, so that a change
-    of machine load hits them alike. `warmup` untimed rounds first."""
-    for _ in range(warmup):
-        for run in runs.values():
-            run()
-    times = {name: [] for name in runs}
-    for _ in range(repeats):
-        for name, run in runs.items():
-            start = time.perf_counter()
-            run()
-            times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(values) for name, values in times.items()}
+    """Median seconds of each callable on the CPU, each round running every one in turn
+    (pointengine.timing.median_seconds)."""
+    return median_seconds(runs, torch.device("cpu"), repeats, warmup)
