@@ -16,6 +16,7 @@ TORCH_LIBRARY(pointengine, m) {
   m.def("hash_build(Tensor coords) -> (Tensor keys, Tensor vals, Tensor duplicates)");
   m.def("hash_query(Tensor keys, Tensor vals, Tensor coords) -> Tensor");
   m.def("unique_coords(Tensor coords) -> Tensor");
+  m.def("voxel_coords(Tensor points, float[] voxel_size, Tensor batch, int n_batches, bool round_shift) -> (Tensor coords, Tensor bounds)");
   m.def(
       "neighbor_table(Tensor keys, Tensor vals, Tensor out_coords, Tensor offsets, int[] stride, "
       "bool transposed, bool submanifold) -> Tensor");

@@ -28,6 +28,15 @@ def unique_coords(coords: Tensor) -> Tensor:
     return _ops.unique_coords(coords)
 
 
+def voxel_coords(
+    points: Tensor, voxel_size: tuple[float, float, float], batch: Tensor, n_batches: int, round_shift: bool
+) -> tuple[Tensor, Tensor]:
+    """(int32 [N, 4] rows (batch, voxel x, y, z) of CPU points, float64 [2, 3] the lowest and highest
+    voxel coordinate of each axis before any clamping to int32): floor(xyz / voxel_size), or with
+    round_shift round (halves to even) minus the minimum over each batch index."""
+    return _ops.voxel_coords(points, list(voxel_size), batch, n_batches, round_shift)
+
+
 def neighbor_table(
     keys: Tensor,
     vals: Tensor,
@@ -216,6 +225,11 @@ torch.library.register_autograd(
 torch.library.register_autograd(
     "pointengine::conv_implicit_gemm", _conv_implicit_gemm_backward, setup_context=_conv_fused_setup
 )
+
+
+@torch.library.register_fake("pointengine::voxel_coords")
+def _(points, voxel_size, batch, n_batches, round_shift):
+    return batch.new_empty(points.shape[0], 4), points.new_empty(2, 3, dtype=torch.float64)
 
 
 @torch.library.register_fake("pointengine::point_scatter_mean")

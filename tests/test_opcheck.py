@@ -95,6 +95,10 @@ CASES = {
         lambda: (torch.cat([sites(), sites()]),),
         lambda: (sites()[:1],),
     ],
+    "voxel_coords": [
+        lambda: (points(torch.float32)[:, 1:], [0.5, 0.25, 1.0], torch.tensor([0, 0, 1, 2, 2], dtype=torch.int32), 3, False),
+        lambda: (points(torch.float64)[:, 1:], [0.5, 0.5, 0.5], torch.tensor([0, 0, 1, 2, 2], dtype=torch.int32), 3, True),
+    ],
     "neighbor_table": [
         lambda: (*table(), sites(), kernel_offsets(3), [1, 1, 1], False, True),
         lambda: (*table(), sites(), kernel_offsets(2), [1, 1, 1], False, False),

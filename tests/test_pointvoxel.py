@@ -9,14 +9,23 @@ from pointengine import SparseTensor
 from pointengine.functional import Voxels, devoxelize, voxelize_points
 
 
-def reference(points: torch.Tensor, voxel_size, reduce: str, batch=None):
+def reference_keys(points: torch.Tensor, size, batches: list[int], quantization: str) -> list[tuple]:
+    """(batch, x, y, z) of each point: floor(xyz / size), or Python's round (halves to even) minus
+    its minimum over the points of the same batch index."""
+    if quantization == "floor":
+        return [(b,) + tuple(math.floor(row[a] / size[a]) for a in range(3)) for b, row in zip(batches, points.tolist())]
+    rounded = [tuple(round(row[a] / size[a]) for a in range(3)) for row in points.tolist()]
+    lowest = {b: [min(q[a] for q, c in zip(rounded, batches) if c == b) for a in range(3)] for b in set(batches)}
+    return [(b,) + tuple(q[a] - lowest[b][a] for a in range(3)) for b, q in zip(batches, rounded)]
+
+
+def reference(points: torch.Tensor, voxel_size, reduce: str, batch=None, quantization: str = "floor"):
     """Sorted voxel coords, their feature rows and each point's voxel row, one point at a time."""
     size = (voxel_size,) * 3 if isinstance(voxel_size, float) else voxel_size
     batches = [0] * points.shape[0] if batch is None else batch.tolist()
     groups: dict[tuple, list[list[float]]] = {}
     keys = []
-    for b, row in zip(batches, points.tolist()):
-        key = (b,) + tuple(math.floor(row[a] / size[a]) for a in range(3))
+    for key, row in zip(reference_keys(points, size, batches, quantization), points.tolist()):
         groups.setdefault(key, []).append(row)
         keys.append(key)
     order = sorted(groups)
@@ -59,6 +68,29 @@ def test_matches_reference(reduce, voxel_size, dtype, batched):
     else:
         torch.testing.assert_close(voxels.feats, feats.to(dtype), rtol=0, atol=0)
     assert voxels.coords.shape[0] < points.shape[0]  # the case really merges points
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32, torch.float64])
+@pytest.mark.parametrize("quantization", ["floor", "round_shift"])
+def test_quantization_and_dtypes_match_reference(dtype, quantization):
+    # Multiples of a quarter voxel: round_shift meets exact halves, which go to the even neighbour.
+    gen = torch.Generator().manual_seed(4)
+    xyz = torch.randint(-40, 40, (500, 3), generator=gen).double() * 0.125
+    points = torch.cat([xyz, torch.rand(500, 1, generator=gen, dtype=torch.float64)], 1).to(dtype)
+    batch = torch.randint(0, 4, (500,), generator=gen)
+    voxels = voxelize_points(points, 0.5, "mean", batch, quantization)
+    coords, feats, inverse = reference(points.double(), 0.5, "mean", batch, quantization)
+    assert torch.equal(voxels.coords, coords) and torch.equal(voxels.inverse, inverse)
+    torch.testing.assert_close(voxels.feats, feats.to(dtype))
+
+
+def test_strided_points_are_read_in_place():
+    wide = clustered_points(300, 5, torch.float64, seed=5)
+    points = wide[:, [2, 0, 4, 1]]
+    view = points.t().contiguous().t()  # the same values, column-major
+    assert not view.is_contiguous()
+    one, two = voxelize_points(points, 0.4), voxelize_points(view, 0.4)
+    assert torch.equal(one.coords, two.coords) and torch.equal(one.feats, two.feats)
 
 
 def test_inverse_points_into_the_voxel_of_each_point():
@@ -126,6 +158,12 @@ def test_range_edges_are_inside():
 def test_overflow_names_the_range_and_voxel_size(points, voxel_size, message):
     with pytest.raises(ValueError, match=message):
         voxelize_points(points, voxel_size)
+
+
+def test_values_past_int32_are_refused_not_wrapped():
+    points = torch.tensor([[1e30, 0.0, 0.0], [-1e30, 0.0, 0.0]], dtype=torch.float64)
+    with pytest.raises(ValueError, match=r"x \[-1000000000000000019884624838656, 1000000000000000019884624838656\]"):
+        voxelize_points(points, 1.0)
 
 
 GOOD = torch.zeros(4, 4)

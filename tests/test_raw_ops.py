@@ -57,6 +57,8 @@ POINTS = torch.tensor([[0, 0.0, 0.0, 0.0], [0, 0.5, 0.25, 0.0], [1, -3.0, 2.0, 5
 CINDEX = torch.tensor([[0, -1, 2, -1, 1, -1, -1, -1]], dtype=torch.int32)
 CWEIGHTS = torch.tensor([[0.5, 0, 0.25, 0, 0.25, 0, 0, 0]])
 
+BATCH0 = torch.zeros(2, dtype=torch.int32)
+
 BAD_CALLS = {
     "hash_build dtype": (
         lambda: ops.hash_build(SITES.long()),
@@ -407,6 +409,34 @@ BAD_CALLS = {
     "trilinear_gather_backward n_voxels": (
         lambda: ops.trilinear_gather_backward(torch.ones(1, 2), CINDEX, CWEIGHTS, 2**31),
         r"trilinear_gather_backward: n_voxels must be in \[0, 2147483647\], got 2147483648",
+    ),
+    "voxel_coords voxel_size length": (
+        lambda: ops.voxel_coords(torch.zeros(2, 3), [0.1, 0.1], BATCH0, 1, False),
+        r"voxel_coords: voxel_size must have 3 entries, got 2",
+    ),
+    "voxel_coords voxel_size value": (
+        lambda: ops.voxel_coords(torch.zeros(2, 3), [0.1, 0.0, 0.1], BATCH0, 1, False),
+        r"voxel_coords: voxel_size must be finite and > 0, got 0",
+    ),
+    "voxel_coords points dtype": (
+        lambda: ops.voxel_coords(torch.zeros(2, 3, dtype=torch.int32), [0.1] * 3, BATCH0, 1, False),
+        r"voxel_coords: points must be floating point, got torch.int32",
+    ),
+    "voxel_coords points shape": (
+        lambda: ops.voxel_coords(torch.zeros(2, 2), [0.1] * 3, BATCH0, 1, False),
+        r"voxel_coords: points must have shape \[N, >= 3\], got \[2, 2\]",
+    ),
+    "voxel_coords batch dtype": (
+        lambda: ops.voxel_coords(torch.zeros(2, 3), [0.1] * 3, BATCH0.long(), 1, False),
+        r"voxel_coords: batch must have dtype torch.int32, got torch.int64",
+    ),
+    "voxel_coords batch range": (
+        lambda: ops.voxel_coords(torch.zeros(2, 3), [0.1] * 3, torch.tensor([0, 2], dtype=torch.int32), 2, True),
+        r"voxel_coords: batch entries must be in \[0, 2\), got 2",
+    ),
+    "voxel_coords n_batches": (
+        lambda: ops.voxel_coords(torch.zeros(2, 3), [0.1] * 3, BATCH0, 0, False),
+        r"voxel_coords: n_batches must be in \[1, 65535\], got 0",
     ),
     "linear_portable device": (
         lambda: _C.linear_portable(FEATS, torch.ones(3, 2, device="meta"), None),

@@ -69,29 +69,19 @@ def voxelize_points(
         raise ValueError(f"quantization must be one of {QUANTIZATIONS}, got {quantization!r}")
     batch = _check_batch(batch, points)
 
-    # float64 division: float32 points quantize as a Python-float reference would, and the range
-    # check sees the true value before any cast to int can wrap.
-    scaled = points[:, :3].double() / torch.tensor(size, dtype=torch.float64, device=points.device)
-    if quantization == "floor":
-        scaled = torch.floor(scaled)
-    else:
-        scaled = torch.round(scaled)
-        index = batch.long()[:, None].expand_as(scaled)
-        lowest = scaled.new_full((int(batch.max()) + 1, 3), math.inf).scatter_reduce(0, index, scaled, "amin")
-        scaled = scaled - lowest.index_select(0, batch.long())
-    lo, hi = (extreme.tolist() for extreme in torch.aminmax(scaled, dim=0))
+    point_coords, bounds = _voxel_coords(points, size, batch, quantization == "round_shift")
+    lo, hi = bounds.tolist()
     if min(lo) < COORD_MIN or max(hi) > COORD_MAX:
         raise ValueError(
             f"points: voxel coordinates must be in [{COORD_MIN}, {COORD_MAX}] (16-bit packed keys), got "
             f"x [{lo[0]:.0f}, {hi[0]:.0f}], y [{lo[1]:.0f}, {hi[1]:.0f}], z [{lo[2]:.0f}, {hi[2]:.0f}] "
             f"at voxel_size {voxel_size}; use a larger voxel_size or crop the points"
         )
-    point_coords = torch.cat([batch.to(torch.int32)[:, None], scaled.to(torch.int32)], dim=1)
 
     coords = _ops.unique_coords(point_coords)
     coordinate_map = CoordinateMap(coords, validate=False, distinct=True)
-    inverse = coordinate_map.query(point_coords).long()
-    return Voxels(coords, _reduce(points, inverse, coords.shape[0], reduce), inverse, coordinate_map)
+    rows = coordinate_map.query(point_coords)
+    return Voxels(coords, _reduce(points, rows, coords.shape[0], reduce), rows.long(), coordinate_map)
 
 
 def devoxelize(voxel_feats: Tensor, inverse: Tensor) -> Tensor:
@@ -213,7 +203,33 @@ def _check_pair(x, z) -> None:
     check_same_device(x=x.feats, z=z.feats)
 
 
-def _reduce(points: Tensor, inverse: Tensor, n_voxels: int, reduce: str) -> Tensor:
+def _voxel_coords(points: Tensor, size: tuple[float, float, float], batch: Tensor, round_shift: bool):
+    """(int32 [N, 4] rows (batch, voxel x, y, z), float64 [2, 3] each axis's lowest and highest voxel
+    coordinate): _ops.voxel_coords on the CPU, torch's ops elsewhere; both divide in float64, as a
+    Python-float reference would, and bound the values before any cast to int can wrap."""
+    n_batches = int(batch.max()) + 1
+    if points.device.type == "cpu":
+        return _ops.voxel_coords(points[:, :3], size, batch.to(torch.int32), n_batches, round_shift)
+    scaled = points[:, :3].double() / torch.tensor(size, dtype=torch.float64, device=points.device)
+    if round_shift:
+        scaled = torch.round(scaled)
+        index = batch.long()[:, None].expand_as(scaled)
+        lowest = scaled.new_full((n_batches, 3), math.inf).scatter_reduce(0, index, scaled, "amin")
+        scaled = scaled - lowest.index_select(0, batch.long())
+    else:
+        scaled = torch.floor(scaled)
+    bounds = torch.stack(torch.aminmax(scaled, dim=0))
+    return torch.cat([batch.to(torch.int32)[:, None], scaled.to(torch.int32)], dim=1), bounds
+
+
+def _reduce(points: Tensor, rows: Tensor, n_voxels: int, reduce: str) -> Tensor:
+    """The feature row of each voxel from its points (rows: int32 [N], each point's voxel)."""
+    if reduce == "mean":
+        # Sums in float64 in point order (point_scatter_mean), then the mean rounded once.
+        if points.dtype in (torch.float32, torch.float64):
+            return _ops.point_scatter_mean(points, rows, n_voxels)
+        return _ops.point_scatter_mean(points.double(), rows, n_voxels).to(points.dtype)
+    inverse = rows.long()
     if reduce == "first":
         # The smallest point index of each voxel: an integer minimum, so the order of the reduction
         # cannot change the result.
@@ -221,15 +237,8 @@ def _reduce(points: Tensor, inverse: Tensor, n_voxels: int, reduce: str) -> Tens
         first = torch.full((n_voxels,), points.shape[0], dtype=torch.int64, device=points.device)
         first.scatter_reduce_(0, inverse, index, reduce="amin")
         return points.index_select(0, first)
-    if reduce == "max":
-        out = points.new_empty(n_voxels, points.shape[1])
-        return out.scatter_reduce_(0, inverse[:, None].expand_as(points), points, reduce="amax", include_self=False)
-    # index_add_ on the CPU adds the rows in point order, one after the other: a fixed summation
-    # order whatever the thread count. float64 keeps the mean of float32 points correctly rounded.
-    sums = torch.zeros(n_voxels, points.shape[1], dtype=torch.float64, device=points.device)
-    sums.index_add_(0, inverse, points.double())
-    counts = torch.bincount(inverse, minlength=n_voxels).to(torch.float64)
-    return (sums / counts[:, None]).to(points.dtype)
+    out = points.new_empty(n_voxels, points.shape[1])
+    return out.scatter_reduce_(0, inverse[:, None].expand_as(points), points, reduce="amax", include_self=False)
 
 
 def _check_points(points) -> None:
