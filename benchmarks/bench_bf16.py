@@ -58,7 +58,8 @@ def main() -> None:
         for threads in args.threads:
             torch.set_num_threads(threads)
             inputs = torch.randn(nbr.shape[0], 64, generator=gen)
-            convert_ms = round_robin({"to_bf16": lambda: inputs.to(torch.bfloat16)}, args.repeats, warmup=1)["to_bf16"] * 1e3
+            convert = {"to_bf16": lambda: inputs.to(torch.bfloat16)}
+            convert_ms = round_robin(convert, args.repeats, warmup=1)["to_bf16"] * 1e3
             for channels in CHANNELS:
                 ms = time_layer(nbr, channels, args.repeats, gen)
                 record = {"bench": "bf16", "c_in": channels, "c_out": channels, "sites": nbr.shape[0], "pairs": pairs,
@@ -71,12 +72,14 @@ def main() -> None:
     finally:
         torch.set_num_threads(threads_before)
     append_results("bench_bf16", records)
-    print(f"\n## bench_bf16 results\n\n{machine()}, {nbr.shape[0]} sites, {pairs} pairs, 3x3x3 submanifold, bias + ReLU\n")
+    print(f"\n## bench_bf16 results\n\n{machine()}, {nbr.shape[0]} sites, {pairs} pairs, 3x3x3 submanifold, "
+          "bias + ReLU\n")
     print("| threads | C -> C | fp32 avx512 ms (GFLOP/s) | bf16 f32-out ms (GFLOP/s) | bf16 bf16-out ms (GFLOP/s) "
           "| fp32 / bf16 (f32-out) | fp32 / bf16 (bf16-out) | 64-ch .to(bf16) ms |")
     print("|---|---|---|---|---|---|---|---|")
     for r in records:
-        cells = " | ".join(f"{r['ms'][n]:.1f} ({r['gflops'][n]:.0f})" for n in ("fp32", "bf16_f32_out", "bf16_bf16_out"))
+        names = ("fp32", "bf16_f32_out", "bf16_bf16_out")
+        cells = " | ".join(f"{r['ms'][n]:.1f} ({r['gflops'][n]:.0f})" for n in names)
         ratios = " | ".join(f"{r['fp32_over_bf16'][n]:.2f}x" for n in ("bf16_f32_out", "bf16_bf16_out"))
         print(f"| {r['threads']} | {r['c_in']} -> {r['c_out']} | {cells} | {ratios} | {r['to_bf16_64ch_ms']:.2f} |")
 

@@ -37,7 +37,8 @@ def case(c_in: int, c_out: int, kvol: int, seed: int, n_in: int = 300, n_out: in
     g = torch.Generator().manual_seed(seed)
     feats = torch.randn(n_in, c_in, generator=g).bfloat16()
     weight = torch.randn(kvol, c_in, c_out, generator=g).bfloat16()
-    return feats, weight, random_table(n_in, n_out, kvol, g), torch.randn(c_out, generator=g), torch.randn(n_out, c_out, generator=g)
+    nbr = random_table(n_in, n_out, kvol, g)
+    return feats, weight, nbr, torch.randn(c_out, generator=g), torch.randn(n_out, c_out, generator=g)
 
 
 def reference(feats, weight, nbr, bias=None, residual=None):

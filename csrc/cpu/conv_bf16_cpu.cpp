@@ -45,7 +45,8 @@ bool conv_portable(const uint16_t* feats, const uint16_t* weight, const int32_t*
   // The weight as float32 (denormals read as zero), with the zero channel that pads an odd C_in.
   std::vector<float> w(kvol * n_pairs * 2 * c_out, 0.f);
   for (int64_t k = 0; k < kvol; ++k)
-    for (int64_t i = 0; i < c_in * c_out; ++i) w[k * n_pairs * 2 * c_out + i] = bf16_value(weight[k * c_in * c_out + i]);
+    for (int64_t i = 0; i < c_in * c_out; ++i)
+      w[k * n_pairs * 2 * c_out + i] = bf16_value(weight[k * c_in * c_out + i]);
   return for_each_tile(shape.n_out, kvol, [&](int64_t row_begin, int64_t n_rows, TileWorkspace& ws) {
     const TilePairs pairs = ws.pairs();
     const bool valid = compact_tile(nbr, kvol, shape.n_in, row_begin, n_rows, pairs);
