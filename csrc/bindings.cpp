@@ -3,6 +3,7 @@
 #include <torch/extension.h>
 #include <torch/library.h>
 
+#include "cpu/conv_bf16_cpu.h"
 #include "cpu/conv_fused_cpu.h"
 #include "cpu/conv_weight_grad_cpu.h"
 #include "cpu/trilinear_gather_cpu.h"
@@ -33,6 +34,10 @@ TORCH_LIBRARY(pointengine, m) {
   m.def("trilinear_gather_add_(Tensor(a!) base, Tensor feats, Tensor index, Tensor weights) -> ()");
   m.def("trilinear_gather_backward(Tensor grad_out, Tensor index, Tensor weights, SymInt n_voxels) -> Tensor");
   m.def("linear(Tensor input, Tensor weight, Tensor? bias) -> Tensor");
+  // bfloat16 inference convolution (conv_bf16_cpu.cpp).
+  m.def(
+      "conv_bf16(Tensor feats, Tensor weight, Tensor nbr, Tensor? bias, Tensor? residual, bool relu, "
+      "bool bf16_out=False) -> Tensor");
 }
 
 namespace {
@@ -95,4 +100,11 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("linear_portable", [](const at::Tensor& input, const at::Tensor& weight, const c10::optional<at::Tensor>& bias) {
     return pointengine::linear_path(input, weight, bias, /*allow_avx2=*/false);
   }, "linear on the portable path whatever the CPU, for tests.");
+  m.def("bf16_paths", &pointengine::bf16_paths, "The conv_bf16 paths this CPU runs, portable first.");
+  m.def("conv_bf16_on", [](const at::Tensor& feats, const at::Tensor& weight, const at::Tensor& nbr,
+                           const c10::optional<at::Tensor>& bias, const c10::optional<at::Tensor>& residual, bool relu,
+                           bool bf16_out, const std::string& path) {
+    return pointengine::conv_bf16_path(feats, weight, nbr, bias, residual, relu, bf16_out,
+                                       pointengine::bf16_path_named(path));
+  }, "conv_bf16 on a named path of bf16_paths(), for tests and benchmarks.");
 }

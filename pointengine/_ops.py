@@ -326,3 +326,24 @@ def _linear_backward(ctx, grad_out):
 
 
 torch.library.register_autograd("pointengine::linear", _linear_backward, setup_context=_linear_setup)
+
+
+def conv_bf16(
+    feats: Tensor,
+    weight: Tensor,
+    nbr: Tensor,
+    bias: Tensor | None,
+    residual: Tensor | None,
+    relu: bool,
+    bf16_out: bool = False,
+) -> Tensor:
+    """Inference convolution in bfloat16: relu?(sum_k feats[nbr[:, k]] @ weight[k] + bias + residual) with
+    feats [N_in, C_in] and weight [K, C_in, C_out] bfloat16, summed in float32 as AVX512_BF16's vdpbf16ps
+    sums (offset, then input-channel pair); bias [C_out] and residual [N_out, C_out] float32, optional.
+    float32 [N_out, C_out], or bfloat16 (rounded to nearest even) when bf16_out. No autograd."""
+    return _ops.conv_bf16(feats, weight, nbr, bias, residual, relu, bf16_out)
+
+
+@torch.library.register_fake("pointengine::conv_bf16")
+def _(feats, weight, nbr, bias, residual, relu, bf16_out=False):
+    return feats.new_empty(nbr.shape[0], weight.shape[2], dtype=torch.bfloat16 if bf16_out else torch.float32)

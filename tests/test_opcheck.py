@@ -77,6 +77,13 @@ def linear_args(dtype, requires_grad: bool, bias: bool):
     return make(6, 3), make(5, 3), make(5) if bias else None
 
 
+def bf16_conv_args(epilogue: bool, bf16_out: bool):
+    """conv_bf16's arguments on conv_args's map: bfloat16 feats and weight, float32 bias and residual."""
+    feats, weight, nbr = conv_args(torch.float32, False)
+    bias, residual = epilogue_args(torch.float32, False) if epilogue else (None, None)
+    return feats.bfloat16(), weight.bfloat16(), nbr, bias, residual, epilogue, bf16_out
+
+
 def opcheck_params(cases: dict) -> list:
     return [pytest.param(op, args, id=f"{op}-{i}") for op, makers in cases.items() for i, args in enumerate(makers)]
 
@@ -150,6 +157,10 @@ CASES = {
         lambda: linear_args(torch.float32, False, bias=True),
         lambda: linear_args(torch.float64, True, bias=True),
         lambda: linear_args(torch.float64, True, bias=False),
+    ],
+    "conv_bf16": [
+        lambda: bf16_conv_args(epilogue=False, bf16_out=False),
+        lambda: bf16_conv_args(epilogue=True, bf16_out=True),
     ],
 }
 

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "../common/checks.h"
+#include "conv_epilogue.h"
 #include "conv_fused_cpu.h"
 #include "conv_tile.h"
 #include "tile_loop.h"
@@ -23,33 +24,6 @@ namespace {
 
 struct Shape {
   int64_t n_in, n_out, kvol, c_in, c_out;
-};
-
-// What is applied to a tile's finished accumulators: out = relu?(acc + bias + residual), each part
-// optional (null / false). Element by element after the whole sum, so the sum's order is unchanged.
-template <typename scalar_t>
-struct Epilogue {
-  const scalar_t* bias = nullptr;      // [C_out]
-  const scalar_t* residual = nullptr;  // [N_out, C_out]
-  bool relu = false;
-
-  // Output rows [row_begin, row_begin + n_rows): from acc (row stride acc_stride) into out (may be acc).
-  void apply(const scalar_t* acc, int64_t acc_stride, int64_t row_begin, int64_t n_rows, int64_t c_out,
-             scalar_t* out) const {
-    const bool nothing_to_do = !bias && !residual && !relu;
-    if (nothing_to_do && acc == out + row_begin * c_out && acc_stride == c_out) return;
-    for (int64_t r = 0; r < n_rows; ++r) {
-      const scalar_t* a = acc + r * acc_stride;
-      const scalar_t* res = residual ? residual + (row_begin + r) * c_out : nullptr;
-      scalar_t* o = out + (row_begin + r) * c_out;
-      for (int64_t co = 0; co < c_out; ++co) {
-        scalar_t v = a[co];
-        if (bias) v += bias[co];
-        if (res) v += res[co];
-        o[co] = relu && v < scalar_t(0) ? scalar_t(0) : v;
-      }
-    }
-  }
 };
 
 // Each returns false when the table names a row past the inputs.
