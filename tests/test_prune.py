@@ -15,9 +15,17 @@ import pointengine as pe
 from pointengine.cli import main
 from pointengine.compress import prune
 from pointengine.compress.prune import kept_channels
-from pointengine.models import SPVCNN, MinkUNet, build_model, checkpoint_config, load_checkpoint, save_checkpoint
-from pointengine.models import load_model_config
+from pointengine.models import (
+    SPVCNN,
+    MinkUNet,
+    build_model,
+    checkpoint_config,
+    load_checkpoint,
+    load_model_config,
+    save_checkpoint,
+)
 from pointengine.models.channels import channel_graph
+from pointengine.models.config import model_config_from_dict
 from pointengine.profiler import count_macs
 from pointengine.testing import random_points, random_sites, randomize_batchnorm, relative_error
 
@@ -157,10 +165,11 @@ def test_pruning_silent_channels_changes_no_output(architecture):
     assert pruned.widths == tuple(w // 2 for w in model.widths)
 
 
-def test_macs_of_a_halved_minkunet():
+@pytest.mark.parametrize("architecture", ARCHITECTURES)
+def test_macs_of_a_halved_model(architecture):
     """A sparse conv does pairs x C_in x C_out: ratio 0.5 quarters every one but the first (its input
     is the points' features) and the classifier (its output the classes), which it halves."""
-    model = randomized(MinkUNet(4, 19, CR))
+    model = randomized(ARCHITECTURES[architecture](4, 19, CR))
     x = sparse_input()
     rows = pe.profile(model, x, repeats=1, warmup=0, end_to_end=False, peaks=False).layers
     expected = sum(row.macs * (0.5 if row.name in ("stem.0.0", "classifier") else 0.25) for row in rows)
@@ -252,6 +261,10 @@ def test_a_pruned_model_trains():
 # --- checkpoints, Segmenter, training ----------------------------------------------------------------------
 
 
+def load_model_config_of(path):
+    return model_config_from_dict(checkpoint_config(path), "pruned", str(path))
+
+
 @pytest.fixture
 def pruned_checkpoint(tiny_config, tmp_path):
     """A pruned tiny MinkUNet (the training tests' config) saved with its config; (model, path)."""
@@ -265,7 +278,8 @@ def test_checkpoint_round_trip(pruned_checkpoint):
     with safetensors.safe_open(path, framework="pt") as file:
         assert json.loads(file.metadata()["channels"]) == channel_graph(pruned).widths()
     target = build_model(load_model_config_of(path))
-    load_checkpoint(target, path)
+    assert "narrowed to the checkpoint's channel widths" in str(load_checkpoint(target, path))
+    assert not load_checkpoint(target, path).narrowed  # already narrow
     assert target.widths == pruned.widths and target.widths != build_model(load_model_config_of(path)).widths
     x = sparse_input()
     assert torch.equal(logits(target.eval(), x), logits(pruned, x))
@@ -277,12 +291,6 @@ def test_a_checkpoint_that_does_not_fit_leaves_the_model_as_it_was(pruned_checkp
     with pytest.raises(ValueError, match="missing point_transforms"):
         load_checkpoint(spvcnn, path)
     assert spvcnn.widths == SPVCNN(4, 19, 0.125).widths and spvcnn.stem[0][0].weight.shape == (27, 4, 4)
-
-
-def load_model_config_of(path):
-    from pointengine.models.config import model_config_from_dict
-
-    return model_config_from_dict(checkpoint_config(path), "pruned", str(path))
 
 
 def test_segmenter_with_a_pruned_checkpoint(pruned_checkpoint, tiny_dataset):
@@ -323,7 +331,8 @@ def test_bad_score():
         prune(MinkUNet(4, 19, CR), 0.5, score="l2")
 
 
-@pytest.mark.parametrize("model", [torch.nn.Linear(4, 4), pe.optimize(MinkUNet(4, 19, CR))], ids=["linear", "optimized"])
+@pytest.mark.parametrize("model", [torch.nn.Linear(4, 4), pe.optimize(MinkUNet(4, 19, CR))],
+                         ids=["linear", "optimized"])
 def test_unsupported_model(model):
     with pytest.raises(TypeError, match="prune works on MinkUNet and SPVCNN in training form"):
         prune(model, 0.5)

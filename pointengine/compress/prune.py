@@ -30,7 +30,8 @@ def prune(model: torch.nn.Module, ratio: float, score: str = "bn") -> torch.nn.M
         raise ValueError(f"score must be one of {SCORES}, got {score!r}")
     if channel_graph(model) is None:
         raise TypeError(
-            f"prune works on MinkUNet and SPVCNN in training form (before pointengine.optimize), got {type(model).__name__}"
+            "prune works on MinkUNet and SPVCNN in training form (before pointengine.optimize), "
+            f"got {type(model).__name__}"
         )
     pruned = copy.deepcopy(model)
     graph = channel_graph(pruned)

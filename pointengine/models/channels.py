@@ -94,7 +94,9 @@ def select_channels(model: torch.nn.Module, keep: dict[str, Tensor]) -> None:
     widths = graph.widths()
     for name, index in keep.items():
         if index.dim() != 1 or not 1 <= len(index) <= widths[name]:
-            raise ValueError(f"group {name}: keep 1 to {widths[name]} channels, got indices of shape {list(index.shape)}")
+            raise ValueError(
+                f"group {name}: keep 1 to {widths[name]} channels, got indices of shape {list(index.shape)}"
+            )
     with torch.no_grad():
         for layer in graph.layers:
             rows = _input_rows(layer.inputs, keep)
@@ -115,7 +117,9 @@ def narrow_to(model: torch.nn.Module, widths: dict[str, int]) -> bool:
     """Keeps the first widths[group] channels of each group (the values do not matter: a checkpoint's
     weights are loaded next). False, the model unchanged, when its groups are other ones or narrower."""
     current = channel_widths(model)
-    if current is None or set(current) != set(widths) or any(not 1 <= widths[g] <= current[g] for g in current):
+    if current is None or not isinstance(widths, dict) or set(current) != set(widths):
+        return False
+    if any(not isinstance(widths[g], int) or not 1 <= widths[g] <= current[g] for g in current):
         return False
     if widths != current:
         select_channels(model, {name: torch.arange(width) for name, width in widths.items()})

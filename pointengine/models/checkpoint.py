@@ -65,17 +65,21 @@ class Dropped:
 
 @dataclass(frozen=True)
 class LoadReport:
-    """What load_checkpoint did: the layout it read, every parameter it loaded, what it dropped, and
-    the config stored in the file (our own checkpoints; None otherwise)."""
+    """What load_checkpoint did: the layout it read, every parameter it loaded, what it dropped, the
+    config stored in the file (our own checkpoints; None otherwise), and whether it narrowed the
+    model to the file's channel widths (a pruned model's checkpoint)."""
 
     layout: str
     converted: tuple[Converted, ...]
     dropped: tuple[Dropped, ...]
     config: dict | None
+    narrowed: bool = False
 
     def __str__(self) -> str:
         changed = sum(1 for c in self.converted if c.change)
         lines = [f"{self.layout} layout: {len(self.converted)} parameters loaded, {changed} of them converted"]
+        if self.narrowed:
+            lines[0] += "; the model narrowed to the checkpoint's channel widths (pruned)"
         lines += [f"dropped {d.source} {list(d.shape)}: {d.reason}" for d in self.dropped]
         return "\n".join(lines)
 
@@ -147,7 +151,7 @@ def load_checkpoint(model: torch.nn.Module, source, layout: str | None = None) -
         narrow_to(model, channel_widths(narrowed))
     model.load_state_dict(loaded)
     config = json.loads(metadata["config"]) if metadata is not None else None
-    return LoadReport(layout, tuple(converted), tuple(dropped), config)
+    return LoadReport(layout, tuple(converted), tuple(dropped), config, narrowed is not None)
 
 
 def checkpoint_config(path) -> dict | None:
