@@ -15,6 +15,7 @@ Order needs the peer's own key order: a peer state dict saved as safetensors (so
 match; save it with torch.save or pass it as a dict.
 """
 
+import copy
 import json
 import os
 import pickle
@@ -30,11 +31,13 @@ from torch import Tensor
 
 from ..nn import Conv3d
 from ..outputs import write_bytes_atomically
+from .channels import channel_widths, narrow_to
 from .peer_layouts import LAYOUTS, WEIGHT_KEY, convert_bias, convert_weight, detect_layout, expected_weight_shape
 
 FORMAT_KEY = "pointengine_checkpoint"
 FORMAT_VERSION = "1"
 EXTRA_STATE = "_extra_state"
+CHANNELS_KEY = "channels"
 # Keys under which training scripts nest the state dict (SPVNAS's zoo files use "model").
 WRAPPER_KEYS = ("model", "state_dict", "model_state_dict", "net", "network")
 # Mismatches listed in full in an error message before it summarises the rest.
@@ -62,17 +65,21 @@ class Dropped:
 
 @dataclass(frozen=True)
 class LoadReport:
-    """What load_checkpoint did: the layout it read, every parameter it loaded, what it dropped, and
-    the config stored in the file (our own checkpoints; None otherwise)."""
+    """What load_checkpoint did: the layout it read, every parameter it loaded, what it dropped, the
+    config stored in the file (our own checkpoints; None otherwise), and whether it narrowed the
+    model to the file's channel widths (a pruned model's checkpoint)."""
 
     layout: str
     converted: tuple[Converted, ...]
     dropped: tuple[Dropped, ...]
     config: dict | None
+    narrowed: bool = False
 
     def __str__(self) -> str:
         changed = sum(1 for c in self.converted if c.change)
         lines = [f"{self.layout} layout: {len(self.converted)} parameters loaded, {changed} of them converted"]
+        if self.narrowed:
+            lines[0] += "; the model narrowed to the checkpoint's channel widths (pruned)"
         lines += [f"dropped {d.source} {list(d.shape)}: {d.reason}" for d in self.dropped]
         return "\n".join(lines)
 
@@ -80,7 +87,9 @@ class LoadReport:
 def save_checkpoint(model: torch.nn.Module, path, config: dict) -> Path:
     """Writes `model`'s parameters and buffers to a safetensors file at `path`, with `config` (a
     JSON-serialisable dict) and the modules' extra state (e.g. Conv3d's dataflow choice) in its
-    metadata. The file appears complete or not at all (written beside it, then renamed)."""
+    metadata. For a MinkUNet or SPVCNN the metadata also holds the width of each channel group
+    (models/channels.py), so that a pruned one loads into a model built from its config. The file
+    appears complete or not at all (written beside it, then renamed)."""
     if not isinstance(config, dict):
         raise ValueError(f"config must be a dict, got {type(config).__name__}")
     tensors, extra = {}, {}
@@ -94,6 +103,9 @@ def save_checkpoint(model: torch.nn.Module, path, config: dict) -> Path:
         "config": _to_json(config, "config"),
         "extra_state": _to_json(extra, "extra state"),
     }
+    widths = channel_widths(model)
+    if widths is not None:
+        metadata[CHANNELS_KEY] = json.dumps(widths)
     path = Path(path)
     write_bytes_atomically(path, safetensors.torch.save(tensors, metadata))
     return path
@@ -107,6 +119,10 @@ def load_checkpoint(model: torch.nn.Module, source, layout: str | None = None) -
     DataParallel's `module.` prefix are removed. `layout` ("pointengine", "torchsparse", "minkowski",
     "spconv") overrides the detected one. Raises ValueError, listing every mismatched parameter, when
     the checkpoint does not fit the model's architecture or widths; the model is unchanged then.
+
+    A checkpoint of ours recording channel-group widths narrower than the model's (a pruned MinkUNet or
+    SPVCNN, pointengine.compress.prune) first narrows the model's layers to them, in place: a model
+    built from the config at its channel ratio becomes the pruned architecture.
     """
     if layout is not None and layout not in LAYOUTS:
         raise ValueError(f"layout must be None or one of {LAYOUTS}, got {layout!r}")
@@ -115,8 +131,12 @@ def load_checkpoint(model: torch.nn.Module, source, layout: str | None = None) -
     if metadata is not None:
         layout = layout or "pointengine"
     layout = layout or detect_layout(state)
+    narrowed = None
     if layout == "pointengine":
         extra = json.loads(metadata["extra_state"]) if metadata is not None else {}
+        narrowed = _narrowed_copy(model, metadata)
+        if narrowed is not None:
+            ours = narrowed.state_dict()
         loaded, converted, dropped, problems = _match_by_name(ours, state, extra)
     else:
         loaded, converted, dropped, problems = _match_in_order(model, ours, state, layout)
@@ -127,9 +147,11 @@ def load_checkpoint(model: torch.nn.Module, source, layout: str | None = None) -
             f"checkpoint does not fit {type(model).__name__} ({layout} layout). Mismatched parameters, "
             f"ours <- checkpoint ({len(problems)}):\n  {shown}{more}"
         )
+    if narrowed is not None:
+        narrow_to(model, channel_widths(narrowed))
     model.load_state_dict(loaded)
     config = json.loads(metadata["config"]) if metadata is not None else None
-    return LoadReport(layout, tuple(converted), tuple(dropped), config)
+    return LoadReport(layout, tuple(converted), tuple(dropped), config, narrowed is not None)
 
 
 def checkpoint_config(path) -> dict | None:
@@ -205,6 +227,18 @@ def _unwrap(mapping: Mapping, where: str) -> dict[str, object]:
     if all(name.startswith("module.") for name in state):
         state = {name.removeprefix("module."): value for name, value in state.items()}
     return state
+
+
+def _narrowed_copy(model: torch.nn.Module, metadata: dict[str, str] | None) -> torch.nn.Module | None:
+    """A copy of `model` narrowed to the channel widths the checkpoint records, when they differ from
+    the model's and it can be narrowed to them; else None (the names and shapes then tell what differs)."""
+    if metadata is None or CHANNELS_KEY not in metadata:
+        return None
+    widths = json.loads(metadata[CHANNELS_KEY])
+    if widths == channel_widths(model):
+        return None
+    narrowed = copy.deepcopy(model)
+    return narrowed if narrow_to(narrowed, widths) else None
 
 
 # --- matching ----------------------------------------------------------------------------------------
