@@ -19,6 +19,7 @@ from . import __version__
 from .demo import DEMO_SEED, REAL_DATA, run_demo
 from .profile_command import add_profile_command
 from .evaluate.command import add_bench_parser
+from .compress.command import add_compress_command
 
 
 def cmd_info(args) -> int:
@@ -243,6 +244,7 @@ def parser() -> argparse.ArgumentParser:
 
     add_profile_command(sub)
     add_bench_parser(sub)
+    add_compress_command(sub)
     return p
 
 

@@ -18,17 +18,18 @@ def optimize(model: torch.nn.Module) -> torch.nn.Module:
     if not isinstance(model, torch.nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     optimized = copy.deepcopy(model).eval()
-    return _fuse(optimized)
+    return fuse(optimized)
 
 
-def _fuse(module: torch.nn.Module) -> torch.nn.Module:
-    """`module` with its fusable parts replaced (children are replaced in place)."""
+def fuse(module: torch.nn.Module) -> torch.nn.Module:
+    """`module` with its fusable parts replaced (children are replaced in place; a model whose top
+    level is neither a ResidualBlock nor a Sequential is itself returned)."""
     if isinstance(module, ResidualBlock):
         return FusedResidualBlock(module)
     if type(module).forward is torch.nn.Sequential.forward:
         return torch.nn.Sequential(*_fuse_chain(list(module)))
     for name, child in module.named_children():
-        setattr(module, name, _fuse(child))
+        setattr(module, name, fuse(child))
     return module
 
 
@@ -42,6 +43,6 @@ def _fuse_chain(layers: list[torch.nn.Module]) -> list[torch.nn.Module]:
             fused.append(nn.FusedConv3d.from_conv_norm(layer, layers[i + 1], relu))
             i += 3 if relu else 2
         else:
-            fused.append(_fuse(layer))
+            fused.append(fuse(layer))
             i += 1
     return fused

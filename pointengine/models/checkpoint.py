@@ -38,6 +38,7 @@ FORMAT_KEY = "pointengine_checkpoint"
 FORMAT_VERSION = "1"
 EXTRA_STATE = "_extra_state"
 CHANNELS_KEY = "channels"
+PRECISION_KEY = "precision"
 # Keys under which training scripts nest the state dict (SPVNAS's zoo files use "model").
 WRAPPER_KEYS = ("model", "state_dict", "model_state_dict", "net", "network")
 # Mismatches listed in full in an error message before it summarises the rest.
@@ -66,29 +67,37 @@ class Dropped:
 @dataclass(frozen=True)
 class LoadReport:
     """What load_checkpoint did: the layout it read, every parameter it loaded, what it dropped, the
-    config stored in the file (our own checkpoints; None otherwise), and whether it narrowed the
-    model to the file's channel widths (a pruned model's checkpoint)."""
+    config stored in the file (our own checkpoints; None otherwise), whether it narrowed the model to
+    the file's channel widths (a pruned model's checkpoint), and the precision it turned the model to
+    (a quantized model's checkpoint: "int8" or "bf16"; None otherwise)."""
 
     layout: str
     converted: tuple[Converted, ...]
     dropped: tuple[Dropped, ...]
     config: dict | None
     narrowed: bool = False
+    precision: str | None = None
 
     def __str__(self) -> str:
         changed = sum(1 for c in self.converted if c.change)
         lines = [f"{self.layout} layout: {len(self.converted)} parameters loaded, {changed} of them converted"]
         if self.narrowed:
             lines[0] += "; the model narrowed to the checkpoint's channel widths (pruned)"
+        if self.precision:
+            lines[0] += f"; the model turned into its {self.precision} form (quantized)"
         lines += [f"dropped {d.source} {list(d.shape)}: {d.reason}" for d in self.dropped]
         return "\n".join(lines)
 
 
-def save_checkpoint(model: torch.nn.Module, path, config: dict) -> Path:
+def save_checkpoint(
+    model: torch.nn.Module, path, config: dict, training_form: torch.nn.Module | None = None, precision: str | None = None
+) -> Path:
     """Writes `model`'s parameters and buffers to a safetensors file at `path`, with `config` (a
     JSON-serialisable dict) and the modules' extra state (e.g. Conv3d's dataflow choice) in its
     metadata. For a MinkUNet or SPVCNN the metadata also holds the width of each channel group
-    (models/channels.py), so that a pruned one loads into a model built from its config. The file
+    (models/channels.py), so that a pruned one loads into a model built from its config. A quantized
+    model (pointengine.compress.quantize) names its `precision` and the float `training_form` it was
+    made from (for the widths): loading turns a model built from the config into that form. The file
     appears complete or not at all (written beside it, then renamed)."""
     if not isinstance(config, dict):
         raise ValueError(f"config must be a dict, got {type(config).__name__}")
@@ -103,9 +112,11 @@ def save_checkpoint(model: torch.nn.Module, path, config: dict) -> Path:
         "config": _to_json(config, "config"),
         "extra_state": _to_json(extra, "extra state"),
     }
-    widths = channel_widths(model)
+    widths = channel_widths(model if training_form is None else training_form)
     if widths is not None:
         metadata[CHANNELS_KEY] = json.dumps(widths)
+    if precision is not None:
+        metadata[PRECISION_KEY] = precision
     path = Path(path)
     write_bytes_atomically(path, safetensors.torch.save(tensors, metadata))
     return path
@@ -122,7 +133,8 @@ def load_checkpoint(model: torch.nn.Module, source, layout: str | None = None) -
 
     A checkpoint of ours recording channel-group widths narrower than the model's (a pruned MinkUNet or
     SPVCNN, pointengine.compress.prune) first narrows the model's layers to them, in place: a model
-    built from the config at its channel ratio becomes the pruned architecture.
+    built from the config at its channel ratio becomes the pruned architecture. One naming a precision
+    (a quantized model) then turns the model, in place, into that inference form.
     """
     if layout is not None and layout not in LAYOUTS:
         raise ValueError(f"layout must be None or one of {LAYOUTS}, got {layout!r}")
@@ -131,12 +143,14 @@ def load_checkpoint(model: torch.nn.Module, source, layout: str | None = None) -
     if metadata is not None:
         layout = layout or "pointengine"
     layout = layout or detect_layout(state)
-    narrowed = None
+    narrowed, precision = None, (metadata or {}).get(PRECISION_KEY)
     if layout == "pointengine":
         extra = json.loads(metadata["extra_state"]) if metadata is not None else {}
         narrowed = _narrowed_copy(model, metadata)
         if narrowed is not None:
             ours = narrowed.state_dict()
+        if precision is not None:
+            ours = _precision_form(copy.deepcopy(model if narrowed is None else narrowed), precision).state_dict()
         loaded, converted, dropped, problems = _match_by_name(ours, state, extra)
     else:
         loaded, converted, dropped, problems = _match_in_order(model, ours, state, layout)
@@ -149,9 +163,17 @@ def load_checkpoint(model: torch.nn.Module, source, layout: str | None = None) -
         )
     if narrowed is not None:
         narrow_to(model, channel_widths(narrowed))
+    if precision is not None:
+        _precision_form(model, precision)
     model.load_state_dict(loaded)
     config = json.loads(metadata["config"]) if metadata is not None else None
-    return LoadReport(layout, tuple(converted), tuple(dropped), config, narrowed is not None)
+    return LoadReport(layout, tuple(converted), tuple(dropped), config, narrowed is not None, precision)
+
+
+def _precision_form(model: torch.nn.Module, precision: str) -> torch.nn.Module:
+    from ..compress.quantize import precision_form  # compress builds on models: imported when needed
+
+    return precision_form(model, precision)
 
 
 def checkpoint_config(path) -> dict | None:

@@ -1,0 +1,126 @@
+"""pointengine.compress.quantize: an optimized model whose sparse convolutions compute in int8 or
+bfloat16 (pointengine.nn.quantized), the activation ranges of int8 calibrated on sample inputs."""
+
+from collections.abc import Iterable
+
+import torch
+from torch import Tensor
+
+from .. import nn
+from ..nn.quantized import BFloat16Conv3d, Int8Conv3d, activation_quantization
+from ..tensor import PointTensor, SparseTensor
+from .optimize import fuse, optimize
+
+DTYPES = ("int8", "bf16")
+METHODS = ("minmax", "percentile")
+# torch.quantile sorts its input: a range is estimated from at most this many evenly spaced values.
+QUANTILE_SAMPLE = 1 << 20
+
+
+def quantize(
+    model: torch.nn.Module,
+    calibration: Iterable[SparseTensor | PointTensor] | None,
+    dtype: str = "int8",
+    method: str = "minmax",
+    percentile: float = 99.99,
+) -> torch.nn.Module:
+    """`optimize(model)` with every sparse conv computing in `dtype`; `model` is not changed.
+
+    int8: weights symmetric per output channel; each conv's input range is measured by running the
+    optimized float model on `calibration` (inputs of the model: SparseTensor, or PointTensor for SPVCNN): over all of them
+    ("minmax"), or the `percentile`-th percentile and its mirror per input, widest over the inputs
+    ("percentile", clipping outliers). bf16 needs no calibration (None is fine).
+    """
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {DTYPES}, got {dtype!r}")
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    if not (isinstance(percentile, (int, float)) and 50 < percentile <= 100):
+        raise ValueError(f"percentile must be in (50, 100], got {percentile!r}")
+    optimized = optimize(model)
+    if dtype == "bf16":
+        return quantized_structure(optimized, "bf16")
+    ranges = _calibrate(optimized, calibration, method, percentile)
+
+    def int8_conv(name: str, conv: nn.Conv3d) -> Int8Conv3d:
+        if name not in ranges:
+            raise ValueError(f"calibration: {name!r} saw no input (is it used by the model's forward?)")
+        return Int8Conv3d(conv, _relu(conv), *activation_quantization(*ranges[name]))
+
+    return _replace_convs(optimized, int8_conv)
+
+
+def precision_form(model: torch.nn.Module, dtype: str) -> torch.nn.Module:
+    """`model` turned in place into what quantize makes of it, weights and activation quantization
+    left to a state dict: the model a quantized checkpoint loads into (models.load_checkpoint)."""
+    return quantized_structure(fuse(model.eval()), dtype)
+
+
+def quantized_structure(optimized: torch.nn.Module, dtype: str) -> torch.nn.Module:
+    """`optimized` (in place) with its convs replaced by `dtype` layers of the same shapes."""
+    if dtype == "bf16":
+        return _replace_convs(optimized, lambda name, conv: BFloat16Conv3d(conv, _relu(conv)))
+    if dtype == "int8":
+        return _replace_convs(optimized, lambda name, conv: Int8Conv3d(conv, _relu(conv), 1.0, 0))
+    raise ValueError(f"dtype must be one of {DTYPES}, got {dtype!r}")
+
+
+def _relu(conv: nn.Conv3d) -> bool:
+    return isinstance(conv, nn.FusedConv3d) and conv.relu
+
+
+def _convs(model: torch.nn.Module) -> dict[str, nn.Conv3d]:
+    return {name: module for name, module in model.named_modules() if isinstance(module, nn.Conv3d)}
+
+
+def _replace_convs(model: torch.nn.Module, make) -> torch.nn.Module:
+    for name, conv in _convs(model).items():
+        parent, _, child = name.rpartition(".")
+        setattr(model.get_submodule(parent), child, make(name, conv))
+    return model
+
+
+def _calibrate(model: torch.nn.Module, calibration, method: str, percentile: float) -> dict[str, tuple[float, float]]:
+    """(low, high) of the input features of every sparse conv of `model`, over the calibration inputs."""
+    if calibration is None:
+        raise ValueError("int8 quantization needs calibration inputs (an iterable of SparseTensor), got None")
+    ranges: dict[str, tuple[float, float]] = {}
+
+    def observe(name: str):
+        def hook(module, args):
+            low, high = _range(args[0].feats, method, percentile, name)
+            old = ranges.get(name, (low, high))
+            ranges[name] = (min(old[0], low), max(old[1], high))
+
+        return hook
+
+    handles = [conv.register_forward_pre_hook(observe(name)) for name, conv in _convs(model).items()]
+    seen = 0
+    try:
+        with torch.no_grad():
+            for i, input in enumerate(calibration):
+                if not isinstance(input, (SparseTensor, PointTensor)):
+                    raise TypeError(f"calibration item {i} must be a model input (SparseTensor or PointTensor), got {type(input).__name__}")
+                model(input)
+                seen += 1
+    finally:
+        for handle in handles:
+            handle.remove()
+    if seen == 0:
+        raise ValueError("calibration is empty: int8 quantization needs at least one SparseTensor input")
+    return ranges
+
+
+def _range(feats: Tensor, method: str, percentile: float, name: str) -> tuple[float, float]:
+    values = feats.detach().float().reshape(-1)
+    if values.numel() == 0:
+        return 0.0, 0.0
+    low, high = torch.aminmax(values)
+    if not (torch.isfinite(low) and torch.isfinite(high)):
+        raise ValueError(f"calibration: the input of {name!r} holds NaN or infinite values")
+    if method == "minmax":
+        return float(low), float(high)
+    step = max(1, values.numel() // QUANTILE_SAMPLE)
+    q = torch.tensor([1 - percentile / 100, percentile / 100])
+    low, high = torch.quantile(values[::step], q).tolist()
+    return low, high

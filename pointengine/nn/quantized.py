@@ -1,0 +1,125 @@
+"""The sparse convolutions of a quantized model (pointengine.compress.quantize), each one layer of an
+optimized model (a FusedConv3d: BatchNorm folded, epilogue relu?(conv + bias + residual)) computed in
+lower precision:
+
+- Int8Conv3d: 7-bit activations (uint8 in [0, 127], value = input_scale * (q - input_zero), one scale
+  per tensor, calibrated), 8-bit weights (int8 in [-127, 127], one scale per output channel), exact
+  int32 sums, a float32 epilogue. Seven bits keep AVX2's 16-bit pair sums from saturating, so every
+  CPU path gives the same bits.
+- BFloat16Conv3d: bfloat16 activations and weights, float32 sums and epilogue.
+
+Both take and give float32 SparseTensors, so they drop into the optimized model where its convs were.
+"""
+
+import torch
+from torch import Tensor
+
+from .. import _ops
+from ..functional import conv as F
+from ..tensor import SparseTensor
+from .conv import Conv3d
+
+QMAX = 127  # the largest activation code and weight magnitude
+
+
+class _LowPrecisionConv3d(torch.nn.Module):
+    """The geometry and epilogue of a float conv, and the kernel map it reads; subclasses hold the
+    weights and compute the features."""
+
+    def __init__(self, conv: Conv3d, relu: bool):
+        super().__init__()
+        self.in_channels, self.out_channels = conv.in_channels, conv.out_channels
+        self.kernel_size, self.stride, self.dilation = conv.kernel_size, conv.stride, conv.dilation
+        self.transposed, self.generative, self.sites = conv.transposed, conv.generative, conv.sites
+        self.relu = relu
+
+    def forward(self, input: SparseTensor, residual: SparseTensor | None = None) -> SparseTensor:
+        if F.is_pointwise(self.kernel_size[0] * self.kernel_size[1] * self.kernel_size[2], self.stride, self.generative):
+            # Each site reads itself: the one-offset table of a 1x1x1 conv.
+            nbr = torch.arange(input.feats.shape[0], dtype=torch.int32, device=input.feats.device)[:, None]
+            coordinate_map, out_stride = input.coordinate_map, input.stride
+        else:
+            kmap, out_stride = F.conv_kernel_map(
+                input, self.kernel_size, self.stride, self.dilation, self.transposed, self.generative, self.sites
+            )
+            nbr, coordinate_map = kmap.nbr, kmap.out_map
+        feats = self.compute(input.feats, nbr, None if residual is None else residual.feats)
+        return SparseTensor.derived(feats, coordinate_map, out_stride, input.levels)
+
+    def compute(self, feats: Tensor, nbr: Tensor, residual: Tensor | None) -> Tensor:
+        raise NotImplementedError
+
+    def extra_repr(self) -> str:
+        parts = [f"{self.in_channels}, {self.out_channels}", f"kernel_size={self.kernel_size}"]
+        if self.stride != (1, 1, 1):
+            parts.append(f"stride={self.stride}")
+        parts += [name for name in ("transposed", "generative", "relu") if getattr(self, name)]
+        return ", ".join(parts)
+
+
+def _folded(conv: Conv3d) -> tuple[Tensor, Tensor]:
+    """(weight [K, C_in, C_out], bias [C_out]) of a float conv in float32, a zero bias where it has none."""
+    weight = conv.weight.detach().float()
+    bias = torch.zeros(conv.out_channels) if conv.bias is None else conv.bias.detach().float()
+    return weight, bias
+
+
+class Int8Conv3d(_LowPrecisionConv3d):
+    """A float conv with int8 weights, reading activations quantized with (input_scale, input_zero)."""
+
+    def __init__(self, conv: Conv3d, relu: bool, input_scale: float, input_zero: int):
+        super().__init__(conv, relu)
+        weight, bias = _folded(conv)
+        # Symmetric per output channel: the largest |w| of each column becomes 127.
+        peak = weight.abs().amax(dim=(0, 1))
+        scale = torch.where(peak > 0, peak / QMAX, torch.ones_like(peak))
+        self.register_buffer("weight", torch.round(weight / scale).clamp(-QMAX, QMAX).to(torch.int8))
+        self.register_buffer("weight_scale", scale)
+        self.register_buffer("bias", bias)
+        self.input_scale, self.input_zero = float(input_scale), int(input_zero)
+
+    def compute(self, feats: Tensor, nbr: Tensor, residual: Tensor | None) -> Tensor:
+        codes = _ops.quantize_u7(feats, self.input_scale, self.input_zero)
+        return _ops.conv_int8(
+            codes, self.input_scale, self.input_zero, self.weight, self.weight_scale, nbr, self.bias, residual, self.relu
+        )
+
+    # The activation quantization travels with the state dict (in a checkpoint's metadata).
+    def get_extra_state(self) -> dict:
+        return {"input_scale": self.input_scale, "input_zero": self.input_zero, "relu": self.relu}
+
+    def set_extra_state(self, state: dict) -> None:
+        self.input_scale, self.input_zero, self.relu = float(state["input_scale"]), int(state["input_zero"]), bool(state["relu"])
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + f", input_scale={self.input_scale:.4g}, input_zero={self.input_zero}"
+
+
+class BFloat16Conv3d(_LowPrecisionConv3d):
+    """A float conv with bfloat16 weights; its input is rounded to bfloat16, its sums are float32."""
+
+    def __init__(self, conv: Conv3d, relu: bool):
+        super().__init__(conv, relu)
+        weight, bias = _folded(conv)
+        self.register_buffer("weight", weight.to(torch.bfloat16))
+        self.register_buffer("bias", bias)
+
+    def compute(self, feats: Tensor, nbr: Tensor, residual: Tensor | None) -> Tensor:
+        return _ops.conv_bf16(feats.to(torch.bfloat16), self.weight, nbr, self.bias, residual, self.relu)
+
+    def get_extra_state(self) -> dict:
+        return {"relu": self.relu}
+
+    def set_extra_state(self, state: dict) -> None:
+        self.relu = bool(state["relu"])
+
+
+def activation_quantization(low: float, high: float) -> tuple[float, int]:
+    """(scale, zero) of 7-bit codes covering [low, high] widened to hold 0 (which then has a code of its
+    own: missing neighbours and ReLU zeros stay exact). A range that starts at 0 gets zero 0 and all 128
+    codes for its values."""
+    low, high = min(low, 0.0), max(high, 0.0)
+    if high == low:
+        return 1.0, 0
+    scale = (high - low) / QMAX
+    return scale, min(max(round(-low / scale), 0), QMAX)
