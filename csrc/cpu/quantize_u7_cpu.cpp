@@ -5,6 +5,7 @@
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cfloat>
 #include <cmath>
@@ -15,20 +16,16 @@
 namespace pointengine {
 namespace {
 
-// Whether the row holds a NaN. Contiguous rows take the first loop, which vectorizes.
+// Whether the row holds a NaN. Strided rows are copied in stretches to a contiguous buffer first.
 bool quantize_row(const float* x, int64_t stride, int64_t n, float scale, int32_t zero, uint8_t* out) {
+  if (stride == 1) return quantize_u7_span(x, n, scale, zero, out);
+  constexpr int64_t kChunk = 256;
+  float v[kChunk];
   bool nan = false;
-  if (stride == 1) {
-    for (int64_t c = 0; c < n; ++c) {
-      nan |= x[c] != x[c];
-      out[c] = quantize_u7_value(x[c] / scale, zero);
-    }
-  } else {
-    for (int64_t c = 0; c < n; ++c) {
-      const float v = x[c * stride];
-      nan |= v != v;
-      out[c] = quantize_u7_value(v / scale, zero);
-    }
+  for (int64_t c0 = 0; c0 < n; c0 += kChunk) {
+    const int64_t len = std::min(kChunk, n - c0);
+    for (int64_t c = 0; c < len; ++c) v[c] = x[(c0 + c) * stride];
+    nan |= quantize_u7_span(v, len, scale, zero, out + c0);
   }
   return nan;
 }
