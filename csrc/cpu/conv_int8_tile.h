@@ -30,7 +30,7 @@ bool cpu_has_avx512_vnni();
 
 // What turns a tile's int32 sums into output rows (conv_int8_epilogue.cpp).
 struct Int8Epilogue {
-  const float* scale;               // [C_out]: in_scale * weight_scale, rounded to float32
+  const float* scale = nullptr;     // [C_out]: in_scale * weight_scale, rounded to float32
   const float* bias = nullptr;      // [C_out]
   const float* residual = nullptr;  // [N_out, C_out]
   bool relu = false;
