@@ -5,6 +5,7 @@
 
 #include "cpu/conv_bf16_cpu.h"
 #include "cpu/conv_fused_cpu.h"
+#include "cpu/conv_int8_cpu.h"
 #include "cpu/conv_weight_grad_cpu.h"
 #include "cpu/trilinear_gather_cpu.h"
 #include "cpu/linear_cpu.h"
@@ -38,6 +39,10 @@ TORCH_LIBRARY(pointengine, m) {
   m.def(
       "conv_bf16(Tensor feats, Tensor weight, Tensor nbr, Tensor? bias, Tensor? residual, bool relu, "
       "bool bf16_out=False) -> Tensor");
+  m.def(
+      "conv_int8(Tensor q_feats, float in_scale, int in_zero, Tensor weight, Tensor weight_scale, Tensor nbr, "
+      "Tensor? bias, Tensor? residual, bool relu, float? out_scale=None, int out_zero=0) -> Tensor");
+  m.def("quantize_u7(Tensor x, float scale, int zero) -> Tensor");
 }
 
 namespace {
@@ -92,6 +97,18 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
                                   const std::string& path) {
     return pointengine::conv_weight_grad_path(feats, grad_out, nbr, pointengine::cpu_path_named(path));
   }, "conv_weight_grad on a named path of cpu_paths(), for tests and benchmarks.");
+  m.def("int8_paths", [] {
+    std::vector<std::string> names;
+    for (pointengine::Int8Path path : pointengine::int8_paths()) names.push_back(pointengine::int8_path_name(path));
+    return names;
+  }, "The conv_int8 paths this CPU runs, portable first.");
+  m.def("conv_int8_on", [](const at::Tensor& q_feats, double in_scale, int64_t in_zero, const at::Tensor& weight,
+                           const at::Tensor& weight_scale, const at::Tensor& nbr, const c10::optional<at::Tensor>& bias,
+                           const c10::optional<at::Tensor>& residual, bool relu, c10::optional<double> out_scale,
+                           int64_t out_zero, const std::string& path) {
+    return pointengine::conv_int8_path(q_feats, in_scale, in_zero, weight, weight_scale, nbr, bias, residual, relu,
+                                       out_scale, out_zero, pointengine::int8_path_named(path));
+  }, "conv_int8 on a named path of int8_paths(), for tests and benchmarks.");
   m.def("trilinear_gather_portable", [](const at::Tensor& feats, const at::Tensor& index, const at::Tensor& weights,
                                         const c10::optional<at::Tensor>& base) {
     return pointengine::trilinear_gather_path(feats, index, weights, base, /*allow_avx2=*/false);

@@ -111,6 +111,37 @@ def linear(input: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
     return _ops.linear(input, weight, bias)
 
 
+def conv_int8(
+    q_feats: Tensor,
+    in_scale: float,
+    in_zero: int,
+    weight: Tensor,
+    weight_scale: Tensor,
+    nbr: Tensor,
+    bias: Tensor | None,
+    residual: Tensor | None,
+    relu: bool,
+    out_scale: float | None = None,
+    out_zero: int = 0,
+) -> Tensor:
+    """Inference convolution on 7-bit activations and 8-bit weights (csrc/cpu/conv_int8_cpu.cpp).
+    q_feats uint8 [N_in, C_in] in [0, 127] stands for in_scale * (q_feats - in_zero); weight int8
+    [K, C_in, C_out] in [-127, 127] for weight_scale[c] * weight (weight_scale float32 [C_out]). The
+    exact int32 sums, times in_scale * weight_scale, plus bias [C_out] and residual [N_out, C_out]
+    (float32, optional), through a ReLU when relu: float32 [N_out, C_out]; with out_scale, requantized to
+    uint8 clamp(round(v / out_scale) + out_zero, 0, 127) (ties to even), what the next int8 layer reads.
+    No autograd."""
+    return _ops.conv_int8(
+        q_feats, in_scale, in_zero, weight, weight_scale, nbr, bias, residual, relu, out_scale, out_zero
+    )
+
+
+def quantize_u7(x: Tensor, scale: float, zero: int) -> Tensor:
+    """uint8 [N, C] = clamp(round(x / scale) + zero, 0, 127), ties to even, of float32 [N, C] x (NaN refused):
+    the 7-bit activations conv_int8 reads."""
+    return _ops.quantize_u7(x, scale, zero)
+
+
 def transpose_table(nbr: Tensor, n_rows: int) -> Tensor:
     """The table read the other way: result[i, k] = o where nbr[o, k] = i (each (i, k) hit at most once)."""
     # One scatter with no nonzero() (which would wait for the device): entries -1 write into one
@@ -176,6 +207,17 @@ def _(feats, weight, nbr, order=None):
 @torch.library.register_fake("pointengine::conv_weight_grad")
 def _(feats, grad_out, nbr):
     return feats.new_empty(nbr.shape[1], feats.shape[1], grad_out.shape[1])
+
+
+@torch.library.register_fake("pointengine::conv_int8")
+def _(q_feats, in_scale, in_zero, weight, weight_scale, nbr, bias, residual, relu, out_scale=None, out_zero=0):
+    dtype = torch.float32 if out_scale is None else torch.uint8
+    return q_feats.new_empty(nbr.shape[0], weight.shape[2], dtype=dtype)
+
+
+@torch.library.register_fake("pointengine::quantize_u7")
+def _(x, scale, zero):
+    return x.new_empty(x.shape, dtype=torch.uint8)
 
 
 def _conv_fused_setup(ctx, inputs, output):

@@ -84,6 +84,14 @@ def bf16_conv_args(epilogue: bool, bf16_out: bool):
     return feats.bfloat16(), weight.bfloat16(), nbr, bias, residual, epilogue, bf16_out
 
 
+def int8_args():
+    """conv_int8's arguments before out_scale: 7-bit feats, int8 weights on conv_args's table."""
+    g = torch.Generator().manual_seed(0)
+    q = torch.randint(0, 128, (6, 3), generator=g, dtype=torch.uint8)
+    weight = torch.randint(-127, 128, (8, 3, 2), generator=g).to(torch.int8)
+    return q, 0.1, 4, weight, torch.tensor([0.01, 0.02]), neighbours(2), torch.randn(2, generator=g), None, True
+
+
 def opcheck_params(cases: dict) -> list:
     return [pytest.param(op, args, id=f"{op}-{i}") for op, makers in cases.items() for i, args in enumerate(makers)]
 
@@ -152,6 +160,14 @@ CASES = {
     ],
     "trilinear_gather_backward": [
         lambda: (torch.randn(5, 3, dtype=torch.float64), *trilinear_args(torch.float64, False)[1:], 6),
+    ],
+    "conv_int8": [
+        lambda: int8_args(),
+        lambda: (*int8_args()[:7], torch.randn(6, 2), False, 0.05, 3),
+    ],
+    "quantize_u7": [
+        lambda: (torch.randn(5, 3), 0.1, 7),
+        lambda: (torch.randn(3, 5).t(), 0.5, 0),
     ],
     "linear": [
         lambda: linear_args(torch.float32, False, bias=True),

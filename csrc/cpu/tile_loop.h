@@ -19,6 +19,7 @@ struct TileWorkspace {
   int64_t slots;
   std::unique_ptr<int32_t[]> rows, inputs, count;
   std::unique_ptr<float[]> tile;  // the padded accumulator tile of the AVX2 float path, when needed
+  std::unique_ptr<int32_t[]> int_tile;  // the int32 accumulator tile of conv_int8
 
   TileWorkspace(int64_t kvol, int64_t slots)
       : slots(slots), rows(new int32_t[kvol * slots]), inputs(new int32_t[kvol * slots]), count(new int32_t[kvol]) {}
@@ -26,6 +27,10 @@ struct TileWorkspace {
   float* padded_tile(int64_t columns) {
     if (!tile) tile.reset(new float[slots * columns]);
     return tile.get();
+  }
+  int32_t* int32_tile(int64_t columns) {
+    if (!int_tile) int_tile.reset(new int32_t[slots * columns]);
+    return int_tile.get();
   }
 };
 
