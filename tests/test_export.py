@@ -25,6 +25,8 @@ MODELS = {
     "minkunet": lambda: MinkUNet(4, 7, cr=0.25),
     "minkunet optimized": lambda: pe.optimize(randomize_batchnorm(MinkUNet(4, 7, cr=0.25))),
     "spvcnn": lambda: SPVCNN(4, 7, cr=0.25),
+    "minkunet int8": lambda: pe.compress.quantize(randomize_batchnorm(MinkUNet(4, 7, cr=0.25)), [scan(1200, seed=4)]),
+    "minkunet bf16": lambda: pe.compress.quantize(randomize_batchnorm(MinkUNet(4, 7, cr=0.25)), [scan(1200, seed=4)], "bf16"),
 }
 
 

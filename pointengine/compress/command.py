@@ -34,7 +34,8 @@ def add_compress_command(subparsers) -> None:
     command.add_argument("--quantize", default=None, choices=("int8", "bf16"), help="quantize the last model")
     command.add_argument("--calib", default=None, metavar="DIR",
                          help="scans (.bin) to calibrate int8 activations on (default: 4 synthetic scans)")
-    command.add_argument("--calib-method", default="minmax", choices=("minmax", "percentile"))
+    command.add_argument("--calib-method", default="percentile", choices=("minmax", "percentile"),
+                         help="int8 activation ranges: the 99.999th percentile (default) or the extremes")
     command.add_argument("--eval", default=None, metavar="ROOT",
                          help="SemanticKITTI root whose sequence --eval-sequence is scored (default: the unseen "
                          "synthetic demo scan)")

@@ -150,7 +150,7 @@ def load_checkpoint(model: torch.nn.Module, source, layout: str | None = None) -
         if narrowed is not None:
             ours = narrowed.state_dict()
         if precision is not None:
-            ours = _precision_form(copy.deepcopy(model if narrowed is None else narrowed), precision).state_dict()
+            ours = _precision_form(copy.deepcopy(model if narrowed is None else narrowed), precision, state).state_dict()
         loaded, converted, dropped, problems = _match_by_name(ours, state, extra)
     else:
         loaded, converted, dropped, problems = _match_in_order(model, ours, state, layout)
@@ -164,16 +164,20 @@ def load_checkpoint(model: torch.nn.Module, source, layout: str | None = None) -
     if narrowed is not None:
         narrow_to(model, channel_widths(narrowed))
     if precision is not None:
-        _precision_form(model, precision)
+        _precision_form(model, precision, state)
     model.load_state_dict(loaded)
     config = json.loads(metadata["config"]) if metadata is not None else None
     return LoadReport(layout, tuple(converted), tuple(dropped), config, narrowed is not None, precision)
 
 
-def _precision_form(model: torch.nn.Module, precision: str) -> torch.nn.Module:
+def _precision_form(model: torch.nn.Module, precision: str, state: dict) -> torch.nn.Module:
+    """`model` in the quantized form a checkpoint's state holds: its convs with int8 or bfloat16
+    weights in that precision, the others (those reading the raw input) float32."""
     from ..compress.quantize import precision_form  # compress builds on models: imported when needed
 
-    return precision_form(model, precision)
+    low = {name[: -len(".weight")] for name, value in state.items()
+           if name.endswith(".weight") and isinstance(value, Tensor) and value.dtype in (torch.int8, torch.bfloat16)}
+    return precision_form(model, precision, low)
 
 
 def checkpoint_config(path) -> dict | None:
