@@ -15,6 +15,7 @@ def test_info_names_versions_and_build(capsys):
     assert f"pointengine {pointengine.__version__}" in out
     assert f"torch {torch.__version__}" in out
     assert "kernels: CPU" in out and "OpenMP:" in out and "CPU kernel paths: portable" in out and "conv float32: " in out
+    assert "conv int8: " in out and "conv bfloat16: " in out
 
 
 def test_import_does_not_initialise_cuda():
