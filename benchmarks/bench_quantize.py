@@ -1,0 +1,125 @@
+"""pointengine.compress.quantize end to end on the CPU (issue 7): the optimized float32 model against its
+int8 and bfloat16 forms, speed and agreement in one run.
+
+Models: the demo model (trained weights) and the zoo's MinkUNet cr 1.0 (random weights, random
+BatchNorm statistics). Calibration: four synthetic scans (seeds 9000-9003, as `pointengine compress`
+uses by default), never the scans measured. Input: the real SemanticKITTI scans of sequence 00
+(../shared/data), or the seeded synthetic scan when they are absent.
+
+Timed region, under torch.inference_mode: SparseTensor(feats, coords) (every kernel map built again)
+and the forward. The forms alternate run by run (common.round_robin); medians of --repeats runs.
+Agreement: the share of points whose label (the voxel's argmax carried to its points, as Segmenter
+labels them) equals the optimized float model's, over all the scans; mIoU (classes present or
+predicted) for the trained demo model, on the labelled real scans and on the unseen synthetic scan.
+
+The kernels' paths are the best this CPU has; set POINTENGINE_CPU_PATH_MAX=avx2 (or portable) to run
+the AVX2 ones on an AVX-512 machine. JSON lines go to benchmarks/results/bench_quantize.jsonl.
+"""
+
+import argparse
+import copy
+
+import torch
+from common import KITTI_SCANS, append_results, machine, round_robin
+
+import pointengine as pe
+from pointengine import _C
+from pointengine.datasets import generate_scan
+from pointengine.datasets.metrics import confusion_matrix, mean_iou
+from pointengine.datasets.semantickitti import SemanticKITTI
+from pointengine.demo import DEMO_SEED
+from pointengine.testing import randomize_batchnorm
+
+CONFIGS = ("demo", "minkunet_cr1.0")
+CALIBRATION_SEEDS = range(9000, 9004)
+
+
+def scans(count: int) -> tuple[str, list]:
+    """(name, LidarScan list): the labelled real scans, else the unseen synthetic scan."""
+    if KITTI_SCANS.is_dir():
+        frames = SemanticKITTI(KITTI_SCANS.parents[2], ("00",), pe.Segmenter("demo").config.dataset)
+        return "kitti/00", [frames[i] for i in range(min(count, len(frames)))]
+    return f"synthetic/seed{DEMO_SEED}", [generate_scan(DEMO_SEED)]
+
+
+def labels_and_miou(segmenter, model, scans_: list) -> tuple[list[torch.Tensor], float | None]:
+    runner = copy.copy(segmenter)
+    runner.model = model
+    labels = [runner(scan.points) for scan in scans_]
+    dataset = segmenter.config.dataset
+    if any(scan.labels is None for scan in scans_):
+        return labels, None
+    confusion = sum(confusion_matrix(p, s.labels, dataset.num_classes, dataset.ignore_index) for p, s in zip(labels, scans_))
+    return labels, mean_iou(confusion, dataset.ignore_index)
+
+
+def bench(config: str, name: str, scans_: list, args) -> dict:
+    segmenter = pe.Segmenter(config)
+    if config != "demo":
+        randomize_batchnorm(segmenter.model)
+    model = segmenter.model.eval()
+    calibration = [segmenter.preprocess(generate_scan(seed).points) for seed in CALIBRATION_SEEDS]
+    forms = {"float32": pe.optimize(model), "int8": pe.compress.quantize(model, calibration, "int8"),
+             "bf16": pe.compress.quantize(model, calibration, "bf16")}
+    record = {"bench": "quantize", "config": config, "scans": name, "threads": torch.get_num_threads(),
+              "int8_path": _C.int8_paths()[-1], "bf16_path": _C.bf16_paths()[-1], "float32_path": _C.conv_fused_isa(),
+              "machine": machine()}
+    reference = None
+    for form, net in forms.items():
+        labels, miou = labels_and_miou(segmenter, net, scans_)
+        reference = reference or labels
+        agree = sum(int((a == b).sum()) for a, b in zip(labels, reference)) / sum(len(a) for a in labels)
+        record[f"{form}_agreement"] = agree
+        record[f"{form}_miou"] = miou if config == "demo" else None
+    if config == "demo":
+        unseen = [generate_scan(DEMO_SEED)]
+        base = None
+        for form, net in forms.items():
+            labels, miou = labels_and_miou(segmenter, net, unseen)
+            base = base or labels
+            record[f"{form}_synthetic_miou"] = miou
+            record[f"{form}_synthetic_agreement"] = float((labels[0] == base[0]).double().mean())
+    x = segmenter.preprocess(scans_[0].points)
+    feats, coords = x.feats, x.coords
+
+    def forward(net):
+        return lambda: net(pe.SparseTensor(feats, coords))
+
+    with torch.inference_mode():
+        times = round_robin({form: forward(net) for form, net in forms.items()}, args.repeats, args.warmup)
+    record["voxels"] = len(coords)
+    for form in forms:
+        record[f"{form}_ms"] = times[form] * 1e3
+        record[f"{form}_speedup"] = times["float32"] / times[form]
+    print(record)
+    return record
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--configs", nargs="+", default=list(CONFIGS))
+    parser.add_argument("--scans", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=0)
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    name, scans_ = scans(args.scans)
+    records = [bench(config, name, scans_, args) for config in args.configs]
+    print(f"\n{machine()}, {torch.get_num_threads()} threads; paths: float32 {_C.conv_fused_isa()}, "
+          f"int8 {_C.int8_paths()[-1]}, bf16 {_C.bf16_paths()[-1]}; input {name}\n")
+    print("| model | form | ms | speed-up | agreement % | mIoU % (real) | mIoU % (unseen synthetic) |")
+    print("|---|---|---:|---:|---:|---:|---:|")
+    for r in records:
+        for form in ("float32", "int8", "bf16"):
+            miou = r.get(f"{form}_miou")
+            synthetic = r.get(f"{form}_synthetic_miou")
+            print(f"| {r['config']} | {form} | {r[f'{form}_ms']:.0f} | {r[f'{form}_speedup']:.2f}x | "
+                  f"{100 * r[f'{form}_agreement']:.2f} | {'-' if miou is None else f'{100 * miou:.1f}'} | "
+                  f"{'-' if synthetic is None else f'{100 * synthetic:.1f}'} |")
+    print(f"wrote {append_results('bench_quantize', records)}")
+
+
+if __name__ == "__main__":
+    main()
