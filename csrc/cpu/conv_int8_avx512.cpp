@@ -69,7 +69,8 @@ bool cpu_has_avx512_vnni() {
 }
 
 void conv_int8_tile_avx512_vnni(const uint8_t* q, int64_t q_stride, const int8_t* packed, const int32_t* zero_terms,
-                                int64_t kvol, int64_t groups, int64_t c_pad, TilePairs pairs, int32_t* acc) {
+                                int64_t kvol, int64_t groups, int64_t c_pad, TilePairs pairs, int32_t* acc,
+                                OutputBytes out) {
   const uint8_t* x[kMaxBlockRows];
   int32_t* a[kMaxBlockRows];
   const int64_t w_stride = c_pad * 4;
@@ -77,6 +78,7 @@ void conv_int8_tile_avx512_vnni(const uint8_t* q, int64_t q_stride, const int8_t
   for (int64_t col = 0; col < c_pad; col += 16 * kPanelVectors) {
     const int nv = int(std::min<int64_t>(kPanelVectors, (c_pad - col) / 16)), mr = block_rows(nv);
     for (int64_t k = 0; k < kvol; ++k) {
+      if (col == 0) prefetch_share(out, k, kvol);
       const int32_t* rows = pairs.rows + k * pairs.slots;
       const int32_t* inputs = pairs.inputs + k * pairs.slots;
       const int8_t* w = packed + k * groups * w_stride + col * 4;

@@ -86,7 +86,11 @@ bool conv_int8_vector(const Int8Conv& conv, const Int8Epilogue& epilogue, Int8Pa
     const bool valid = compact_tile_avx2(conv.nbr, kvol, conv.n_in, row_begin, n_rows, pairs);
     int32_t* acc = ws.int32_tile(c_pad);
     std::fill(acc, acc + n_rows * c_pad, 0);
-    kernel(q, groups * 4, packed.data(), zeros.data(), kvol, groups, c_pad, pairs, acc);
+    const OutputBytes out = out_float ? OutputBytes{reinterpret_cast<char*>(out_float + row_begin * conv.c_out),
+                                                    n_rows * conv.c_out * 4}
+                                      : OutputBytes{reinterpret_cast<char*>(out_u7 + row_begin * conv.c_out),
+                                                    n_rows * conv.c_out};
+    kernel(q, groups * 4, packed.data(), zeros.data(), kvol, groups, c_pad, pairs, acc, out);
     apply_int8_epilogue(epilogue, acc, c_pad, row_begin, n_rows, conv.c_out, out_float, out_u7);
     return valid;
   });
