@@ -186,3 +186,18 @@ def test_checkpoint_round_trip_and_segmenter(tmp_path, dtype, pruned):
     runner = pe.Segmenter("demo")
     runner.model = quantized
     assert torch.equal(runner(scan), labels)
+
+
+def test_residual_blocks_pass_codes_between_their_convs():
+    from pointengine.models.blocks import FusedResidualBlock
+
+    model = randomized(MinkUNet(4, 19, cr=0.5))
+    quantized = quantize(model, [sparse_input(seed=1)])
+    blocks = [m for m in quantized.modules() if isinstance(m, FusedResidualBlock)]
+    assert blocks and all(b.first.output_quantization == (b.second.input_scale, b.second.input_zero) for b in blocks)
+    x = sparse_input(seed=6)
+    with torch.no_grad():
+        chained = quantized(fresh(x)).feats
+        for block in blocks:
+            block.first.output_quantization = None  # float32 out, quantized again by the second conv
+        assert torch.equal(quantized(fresh(x)).feats, chained)

@@ -7,6 +7,7 @@ import torch
 from torch import Tensor
 
 from .. import nn
+from ..models.blocks import FusedResidualBlock
 from ..nn.quantized import BFloat16Conv3d, Int8Conv3d, activation_quantization
 from ..tensor import PointTensor, SparseTensor
 from .optimize import fuse, optimize
@@ -51,7 +52,15 @@ def quantize(
     unused = set(_convs(optimized)) - set(ranges) - first
     if unused:
         raise ValueError(f"calibration: {sorted(unused)} saw no input (are they used by the model's forward?)")
-    return _replace_convs(optimized, set(ranges), int8_conv)
+    return _chain_codes(_replace_convs(optimized, set(ranges), int8_conv))
+
+
+def _chain_codes(model: torch.nn.Module) -> torch.nn.Module:
+    """The first conv of each residual block, read by the second alone, writes the second's codes."""
+    for block in model.modules():
+        if isinstance(block, FusedResidualBlock) and isinstance(block.first, Int8Conv3d) and isinstance(block.second, Int8Conv3d):
+            block.first.output_quantization = (block.second.input_scale, block.second.input_zero)
+    return model
 
 
 def precision_form(model: torch.nn.Module, dtype: str, layers: set[str]) -> torch.nn.Module:

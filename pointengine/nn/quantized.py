@@ -4,11 +4,13 @@ lower precision:
 
 - Int8Conv3d: 7-bit activations (uint8 in [0, 127], value = input_scale * (q - input_zero), one scale
   per tensor, calibrated), 8-bit weights (int8 in [-127, 127], one scale per output channel), exact
-  int32 sums, a float32 epilogue. Seven bits keep AVX2's 16-bit pair sums from saturating, so every
-  CPU path gives the same bits.
+  int32 sums, a float32 epilogue; one whose output only feeds another int8 layer (the first conv of a
+  residual block) writes that layer's codes directly. Seven bits keep AVX2's 16-bit pair sums from
+  saturating, so every CPU path gives the same bits.
 - BFloat16Conv3d: bfloat16 activations and weights, float32 sums and epilogue.
 
-Both take and give float32 SparseTensors, so they drop into the optimized model where its convs were.
+Both take and give float32 SparseTensors (but for those codes), so they drop into the optimized model
+where its convs were.
 """
 
 import torch
@@ -77,19 +79,27 @@ class Int8Conv3d(_LowPrecisionConv3d):
         self.register_buffer("weight_scale", scale)
         self.register_buffer("bias", bias)
         self.input_scale, self.input_zero = float(input_scale), int(input_zero)
+        # (scale, zero) of the next layer's codes when this layer feeds one int8 layer only: the
+        # epilogue then writes those codes (uint8) instead of float32 features.
+        self.output_quantization: tuple[float, int] | None = None
 
     def compute(self, feats: Tensor, nbr: Tensor, residual: Tensor | None) -> Tensor:
-        codes = _ops.quantize_u7(feats, self.input_scale, self.input_zero)
+        codes = feats if feats.dtype == torch.uint8 else _ops.quantize_u7(feats, self.input_scale, self.input_zero)
+        out_scale, out_zero = self.output_quantization or (None, 0)
         return _ops.conv_int8(
-            codes, self.input_scale, self.input_zero, self.weight, self.weight_scale, nbr, self.bias, residual, self.relu
+            codes, self.input_scale, self.input_zero, self.weight, self.weight_scale, nbr, self.bias, residual, self.relu,
+            out_scale, out_zero,
         )
 
     # The activation quantization travels with the state dict (in a checkpoint's metadata).
     def get_extra_state(self) -> dict:
-        return {"input_scale": self.input_scale, "input_zero": self.input_zero, "relu": self.relu}
+        return {"input_scale": self.input_scale, "input_zero": self.input_zero, "relu": self.relu,
+                "output_quantization": self.output_quantization}
 
     def set_extra_state(self, state: dict) -> None:
         self.input_scale, self.input_zero, self.relu = float(state["input_scale"]), int(state["input_zero"]), bool(state["relu"])
+        output = state["output_quantization"]
+        self.output_quantization = None if output is None else (float(output[0]), int(output[1]))
 
     def extra_repr(self) -> str:
         return super().extra_repr() + f", input_scale={self.input_scale:.4g}, input_zero={self.input_zero}"
