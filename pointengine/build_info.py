@@ -1,5 +1,6 @@
 """What this installation was built with: the answers of `pointengine info`."""
 
+import os
 from dataclasses import dataclass
 
 import torch
@@ -25,7 +26,8 @@ class BuildInfo:
             f"torch {self.torch}",
             f"kernels: CPU{' + CUDA' if self.cuda_kernels else ''}",
             f"OpenMP: {'yes' if self.openmp else 'no'}, threads: {self.threads}",
-            f"CPU kernel paths: {', '.join(self.cpu_paths)} (chosen at run time)",
+            f"CPU kernel paths: {', '.join(self.cpu_paths)} (chosen at run time"
+            f"{', capped by POINTENGINE_CPU_PATH_MAX' if os.environ.get('POINTENGINE_CPU_PATH_MAX') else ''})",
             f"conv float32: {self.conv_isa}{' (avx2 at <= 8 output channels)' if self.conv_isa == 'avx512' else ''}, "
             "float64: portable",
             f"conv int8: {self.int8_paths[-1]} (of {', '.join(self.int8_paths)}); "

@@ -1,5 +1,6 @@
 """The `pointengine` command: info, and an import that leaves CUDA alone (the demo: test_demo.py)."""
 
+import os
 import subprocess
 import sys
 
@@ -22,3 +23,16 @@ def test_import_does_not_initialise_cuda():
     code = "import torch, pointengine, pointengine.nn, pointengine.models; print(torch.cuda.is_initialized())"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "False"
+
+
+def test_cpu_path_cap_from_the_environment():
+    def info(value: str) -> subprocess.CompletedProcess:
+        env = dict(os.environ, POINTENGINE_CPU_PATH_MAX=value)
+        return subprocess.run([sys.executable, "-m", "pointengine", "info"], env=env, capture_output=True, text=True)
+
+    portable = info("portable")
+    assert portable.returncode == 0
+    assert "CPU kernel paths: portable (chosen at run time, capped by POINTENGINE_CPU_PATH_MAX)" in portable.stdout
+    assert "conv int8: portable (of portable); conv bfloat16: portable (of portable)" in portable.stdout
+    typo = info("avx3")
+    assert typo.returncode != 0 and "POINTENGINE_CPU_PATH_MAX must be portable, avx2 or avx512, got 'avx3'" in typo.stderr

@@ -64,7 +64,7 @@ const auto kBlocks = block_table<BlockFn, kMaxBlockRows, block_rows(1), block_ro
 }  // namespace
 
 bool cpu_has_avx512_vnni() {
-  return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+  return cpu_has_avx512f() && __builtin_cpu_supports("avx512bw") &&
          __builtin_cpu_supports("avx512vnni");
 }
 

@@ -44,7 +44,13 @@ inline bool compact_tile(const int32_t* nbr, int64_t kvol, int64_t n_in, int64_t
   return valid;
 }
 
-// Whether this CPU (and its OS) runs AVX2 and FMA; AVX-512F.
+// The widest vector ISA any kernel may use: 0 none (portable loops), 1 AVX2, 2 AVX-512. The
+// environment variable POINTENGINE_CPU_PATH_MAX (portable, avx2 or avx512; pointengine checks its
+// value on import) lowers it, so that an AVX-512 machine can run and time an AVX2 machine's paths;
+// unset, it is 2 and the CPU's own features decide. Read once.
+int isa_cap();
+
+// Whether this CPU (and its OS) runs AVX2 and FMA; AVX-512F; each within isa_cap().
 bool cpu_has_avx2_fma();
 bool cpu_has_avx512f();
 

@@ -7,6 +7,8 @@
 // whatever block or tile its row falls in, so results do not depend on the grouping.
 #include <immintrin.h>
 
+#include <cstdlib>
+#include <cstring>
 #include <utility>
 
 #include "block_table.h"
@@ -59,7 +61,16 @@ int panel_vectors(int64_t c_out_pad, int64_t col) {
 
 }  // namespace
 
-bool cpu_has_avx2_fma() { return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"); }
+int isa_cap() {
+  static const int cap = [] {
+    const char* value = std::getenv("POINTENGINE_CPU_PATH_MAX");
+    if (value == nullptr) return 2;
+    return std::strcmp(value, "portable") == 0 ? 0 : std::strcmp(value, "avx2") == 0 ? 1 : 2;
+  }();
+  return cap;
+}
+
+bool cpu_has_avx2_fma() { return isa_cap() >= 1 && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"); }
 
 // Per row: the sign bits of its entries (-1 = absent) as one mask, then one step per present
 // entry; scanning entry by entry with a branch each costs twice as much on a real scan.

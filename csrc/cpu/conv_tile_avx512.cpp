@@ -60,7 +60,7 @@ int panel_vectors(int64_t c_out_pad, int64_t col) {
 
 }  // namespace
 
-bool cpu_has_avx512f() { return __builtin_cpu_supports("avx512f"); }
+bool cpu_has_avx512f() { return isa_cap() >= 2 && __builtin_cpu_supports("avx512f"); }
 
 int64_t packed_weight_numel_avx512(int64_t kvol, int64_t c_in, int64_t c_out) { return kvol * c_in * padded(c_out); }
 

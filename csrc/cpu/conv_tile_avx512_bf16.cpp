@@ -72,7 +72,7 @@ int panel_vectors(int64_t c_out_pad, int64_t col) {
 
 }  // namespace
 
-bool cpu_has_avx512_bf16() { return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bf16"); }
+bool cpu_has_avx512_bf16() { return cpu_has_avx512f() && __builtin_cpu_supports("avx512bf16"); }
 
 int64_t packed_weight_numel_bf16(int64_t kvol, int64_t c_in, int64_t c_out) {
   return kvol * channel_pairs(c_in) * padded(c_out) * 2;
