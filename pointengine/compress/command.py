@@ -30,7 +30,8 @@ def add_compress_command(subparsers) -> None:
                          help="fine-tune the pruned model for E epochs with `pointengine train` on --data")
     command.add_argument("--data", default=None, metavar="ROOT", help="SemanticKITTI-layout folder for the fine-tune")
     command.add_argument("--train-sequences", nargs="+", default=None, help="fine-tune sequences (train's default)")
-    command.add_argument("--lr", type=float, default=None, help="fine-tune learning rate (train's default)")
+    command.add_argument("--optimizer", default=None, choices=("sgd", "adamw"), help="fine-tune optimizer (train's default)")
+    command.add_argument("--lr", type=float, default=None, help="fine-tune learning rate (train's default for the optimizer)")
     command.add_argument("--quantize", default=None, choices=("int8", "bf16"), help="quantize the last model")
     command.add_argument("--calib", default=None, metavar="DIR",
                          help="scans (.bin) to calibrate int8 activations on (default: 4 synthetic scans)")

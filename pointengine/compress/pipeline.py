@@ -37,8 +37,9 @@ def finetune(model, config: dict, args, log):
 
     with tempfile.TemporaryDirectory() as folder:
         init = save_checkpoint(model, Path(folder) / "start.safetensors", config)
-        settings = new_settings(None, init=str(init), epochs=args.finetune_epochs, lr=args.lr,
-                                train_sequences=args.train_sequences, val_sequences=())
+        # From trained weights: a short warm-up, no validation split (the steps table scores it).
+        settings = new_settings(None, init=str(init), epochs=args.finetune_epochs, optimizer=args.optimizer, lr=args.lr,
+                                warmup_epochs=0.1, train_sequences=args.train_sequences, val_sequences=())
         train(settings, args.data, Path(folder) / "run", log=log)
         tuned = build_model(settings.model_config())
         load_checkpoint(tuned, Path(folder) / "run" / "model.safetensors")
