@@ -27,10 +27,12 @@ def write_plot(results: list[StepResult], path, title: str) -> Path:
     scored = all(r.miou is not None for r in results)
     figure = Figure(figsize=(6, 4.5))
     axes = figure.add_subplot()
-    for r in results:
+    for i, r in enumerate(results):
         value = 100 * (r.miou if scored else r.agreement)
         axes.scatter(1e3 * r.latency_s, value)
-        axes.annotate(r.name, (1e3 * r.latency_s, value), textcoords="offset points", xytext=(5, 5), fontsize=8)
+        # Labels alternate above and below their points: neighbouring steps often sit close together.
+        axes.annotate(r.name, (1e3 * r.latency_s, value), textcoords="offset points", xytext=(5, 6 if i % 2 else -12),
+                      fontsize=8)
     axes.set_xlabel("latency per scan (ms)")
     axes.set_ylabel("mIoU (%)" if scored else "agreement with the float model (%)")
     axes.set_title(title, fontsize=9)
