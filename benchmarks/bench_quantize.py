@@ -17,7 +17,6 @@ an AVX-512 machine (bf16 is left out where its path is the portable emulation). 
 """
 
 import argparse
-import copy
 
 import torch
 from common import KITTI_SCANS, append_results, machine, round_robin
@@ -25,7 +24,7 @@ from common import KITTI_SCANS, append_results, machine, round_robin
 import pointengine as pe
 from pointengine import _C
 from pointengine.datasets import generate_scan
-from pointengine.datasets.metrics import confusion_matrix, mean_iou
+from pointengine.compress.steps import agreement, labels_and_miou
 from pointengine.datasets.semantickitti import SemanticKITTI
 from pointengine.demo import DEMO_SEED
 from pointengine.testing import randomize_batchnorm
@@ -40,17 +39,6 @@ def scans(count: int) -> tuple[str, list]:
         frames = SemanticKITTI(KITTI_SCANS.parents[2], ("00",), pe.Segmenter("demo").config.dataset)
         return "kitti/00", [frames[i] for i in range(min(count, len(frames)))]
     return f"synthetic/seed{DEMO_SEED}", [generate_scan(DEMO_SEED)]
-
-
-def labels_and_miou(segmenter, model, scans_: list) -> tuple[list[torch.Tensor], float | None]:
-    runner = copy.copy(segmenter)
-    runner.model = model
-    labels = [runner(scan.points) for scan in scans_]
-    dataset = segmenter.config.dataset
-    if any(scan.labels is None for scan in scans_):
-        return labels, None
-    confusion = sum(confusion_matrix(p, s.labels, dataset.num_classes, dataset.ignore_index) for p, s in zip(labels, scans_))
-    return labels, mean_iou(confusion, dataset.ignore_index)
 
 
 def bench(config: str, name: str, scans_: list, args) -> dict:
@@ -69,8 +57,7 @@ def bench(config: str, name: str, scans_: list, args) -> dict:
     for form, net in forms.items():
         labels, miou = labels_and_miou(segmenter, net, scans_)
         reference = reference or labels
-        agree = sum(int((a == b).sum()) for a, b in zip(labels, reference)) / sum(len(a) for a in labels)
-        record[f"{form}_agreement"] = agree
+        record[f"{form}_agreement"] = agreement(labels, reference)
         record[f"{form}_miou"] = miou if config == "demo" else None
     if config == "demo":
         unseen = [generate_scan(DEMO_SEED)]
@@ -79,7 +66,7 @@ def bench(config: str, name: str, scans_: list, args) -> dict:
             labels, miou = labels_and_miou(segmenter, net, unseen)
             base = base or labels
             record[f"{form}_synthetic_miou"] = miou
-            record[f"{form}_synthetic_agreement"] = float((labels[0] == base[0]).double().mean())
+            record[f"{form}_synthetic_agreement"] = agreement(labels, base)
     x = segmenter.preprocess(scans_[0].points)
     feats, coords = x.feats, x.coords
 

@@ -54,6 +54,37 @@ inline void check_row_count(int64_t rows, const char* op, const char* arg) {
 
 // A hash table as hash_build makes it: keys int64[cap], vals int32[cap], cap a power of two (the
 // probe sequence masks with cap - 1). The contents need not be trusted: see check_empty_slot.
+// The weight [K, C_in, C_out] and neighbour table [N_out, K] of a fused convolution on feats
+// [N_in, C_in] (whose dtype the caller checked): the weight in the feats' dtype, shapes that agree.
+inline void check_conv_operands(const at::Tensor& feats, const at::Tensor& weight, const at::Tensor& nbr, const char* op) {
+  check_kernel_tensor(weight, op, "weight", feats.scalar_type());
+  check_matrix(nbr, op, "nbr", at::kInt, -1, "[N_out, K]");
+  check_row_count(feats.size(0), op, "feats");
+  TORCH_CHECK(weight.dim() == 3 && weight.size(1) == feats.size(1) && weight.size(0) == nbr.size(1), op,
+              ": weight must have shape [K, C_in, C_out] = [", nbr.size(1), ", ", feats.size(1),
+              ", C_out] (nbr columns, feats columns), got ", weight.sizes());
+}
+
+// A convolution epilogue's optional bias [C_out] and residual [N_out, C_out] of `dtype`, contiguous;
+// an undefined tensor where absent.
+inline at::Tensor checked_bias(const c10::optional<at::Tensor>& bias, const char* op, at::ScalarType dtype,
+                               int64_t c_out) {
+  if (!bias.has_value()) return at::Tensor();
+  check_kernel_tensor(*bias, op, "bias", dtype);
+  TORCH_CHECK(bias->dim() == 1 && bias->size(0) == c_out, op, ": bias must have shape [", c_out, "] (C_out), got ",
+              bias->sizes());
+  return bias->contiguous();
+}
+
+inline at::Tensor checked_residual(const c10::optional<at::Tensor>& residual, const char* op, at::ScalarType dtype,
+                                   int64_t n_out, int64_t c_out) {
+  if (!residual.has_value()) return at::Tensor();
+  check_kernel_tensor(*residual, op, "residual", dtype);
+  TORCH_CHECK(residual->dim() == 2 && residual->size(0) == n_out && residual->size(1) == c_out, op,
+              ": residual must have shape [", n_out, ", ", c_out, "] (nbr rows, C_out), got ", residual->sizes());
+  return residual->contiguous();
+}
+
 inline void check_table(const at::Tensor& keys, const at::Tensor& vals, const char* op,
                         c10::DeviceType device = at::kCPU) {
   check_kernel_tensor(keys, op, "keys", at::kLong, device);

@@ -115,32 +115,15 @@ at::Tensor conv_bf16_path(const at::Tensor& feats_in, const at::Tensor& weight_i
                           bool relu, bool bf16_out, Bf16Path path) {
   const char* op = "conv_bf16";
   check_matrix(feats_in, op, "feats", at::kBFloat16, -1, "[N_in, C_in]");
-  check_kernel_tensor(weight_in, op, "weight", at::kBFloat16);
-  check_matrix(nbr_in, op, "nbr", at::kInt, -1, "[N_out, K]");
-  check_row_count(feats_in.size(0), op, "feats");
-  TORCH_CHECK(weight_in.dim() == 3 && weight_in.size(1) == feats_in.size(1) && weight_in.size(0) == nbr_in.size(1),
-              op, ": weight must have shape [K, C_in, C_out] = [", nbr_in.size(1), ", ", feats_in.size(1),
-              ", C_out] (nbr columns, feats columns), got ", weight_in.sizes());
+  check_conv_operands(feats_in, weight_in, nbr_in, op);
   const at::Tensor feats = feats_in.contiguous(), weight = weight_in.contiguous(), nbr = nbr_in.contiguous();
   const Shape shape{feats.size(0), nbr.size(0), nbr.size(1), weight.size(1), weight.size(2)};
+  const at::Tensor bias = checked_bias(bias_in, op, at::kFloat, shape.c_out);
+  const at::Tensor residual = checked_residual(residual_in, op, at::kFloat, shape.n_out, shape.c_out);
   Epilogue<float> epilogue;
+  epilogue.bias = bias.defined() ? bias.data_ptr<float>() : nullptr;
+  epilogue.residual = residual.defined() ? residual.data_ptr<float>() : nullptr;
   epilogue.relu = relu;
-  at::Tensor bias, residual;
-  if (bias_in.has_value()) {
-    check_kernel_tensor(*bias_in, op, "bias", at::kFloat);
-    TORCH_CHECK(bias_in->dim() == 1 && bias_in->size(0) == shape.c_out, op, ": bias must have shape [", shape.c_out,
-                "] (C_out), got ", bias_in->sizes());
-    bias = bias_in->contiguous();
-    epilogue.bias = bias.data_ptr<float>();
-  }
-  if (residual_in.has_value()) {
-    check_kernel_tensor(*residual_in, op, "residual", at::kFloat);
-    TORCH_CHECK(residual_in->dim() == 2 && residual_in->size(0) == shape.n_out && residual_in->size(1) == shape.c_out,
-                op, ": residual must have shape [", shape.n_out, ", ", shape.c_out, "] (nbr rows, C_out), got ",
-                residual_in->sizes());
-    residual = residual_in->contiguous();
-    epilogue.residual = residual.data_ptr<float>();
-  }
   at::Tensor out = at::empty({shape.n_out, shape.c_out}, feats.options().dtype(bf16_out ? at::kBFloat16 : at::kFloat));
   Output output;
   output.c_out = shape.c_out;

@@ -143,28 +143,11 @@ at::Tensor conv_with_epilogue(const at::Tensor& feats_in, const at::Tensor& weig
                               const c10::optional<at::Tensor>& bias_in, const c10::optional<at::Tensor>& residual_in,
                               bool relu, CpuPath path, const char* op) {
   check_float_matrix(feats_in, op, "feats", "[N_in, C_in]");
-  check_kernel_tensor(weight_in, op, "weight", feats_in.scalar_type());
-  check_matrix(nbr_in, op, "nbr", at::kInt, -1, "[N_out, K]");
-  check_row_count(feats_in.size(0), op, "feats");
-  TORCH_CHECK(weight_in.dim() == 3 && weight_in.size(1) == feats_in.size(1) && weight_in.size(0) == nbr_in.size(1),
-              op, ": weight must have shape [K, C_in, C_out] = [", nbr_in.size(1), ", ", feats_in.size(1),
-              ", C_out] (nbr columns, feats columns), got ", weight_in.sizes());
+  check_conv_operands(feats_in, weight_in, nbr_in, op);
   const at::Tensor feats = feats_in.contiguous(), weight = weight_in.contiguous(), nbr = nbr_in.contiguous();
   const Shape shape{feats.size(0), nbr.size(0), nbr.size(1), weight.size(1), weight.size(2)};
-  at::Tensor bias, residual;
-  if (bias_in.has_value()) {
-    check_kernel_tensor(*bias_in, op, "bias", feats.scalar_type());
-    TORCH_CHECK(bias_in->dim() == 1 && bias_in->size(0) == shape.c_out, op, ": bias must have shape [", shape.c_out,
-                "] (C_out), got ", bias_in->sizes());
-    bias = bias_in->contiguous();
-  }
-  if (residual_in.has_value()) {
-    check_kernel_tensor(*residual_in, op, "residual", feats.scalar_type());
-    TORCH_CHECK(residual_in->dim() == 2 && residual_in->size(0) == shape.n_out && residual_in->size(1) == shape.c_out,
-                op, ": residual must have shape [", shape.n_out, ", ", shape.c_out, "] (nbr rows, C_out), got ",
-                residual_in->sizes());
-    residual = residual_in->contiguous();
-  }
+  const at::Tensor bias = checked_bias(bias_in, op, feats.scalar_type(), shape.c_out);
+  const at::Tensor residual = checked_residual(residual_in, op, feats.scalar_type(), shape.n_out, shape.c_out);
   at::Tensor out = at::empty({shape.n_out, shape.c_out}, feats.options());
   bool valid;
   AT_DISPATCH_FLOATING_TYPES(feats.scalar_type(), "conv_fused_cpu", [&] {

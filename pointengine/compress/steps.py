@@ -69,33 +69,35 @@ def median_latency(model: torch.nn.Module, x: SparseTensor, repeats: int) -> flo
     return statistics.median(times[1:])
 
 
-def point_labels(seg: Segmenter, model: torch.nn.Module, scans: list[LidarScan]) -> list[torch.Tensor]:
+def labels_and_miou(seg: Segmenter, model: torch.nn.Module, scans: list[LidarScan]) -> tuple[list[torch.Tensor], float | None]:
+    """The point labels `seg`'s pipeline gives with `model` on each scan, and their mIoU over the classes
+    present or predicted (None unless every scan has labels)."""
     runner = copy.copy(seg)
     runner.model = model
-    return [runner(scan.points) for scan in scans]
+    labels = [runner(scan.points) for scan in scans]
+    if any(scan.labels is None for scan in scans):
+        return labels, None
+    dataset = seg.config.dataset
+    confusion = sum(confusion_matrix(p, s.labels, dataset.num_classes, dataset.ignore_index) for p, s in zip(labels, scans))
+    return labels, mean_iou(confusion, dataset.ignore_index)
+
+
+def agreement(labels: list[torch.Tensor], reference: list[torch.Tensor]) -> float:
+    """The share of points labelled as in `reference`."""
+    return sum(int((a == b).sum()) for a, b in zip(labels, reference)) / sum(len(a) for a in labels)
 
 
 def measure(seg: Segmenter, steps: list[Step], scans: list[LidarScan], repeats: int) -> list[StepResult]:
     """Every step on the same scans: the first step's labels are the reference for agreement."""
-    dataset = seg.config.dataset
     config = seg.config.to_dict()
     x = seg.preprocess(scans[0].points)
-    labelled = [scan for scan in scans if scan.labels is not None]
     reference, results = None, []
     for step in steps:
-        labels = point_labels(seg, step.model, scans)
+        labels, miou = labels_and_miou(seg, step.model, scans)
         if reference is None:
             reference = labels
-        agree = sum(int((a == b).sum()) for a, b in zip(labels, reference)) / sum(len(a) for a in labels)
-        miou = None
-        if labelled:
-            confusion = sum(
-                confusion_matrix(labels[i], scan.labels, dataset.num_classes, dataset.ignore_index)
-                for i, scan in enumerate(scans) if scan.labels is not None
-            )
-            miou = mean_iou(confusion, dataset.ignore_index)
         with torch.no_grad():
             macs = count_macs(step.training_form.eval(), SparseTensor(x.feats, x.coords))
         results.append(StepResult(step.name, count_parameters(step.model), bytes_on_disk(step.model, config), macs,
-                                  median_latency(step.model, x, repeats), miou, agree))
+                                  median_latency(step.model, x, repeats), miou, agreement(labels, reference)))
     return results
