@@ -18,6 +18,7 @@ TORCH_LIBRARY(pointengine, m) {
   m.def("hash_build(Tensor coords) -> (Tensor keys, Tensor vals, Tensor duplicates)");
   m.def("hash_query(Tensor keys, Tensor vals, Tensor coords) -> Tensor");
   m.def("unique_coords(Tensor coords) -> Tensor");
+  m.def("unique_coords_inverse(Tensor coords) -> (Tensor unique, Tensor inverse)");
   m.def("voxel_coords(Tensor points, float[] voxel_size, Tensor batch, int n_batches, bool round_shift) -> (Tensor coords, Tensor bounds)");
   m.def(
       "neighbor_table(Tensor keys, Tensor vals, Tensor out_coords, Tensor offsets, int[] stride, "
@@ -35,6 +36,7 @@ TORCH_LIBRARY(pointengine, m) {
   m.def("trilinear_gather_add_(Tensor(a!) base, Tensor feats, Tensor index, Tensor weights) -> ()");
   m.def("trilinear_gather_backward(Tensor grad_out, Tensor index, Tensor weights, SymInt n_voxels) -> Tensor");
   m.def("linear(Tensor input, Tensor weight, Tensor? bias) -> Tensor");
+  m.def("row_argmax(Tensor values) -> Tensor");
   // bfloat16 inference convolution (conv_bf16_cpu.cpp).
   m.def(
       "conv_bf16(Tensor feats, Tensor weight, Tensor nbr, Tensor? bias, Tensor? residual, bool relu, "

@@ -19,13 +19,15 @@ def tracing() -> bool:
 
 
 def all_finite(tensor: Tensor) -> bool:
-    """Whether no element is NaN or infinite. For 32-bit floats and narrower one float64 sum says it,
-    exactly, in a quarter of isfinite().all()'s time on a scan (a pipeline's share, benchmarks/README):
-    finite values cannot overflow it (2**31 values of at most 3.4e38 stay below 1e48), and a NaN or an
-    infinity makes it NaN or infinite (inf - inf is NaN)."""
-    if tensor.dtype in (torch.float32, torch.float16, torch.bfloat16) and tensor.numel() < 2**31:
-        return bool(torch.isfinite(tensor.sum(dtype=torch.float64)))
-    return bool(torch.isfinite(tensor).all())
+    """Whether no element is NaN or infinite. For floating tensors the minimum and maximum say it: both
+    are NaN where any element is, and one of them is infinite where an element is; one pass, without
+    the copy isfinite() makes, a fifth of isfinite().all()'s time on a scan (benchmarks/README)."""
+    if not tensor.is_floating_point():
+        return bool(torch.isfinite(tensor).all())
+    if tensor.numel() == 0:
+        return True
+    low, high = torch.aminmax(tensor)
+    return bool(torch.isfinite(low) & torch.isfinite(high))
 
 
 def as_tensor(value):

@@ -28,6 +28,17 @@ def unique_coords(coords: Tensor) -> Tensor:
     return _ops.unique_coords(coords)
 
 
+def unique_coords_inverse(coords: Tensor) -> tuple[Tensor, Tensor]:
+    """unique_coords of CPU coords, and int32 [N] the row of the result each row of coords equals."""
+    return _ops.unique_coords_inverse(coords)
+
+
+def row_argmax(values: Tensor) -> Tensor:
+    """int64 [N]: the column of each CPU row's largest value, as max(1).indices gives it (the first
+    of equal maxima, the first NaN)."""
+    return _ops.row_argmax(values)
+
+
 def voxel_coords(
     points: Tensor, voxel_size: tuple[float, float, float], batch: Tensor, n_batches: int, round_shift: bool
 ) -> tuple[Tensor, Tensor]:
@@ -176,6 +187,17 @@ def _(coords):
     # Rows in, at least one row out: what lets a traced model use the count without branching on 0.
     rows = torch.library.get_ctx().new_dynamic_size(min=1) if coords.shape[0] > 0 else 0
     return coords.new_empty(rows, 4)
+
+
+@torch.library.register_fake("pointengine::unique_coords_inverse")
+def _(coords):
+    rows = torch.library.get_ctx().new_dynamic_size(min=1) if coords.shape[0] > 0 else 0
+    return coords.new_empty(rows, 4), coords.new_empty(coords.shape[0])
+
+
+@torch.library.register_fake("pointengine::row_argmax")
+def _(values):
+    return values.new_empty(values.shape[0], dtype=torch.int64)
 
 
 @torch.library.register_fake("pointengine::neighbor_table")

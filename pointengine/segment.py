@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from . import _ops
 from ._checks import all_finite
 from ._memory import release_free_memory
 from .functional.pointvoxel import voxelize_points
@@ -101,8 +102,9 @@ def point_labels(config: ModelConfig, batch: VoxelizedBatch, voxel_logits: Tenso
     highest logit, carried to its points (the same as each point's highest logit, for a fraction of
     the work: voxels are fewer than points and the logits leave the device once per voxel)."""
     predicted = torch.tensor(config.dataset.predicted_classes, device=voxel_logits.device)
-    # max(1).indices is argmax(1) (the first of equal maxima) at 0.6x its time on a CPU for rows of 17-20
-    best = voxel_logits.max(1).indices
+    # row_argmax and max(1).indices give argmax(1) (the first of equal maxima) at 0.12x and 0.6x its time
+    # on a CPU for rows of 17-20 classes
+    best = _ops.row_argmax(voxel_logits) if voxel_logits.device.type == "cpu" else voxel_logits.max(1).indices
     return predicted.index_select(0, best).cpu().index_select(0, batch.inverse)
 
 

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from pointengine import CoordinateMap, SparseTensor, sparse_collate
+from pointengine._checks import all_finite
 from pointengine.functional import conv3d
 from pointengine.functional.kmap import strided_output_coords
 
@@ -243,3 +244,17 @@ def test_strided_outputs_are_computed_exactly_not_wrapped():
     offsets = torch.tensor([[-(2**31 - 1), 0, 0], [0, 0, 0], [2**31 - 1, 0, 0]], dtype=torch.int32)
     with pytest.raises(ValueError, match=r"strided conv outputs leave the coordinate range \[-32768, 32767\]: got \[0, 32768\]"):
         strided_output_coords(x.coords, offsets, (65536, 1, 1), "dense")
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32, torch.float64])
+def test_all_finite_finds_every_nan_and_infinity(dtype):
+    g = torch.Generator().manual_seed(0)
+    for trial in range(200):
+        values = torch.randn(int(torch.randint(1, 300, (1,), generator=g)), 3, generator=g).to(dtype)
+        if trial % 4:
+            flat = values.view(-1)
+            flat[torch.randint(0, flat.numel(), (1,), generator=g)] = [float("nan"), float("inf"), -float("inf")][trial % 3]
+        view = values[:, ::2] if trial % 5 == 0 else values
+        assert all_finite(view) == bool(torch.isfinite(view).all())
+    assert all_finite(torch.empty(0, 3, dtype=dtype))
+    assert all_finite(torch.full((2, 2), torch.finfo(dtype).max, dtype=dtype))

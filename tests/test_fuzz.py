@@ -129,6 +129,7 @@ def raw_calls(draw):
                 "hash_build",
                 "hash_query",
                 "unique_coords",
+                "unique_coords_inverse",
                 "neighbor_table",
                 "kernel_pairs",
                 "conv_fused",
@@ -150,7 +151,7 @@ def raw_calls(draw):
     )
     if op.startswith(("point_", "trilinear_")):
         return point_voxel_call(draw, op)
-    if op in ("hash_build", "unique_coords"):
+    if op in ("hash_build", "unique_coords", "unique_coords_inverse"):
         coords = draw(coord_tensors())
         return op, lambda: getattr(ops, op)(coords)
     if op == "hash_query":

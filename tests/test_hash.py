@@ -90,6 +90,28 @@ def test_unique_coords_is_the_sorted_set(rows):
     assert [tuple(r) for r in out.tolist()] == sorted(set(rows))
 
 
+@CHEAP
+@given(rows=coordinate_rows(max_size=80))
+def test_unique_coords_inverse_gives_each_rows_place(rows):
+    unique, inverse = _ops.unique_coords_inverse(as_coords(rows))
+    assert unique.dtype == inverse.dtype == torch.int32
+    assert [tuple(r) for r in unique.tolist()] == sorted(set(rows))
+    assert [tuple(unique[i].tolist()) for i in inverse.tolist()] == rows
+
+
+def test_unique_coords_inverse_on_many_rows():
+    # Past one parallel chunk (16384 rows), with keys of under and over 32 bits.
+    g = torch.Generator().manual_seed(0)
+    for span in (40, 30000):
+        rows = torch.randint(-span, span, (70000, 4), generator=g, dtype=torch.int32)
+        rows[:, 0] %= 3
+        unique, inverse = _ops.unique_coords_inverse(rows)
+        expected, expected_inverse = torch.unique(rows, dim=0, return_inverse=True)
+        assert torch.equal(unique, expected.int()) and torch.equal(inverse, expected_inverse.int())
+    empty_unique, empty_inverse = _ops.unique_coords_inverse(torch.empty(0, 4, dtype=torch.int32))
+    assert empty_unique.shape == (0, 4) and empty_inverse.shape == (0,)
+
+
 def test_range_corners_are_distinct_keys(device):
     extremes = (AXIS_MIN, AXIS_MAX)
     corners = list(itertools.product((0, BATCH_MAX), extremes, (AXIS_MIN, 0, AXIS_MAX), extremes))

@@ -110,6 +110,14 @@ CASES = {
         lambda: (torch.cat([sites(), sites()]),),
         lambda: (sites()[:1],),
     ],
+    "unique_coords_inverse": [
+        lambda: (torch.cat([sites(), sites()]),),
+        lambda: (sites()[:1],),
+    ],
+    "row_argmax": [
+        lambda: (torch.randn(9, 5),),
+        lambda: (torch.randn(3, 1, dtype=torch.float64),),
+    ],
     "voxel_coords": [
         lambda: (points(torch.float32)[:, 1:], [0.5, 0.25, 1.0], torch.tensor([0, 0, 1, 2, 2], dtype=torch.int32), 3, False),
         lambda: (points(torch.float64)[:, 1:], [0.5, 0.5, 0.5], torch.tensor([0, 0, 1, 2, 2], dtype=torch.int32), 3, True),

@@ -111,6 +111,14 @@ BAD_CALLS = {
         lambda: ops.unique_coords(rows([0, 0, 0, INT_MIN])),
         r"unique_coords: 1 rows of coords lie outside",
     ),
+    "unique_coords_inverse dtype": (
+        lambda: ops.unique_coords_inverse(SITES.float()),
+        r"unique_coords_inverse: coords must have dtype torch.int32, got torch.float32",
+    ),
+    "unique_coords_inverse range": (
+        lambda: ops.unique_coords_inverse(rows([0, 0, 0, INT_MIN])),
+        r"unique_coords_inverse: 1 rows of coords lie outside",
+    ),
     "neighbor_table empty table": (
         lambda: neighbor_table(KEYS[:0], VALS[:0], SITES, kernel_offsets(3)),
         r"neighbor_table: the table length \(keys, vals\) must be a power of two, as hash_build makes it, got 0",

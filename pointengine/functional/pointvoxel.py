@@ -78,9 +78,8 @@ def voxelize_points(
             f"at voxel_size {voxel_size}; use a larger voxel_size or crop the points"
         )
 
-    coords = _ops.unique_coords(point_coords)
-    coordinate_map = CoordinateMap(coords, validate=False, distinct=True)
-    rows = coordinate_map.query(point_coords)
+    coordinate_map, rows = _distinct_sites(point_coords)
+    coords = coordinate_map.coords
     return Voxels(coords, _reduce(points, rows, coords.shape[0], reduce), rows.long(), coordinate_map)
 
 
@@ -105,8 +104,8 @@ def initial_voxelize(z: PointTensor) -> SparseTensor:
     (batch, x, y, z); features the mean of the points in each site."""
     _check_point_tensor(z)
     sites = _floor_sites(z.coords, (1, 1, 1))
-    coordinate_map = CoordinateMap(_ops.unique_coords(sites), validate=False, distinct=True)
-    rows = z.cache.get(("voxel_rows", (1, 1, 1)), coordinate_map, lambda: _query(coordinate_map, sites))
+    coordinate_map, rows = _distinct_sites(sites)
+    z.cache.put(("voxel_rows", (1, 1, 1)), coordinate_map, rows)
     feats = _ops.point_scatter_mean(z.feats, rows, len(coordinate_map))
     return SparseTensor.derived(feats, coordinate_map, (1, 1, 1), {})
 
@@ -220,6 +219,16 @@ def _voxel_coords(points: Tensor, size: tuple[float, float, float], batch: Tenso
         scaled = torch.floor(scaled)
     bounds = torch.stack(torch.aminmax(scaled, dim=0))
     return torch.cat([batch.to(torch.int32)[:, None], scaled.to(torch.int32)], dim=1), bounds
+
+
+def _distinct_sites(point_coords: Tensor) -> tuple[CoordinateMap, Tensor]:
+    """The map of the distinct rows of point_coords and the row of it each point falls in (int32 [N]):
+    on the CPU both come from one sort; elsewhere the points query the map built from the sort."""
+    if point_coords.device.type == "cpu":
+        coords, rows = _ops.unique_coords_inverse(point_coords)
+        return CoordinateMap(coords, validate=False, distinct=True), rows
+    coordinate_map = CoordinateMap(_ops.unique_coords(point_coords), validate=False, distinct=True)
+    return coordinate_map, coordinate_map.query(point_coords)
 
 
 def _reduce(points: Tensor, rows: Tensor, n_voxels: int, reduce: str) -> Tensor:
