@@ -24,6 +24,7 @@ TORCH_LIBRARY(pointengine, m) {
       "neighbor_table(Tensor keys, Tensor vals, Tensor out_coords, Tensor offsets, int[] stride, "
       "bool transposed, bool submanifold) -> Tensor");
   m.def("kernel_pairs(Tensor nbr) -> (Tensor in_rows, Tensor out_rows, Tensor ptr)");
+  m.def("transpose_table(Tensor nbr, SymInt n_rows) -> Tensor");
   m.def("conv_fused(Tensor feats, Tensor weight, Tensor nbr) -> Tensor");
   m.def("conv_fused_epilogue(Tensor feats, Tensor weight, Tensor nbr, Tensor? bias, Tensor? residual, bool relu) -> Tensor");
   m.def("conv_implicit_gemm(Tensor feats, Tensor weight, Tensor nbr, Tensor? order=None) -> Tensor");

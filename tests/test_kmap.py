@@ -52,6 +52,14 @@ def assert_pairs_match_table(kmap: km.KernelMap) -> None:
         assert torch.equal(pairs.in_rows[ptr[k] : ptr[k + 1]], kmap.nbr[expected, k])
 
 
+def assert_transposed_table_matches(kmap: km.KernelMap) -> None:
+    """The transposed table (the input gradient's) holds exactly the table's pairs, read from the input side."""
+    transposed = kmap.transposed_table()
+    assert transposed.shape == (kmap.n_in, kmap.nbr.shape[1]) and transposed.dtype == torch.int32
+    in_rows, ks = (transposed >= 0).nonzero(as_tuple=True)
+    assert set(zip(ks.tolist(), in_rows.tolist(), transposed[in_rows, ks].tolist())) == table_pairs(kmap.nbr)
+
+
 def assert_sorted_sites(coords: torch.Tensor) -> None:
     rows = [tuple(r) for r in coords.tolist()]
     assert rows == sorted(set(rows))
@@ -87,6 +95,7 @@ def test_submanifold_map_is_brute_force(coords, kernel_size, dilation, presorted
     assert kmap.nbr.shape == (len(coords), len(offsets)) and kmap.nbr.dtype == torch.int32
     assert table_pairs(kmap.nbr) == brute_force_pairs(coords, coords, offsets, (1, 1, 1))
     assert_pairs_match_table(kmap)
+    assert_transposed_table_matches(kmap)
 
 
 @CHEAP
@@ -99,6 +108,7 @@ def test_strided_map_is_brute_force(coords, kernel_size, stride, dilation, sites
     offsets = all_offsets(kernel_size, dilation)
     assert table_pairs(kmap.nbr) == brute_force_pairs(coords, out, offsets, stride)
     assert_pairs_match_table(kmap)
+    assert_transposed_table_matches(kmap)
 
 
 @CHEAP
@@ -111,6 +121,7 @@ def test_generative_map_is_brute_force(coords, kernel_size, stride, dilation):
     offsets = all_offsets(kernel_size, dilation)
     assert table_pairs(kmap.nbr) == brute_force_pairs(coords, out, offsets, stride, transposed=True)
     assert_pairs_match_table(kmap)
+    assert_transposed_table_matches(kmap)
 
 
 @CHEAP
@@ -123,6 +134,7 @@ def test_transposed_map_is_brute_force(coords, kernel_size, stride, dilation, si
     offsets = all_offsets(kernel_size, dilation)
     assert table_pairs(kmap.nbr) == brute_force_pairs(coarse.coords, coords, offsets, stride, transposed=True)
     assert_pairs_match_table(kmap)
+    assert_transposed_table_matches(kmap)
 
 
 @CHEAP

@@ -132,6 +132,10 @@ CASES = {
         lambda: (neighbours(),),
         lambda: (torch.full((4, 8), -1, dtype=torch.int32),),
     ],
+    "transpose_table": [
+        lambda: (neighbours(), sites().shape[0]),
+        lambda: (torch.full((4, 8), -1, dtype=torch.int32), 6),
+    ],
     "conv_fused": [
         lambda: conv_args(torch.float32, False),
         lambda: conv_args(torch.float64, True),

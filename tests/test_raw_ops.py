@@ -186,6 +186,18 @@ BAD_CALLS = {
         lambda: ops.kernel_pairs(NBR.flatten()),
         r"kernel_pairs: nbr must have shape \[N_out, K\], got \[108\]",
     ),
+    "transpose_table dtype": (
+        lambda: ops.transpose_table(NBR.long(), 4),
+        r"transpose_table: nbr must have dtype torch.int32, got torch.int64",
+    ),
+    "transpose_table row out of range": (
+        lambda: ops.transpose_table(torch.tensor([[0, 4], [-1, 1]], dtype=torch.int32), 4),
+        r"transpose_table: 1 entries of nbr lie outside \[-1, 4\)",
+    ),
+    "transpose_table slot named twice": (
+        lambda: ops.transpose_table(torch.tensor([[0, 1], [2, 1], [0, -1]], dtype=torch.int32), 4),
+        r"transpose_table: nbr names 2 \(input row, offset\) slots more than once",
+    ),
     "conv_fused_epilogue bias shape": (
         lambda: ops.conv_fused_epilogue(FEATS, WEIGHT, NBR, torch.ones(4), None, False),
         r"conv_fused_epilogue: bias must have shape \[3\] \(C_out\), got \[4\]",
