@@ -95,7 +95,8 @@ def cmd_train(args) -> int:
              "batch_size": args.batch_size, "optimizer": args.optimizer, "lr": args.lr,
              "weight_decay": args.weight_decay, "warmup_epochs": args.warmup_epochs,
              "class_balance": args.class_balance, "seed": args.seed,
-             "init": args.init}
+             "init": args.init, "distill": args.distill, "distill_weight": args.distill_weight,
+             "distill_temperature": args.distill_temperature}
     if args.resume:
         settings = resumed_settings(load_train_state(args.resume).settings, args.config, **given)
     else:
@@ -212,6 +213,13 @@ def parser() -> argparse.ArgumentParser:
     tr.add_argument("--resume", default=None, metavar="DIR_OR_FILE", help="continue a run from its folder")
     tr.add_argument("--init", default=None, metavar="CHECKPOINT",
                     help="start from these weights (any checkpoint load_checkpoint reads)")
+    tr.add_argument("--distill", default=None, metavar="CHECKPOINT",
+                    help="a teacher: the model also learns to match its class distribution on every voxel "
+                    "(knowledge distillation; e.g. the float model when fine-tuning a pruned one)")
+    tr.add_argument("--distill-weight", type=float, default=None, metavar="W",
+                    help="the teacher term's share of the loss, in [0, 1] (default 0.5)")
+    tr.add_argument("--distill-temperature", type=float, default=None, metavar="T",
+                    help="softens both distributions (default 2)")
     tr.add_argument("--device", default="cpu", help="cpu or cuda[:i] (default cpu)")
     tr.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's)")
     tr.set_defaults(run=cmd_train)

@@ -32,6 +32,9 @@ def add_compress_command(subparsers) -> None:
     command.add_argument("--train-sequences", nargs="+", default=None, help="fine-tune sequences (train's default)")
     command.add_argument("--optimizer", default=None, choices=("sgd", "adamw"), help="fine-tune optimizer (train's default)")
     command.add_argument("--lr", type=float, default=None, help="fine-tune learning rate (train's default for the optimizer)")
+    command.add_argument("--distill-weight", type=float, default=0.0, metavar="W",
+                         help="fine-tune with the float model as teacher, its term this share of the loss "
+                         "(train --distill; default 0: labels only)")
     command.add_argument("--quantize", default=None, choices=("int8", "bf16"), help="quantize the last model")
     command.add_argument("--calib", default=None, metavar="DIR",
                          help="scans (.bin) to calibrate int8 activations on (default: 4 synthetic scans)")

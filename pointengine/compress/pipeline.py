@@ -22,7 +22,7 @@ def compress_steps(seg, args, calibration, log=print) -> tuple[list[Step], Path]
         current = prune(current, args.prune, args.score).eval()
         steps.append(Step(f"pruned {args.prune:g}", optimize(current), current))
         if args.finetune_epochs:
-            current = finetune(current, config, args, log).eval()
+            current = finetune(current, config, args, log, teacher=seg.model).eval()
             steps.append(Step(f"fine-tuned {args.finetune_epochs} epochs", optimize(current), current))
     if args.quantize:
         quantized = quantize(current, calibration, args.quantize, method=args.calib_method)
@@ -31,15 +31,20 @@ def compress_steps(seg, args, calibration, log=print) -> tuple[list[Step], Path]
     return steps, save_checkpoint(current, args.out, config)
 
 
-def finetune(model, config: dict, args, log):
-    """`model` trained further by `pointengine train` (its loop, checkpoints and settings) on args.data."""
+def finetune(model, config: dict, args, log, teacher=None):
+    """`model` trained further by `pointengine train` (its loop, checkpoints and settings) on args.data;
+    with args.distill_weight > 0 it also learns `teacher`'s predictions (train --distill)."""
     from ..train import new_settings, train
 
     with tempfile.TemporaryDirectory() as folder:
         init = save_checkpoint(model, Path(folder) / "start.safetensors", config)
+        distill = {}
+        if args.distill_weight and teacher is not None:
+            distill = {"distill": str(save_checkpoint(teacher, Path(folder) / "teacher.safetensors", config)),
+                       "distill_weight": args.distill_weight}
         # From trained weights: a short warm-up, no validation split (the steps table scores it).
         settings = new_settings(None, init=str(init), epochs=args.finetune_epochs, optimizer=args.optimizer, lr=args.lr,
-                                warmup_epochs=0.1, train_sequences=args.train_sequences, val_sequences=())
+                                warmup_epochs=0.1, train_sequences=args.train_sequences, val_sequences=(), **distill)
         train(settings, args.data, Path(folder) / "run", log=log)
         tuned = build_model(settings.model_config())
         load_checkpoint(tuned, Path(folder) / "run" / "model.safetensors")

@@ -25,6 +25,7 @@ from ..models.checkpoint import load_checkpoint, save_checkpoint
 from ..models.registry import build_model
 from ..segment import VoxelizedBatch, voxelize_scans
 from ..tensor import sparse_collate
+from .distill import Distillation, load_teacher
 from .data import LabelledFrames, class_weights, epoch_batches, logit_targets, shard
 from .distributed import World, all_sum, init_world, rank_device, wrap_model
 from .schedule import learning_rate
@@ -79,6 +80,8 @@ def train(
             log(f"init from {settings.init}: {report}")
     model.to(device)
     network = wrap_model(model, world, device)
+    distill = None if settings.distill is None else Distillation(
+        load_teacher(settings.distill, config, device), settings.distill_weight, settings.distill_temperature)
     optimizer = _optimizer(settings, model)
     if state is not None:
         optimizer.load_state_dict(state.optimizer)
@@ -108,7 +111,7 @@ def train(
             torch.manual_seed(_step_seed(settings.seed, step))  # dropout masks
             scans_here = [train_frames.load_augmented(i, settings.seed, epoch)
                           for i in shard(batch, world.rank, world.size)]
-            loss = train_step(network, optimizer, config, scans_here, world, device, weights)
+            loss = train_step(network, optimizer, config, scans_here, world, device, weights, distill)
             step += 1
             loss_sum += loss
             scans += len(batch)
@@ -151,12 +154,15 @@ def collate(config, scans: list, device) -> VoxelizedBatch:
     return VoxelizedBatch(sparse_collate([p.tensor for p in parts]), inverse, counts)
 
 
-def train_step(network, optimizer, config, scans: list, world: World, device, weights=None) -> float:
+def train_step(network, optimizer, config, scans: list, world: World, device, weights=None,
+               distill: Distillation | None = None) -> float:
     """One optimizer step on this rank's scans of a global batch; returns the global batch's mean loss
-    (weighted by `weights`, one per logit column, when given: data.class_weights)."""
+    (weighted by `weights`, one per logit column, when given: data.class_weights). With `distill`, the
+    loss is (1 - w) x that + w x the mean over the batch's voxels of the teacher's divergence."""
     batch = collate(config, [s.points for s in scans], device)
     target = logit_targets(torch.cat([s.labels for s in scans]), config.dataset, IGNORE).to(device)
-    logits = network(batch.tensor).feats.index_select(0, batch.inverse.to(device))
+    voxel_logits = network(batch.tensor).feats
+    logits = voxel_logits.index_select(0, batch.inverse.to(device))
     summed = F.cross_entropy(logits.float(), target, weight=weights, ignore_index=IGNORE, reduction="sum")
     known = target != IGNORE
     weight = known.sum() if weights is None else weights.index_select(0, target[known]).sum()
@@ -164,10 +170,17 @@ def train_step(network, optimizer, config, scans: list, world: World, device, we
     total_weight = totals[1].clamp(min=1e-12)
     # DDP averages gradients over ranks: times world.size makes it the global batch's (weighted) mean.
     loss = summed * world.size / total_weight
+    reported = totals[0] / total_weight
+    if distill is not None:
+        divergence = distill.divergence_sum(batch.tensor, voxel_logits)
+        voxels = torch.tensor(float(voxel_logits.shape[0]), dtype=divergence.dtype, device=device)
+        kd_totals = all_sum(torch.stack([divergence.detach(), voxels]), world)
+        loss = (1 - distill.weight) * loss + distill.weight * divergence * world.size / kd_totals[1]
+        reported = (1 - distill.weight) * reported + distill.weight * kd_totals[0] / kd_totals[1]
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
-    return float(totals[0] / total_weight)
+    return float(reported)
 
 
 @torch.no_grad()

@@ -19,7 +19,8 @@ class TrainSettings:
     """`config`: the model config as a dict (ModelConfig.to_dict, so a run never depends on a zoo
     file changing); `class_balance`: the exponent p of the loss weight share^-p of each class
     (data.class_weights; 0: unweighted); `init`: the checkpoint the weights start from (None: seeded
-    initialisation)."""
+    initialisation); `distill`: a teacher checkpoint whose softened predictions the model also learns,
+    that term taking `distill_weight` of the loss at `distill_temperature` (distill.py)."""
 
     config: dict
     train_sequences: tuple[str, ...] = ("00", "01", "02", "03", "04", "05", "06", "07", "09", "10")
@@ -33,6 +34,9 @@ class TrainSettings:
     class_balance: float = 0.0
     seed: int = 0
     init: str | None = None
+    distill: str | None = None
+    distill_weight: float = 0.5
+    distill_temperature: float = 2.0
 
     def model_config(self) -> ModelConfig:
         return model_config_from_dict(self.config, self.config.get("name", "model"), "training settings")
@@ -104,6 +108,10 @@ def _checked(settings: TrainSettings) -> TrainSettings:
         value = getattr(settings, name)
         if not value >= 0:
             raise ValueError(f"{name} must be >= 0, got {value}")
+    if not 0 <= settings.distill_weight <= 1:
+        raise ValueError(f"distill_weight must be in [0, 1], got {settings.distill_weight}")
+    if not settings.distill_temperature > 0:
+        raise ValueError(f"distill_temperature must be > 0, got {settings.distill_temperature}")
     if not settings.train_sequences:
         raise ValueError("train_sequences must name at least one sequence")
     settings.model_config()  # a malformed config fails here, before any data is read
