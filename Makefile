@@ -54,6 +54,13 @@ bench: setup
 # (CPython leaves its own allocations at exit); any other report aborts the run. The reports go to
 # files, since pytest captures the output of the test that dies.
 SANITIZE_DIR := build/sanitize
+# Left out under the sanitizers, to keep CI within 30 minutes on a 2-core AVX2 machine (35 min with
+# them): nvcc's compile check of the CUDA sources (2.5 min; it runs no code of the extension),
+# torch.export and torch.compile tracing (1.5 min of Python; the programs run the kernels the other
+# tests run sanitized), and the bf16 checkpoint round trips (40 s of the portable bf16 kernel on whole
+# scans where the CPU lacks AVX512_BF16; test_conv_bf16.py runs that kernel sanitized). make test runs all.
+SANITIZE_SKIP := --ignore=tests/test_cuda_compile.py --ignore=tests/test_export.py \
+	-k "not (test_checkpoint_round_trip_and_segmenter and bf16)"
 FUZZ_EXAMPLES ?= 2000
 SANITIZE_ENV = PYTHONPATH=$(CURDIR)/$(SANITIZE_DIR) PYTHONSAFEPATH=1 \
 	LD_PRELOAD="$$(gcc -print-file-name=libasan.so) $$(gcc -print-file-name=libubsan.so)" \
@@ -68,5 +75,5 @@ sanitize: setup
 	PE_SANITIZE=1 $(PY) setup.py -q build_ext --force --build-lib $(SANITIZE_DIR) --build-temp $(SANITIZE_DIR)/obj
 	rm -rf $(SANITIZE_DIR)/reports && mkdir -p $(SANITIZE_DIR)/reports
 	$(SANITIZE_ENV) $(PY) -c "import pointengine._C as c; assert c.__file__.startswith('$(CURDIR)/$(SANITIZE_DIR)/'), c.__file__"
-	$(SANITIZE_ENV) $(PY) -m pytest -q --fuzz-examples=$(FUZZ_EXAMPLES) || (cat $(SANITIZE_DIR)/reports/* 2>/dev/null; exit 1)
+	$(SANITIZE_ENV) $(PY) -m pytest -q --fuzz-examples=$(FUZZ_EXAMPLES) $(SANITIZE_SKIP) || (cat $(SANITIZE_DIR)/reports/* 2>/dev/null; exit 1)
 	@if [ -n "$$(ls $(SANITIZE_DIR)/reports)" ]; then cat $(SANITIZE_DIR)/reports/*; exit 1; fi
