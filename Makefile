@@ -57,10 +57,10 @@ SANITIZE_DIR := build/sanitize
 # Left out under the sanitizers, to keep CI within 30 minutes on a 2-core AVX2 machine (35 min with
 # them): nvcc's compile check of the CUDA sources (2.5 min; it runs no code of the extension),
 # torch.export and torch.compile tracing (1.5 min of Python; the programs run the kernels the other
-# tests run sanitized), and the bf16 checkpoint round trips (40 s of the portable bf16 kernel on whole
-# scans where the CPU lacks AVX512_BF16; test_conv_bf16.py runs that kernel sanitized). make test runs all.
-SANITIZE_SKIP := --ignore=tests/test_cuda_compile.py --ignore=tests/test_export.py \
-	-k "not (test_checkpoint_round_trip_and_segmenter and bf16)"
+# tests run sanitized), and whole quantized models (test_quantize.py: 1 min, most of it the portable
+# bf16 kernel on whole scans where the CPU lacks AVX512_BF16; test_conv_int8.py, test_conv_bf16.py and
+# test_quantize_u7.py run those kernels sanitized). make test runs all.
+SANITIZE_SKIP := --ignore=tests/test_cuda_compile.py --ignore=tests/test_export.py --ignore=tests/test_quantize.py
 FUZZ_EXAMPLES ?= 2000
 SANITIZE_ENV = PYTHONPATH=$(CURDIR)/$(SANITIZE_DIR) PYTHONSAFEPATH=1 \
 	LD_PRELOAD="$$(gcc -print-file-name=libasan.so) $$(gcc -print-file-name=libubsan.so)" \
