@@ -156,7 +156,7 @@ def quantize_u7(x: Tensor, scale: float, zero: int) -> Tensor:
 def transpose_table(nbr: Tensor, n_rows: int) -> Tensor:
     """The table read the other way: result[i, k] = o where nbr[o, k] = i (each (i, k) hit at most once)."""
     if nbr.device.type == "cpu":
-        return _ops.transpose_table(nbr, n_rows)  # 10x the scatter below on a scan's table
+        return _ops.transpose_table(nbr, n_rows)  # 5x the scatter below on a scan's table
     # One scatter with no nonzero() (which would wait for the device): entries -1 write into one
     # spare slot past the end, dropped after; every other slot has one writer.
     m, k = nbr.shape

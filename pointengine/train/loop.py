@@ -25,8 +25,8 @@ from ..models.checkpoint import load_checkpoint, save_checkpoint
 from ..models.registry import build_model
 from ..segment import VoxelizedBatch, voxelize_scans
 from ..tensor import sparse_collate
-from .distill import Distillation, load_teacher
 from .data import LabelledFrames, class_weights, epoch_batches, logit_targets, shard
+from .distill import Distillation, load_teacher
 from .distributed import World, all_sum, init_world, rank_device, wrap_model
 from .schedule import learning_rate
 from .settings import SGD_MOMENTUM, TrainSettings
