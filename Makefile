@@ -54,13 +54,16 @@ bench: setup
 # (CPython leaves its own allocations at exit); any other report aborts the run. The reports go to
 # files, since pytest captures the output of the test that dies.
 SANITIZE_DIR := build/sanitize
-# Left out under the sanitizers, to keep CI within 30 minutes on a 2-core AVX2 machine (35 min with
+# Left out under the sanitizers, to keep CI within 30 minutes on a 2-core AVX2 machine (33 min with
 # them): nvcc's compile check of the CUDA sources (2.5 min; it runs no code of the extension),
-# torch.export and torch.compile tracing (1.5 min of Python; the programs run the kernels the other
-# tests run sanitized), and whole quantized models (test_quantize.py: 1 min, most of it the portable
-# bf16 kernel on whole scans where the CPU lacks AVX512_BF16; test_conv_int8.py, test_conv_bf16.py and
-# test_quantize_u7.py run those kernels sanitized). make test runs all.
-SANITIZE_SKIP := --ignore=tests/test_cuda_compile.py --ignore=tests/test_export.py --ignore=tests/test_quantize.py
+# torch.export and torch.compile tracing (1.5 min of Python), whole quantized models (1 min, most of
+# it the portable bf16 kernel on whole scans), and the commands and whole-model runs (4 min: the
+# command line in subprocesses, the demo, packaging, synthetic scans, the dataset benchmark, zoo
+# determinism across thread counts). Their kernels run sanitized in the kernel, layer, model and fuzz
+# tests; make test runs all.
+SANITIZE_SKIP := $(addprefix --ignore=tests/,test_cuda_compile.py test_export.py test_quantize.py \
+	test_cli.py test_cli_compress.py test_cli_segment.py test_cli_profile.py test_demo.py \
+	test_packaging.py test_synthetic.py test_bench.py test_determinism.py)
 FUZZ_EXAMPLES ?= 2000
 SANITIZE_ENV = PYTHONPATH=$(CURDIR)/$(SANITIZE_DIR) PYTHONSAFEPATH=1 \
 	LD_PRELOAD="$$(gcc -print-file-name=libasan.so) $$(gcc -print-file-name=libubsan.so)" \
