@@ -29,6 +29,7 @@ TORCH_LIBRARY(pointengine, m) {
   m.def("conv_fused_epilogue(Tensor feats, Tensor weight, Tensor nbr, Tensor? bias, Tensor? residual, bool relu) -> Tensor");
   m.def("conv_implicit_gemm(Tensor feats, Tensor weight, Tensor nbr, Tensor? order=None) -> Tensor");
   m.def("conv_weight_grad(Tensor feats, Tensor grad_out, Tensor nbr) -> Tensor");
+  m.def("conv_weight_grad_pairs(Tensor feats, Tensor grad_out, Tensor in_rows, Tensor out_rows, Tensor ptr) -> Tensor");
   m.def("point_scatter_mean(Tensor feats, Tensor index, SymInt n_voxels) -> Tensor");
   m.def(
       "trilinear_table(Tensor keys, Tensor vals, Tensor corners, Tensor coords, int[] stride, bool nearest) -> "

@@ -6,8 +6,10 @@ only keep one TORCH_CHECK backstop each.
 
 import torch
 from torch import Tensor
+from torch.utils.weak import WeakTensorKeyDictionary
 
 from . import _C  # noqa: F401  (loads the library that registers torch.ops.pointengine)
+from ._checks import tracing
 
 _ops = torch.ops.pointengine
 
@@ -173,6 +175,28 @@ def conv_weight_grad(feats: Tensor, grad_out: Tensor, nbr: Tensor) -> Tensor:
     return _ops.conv_weight_grad(feats, grad_out, nbr)
 
 
+def conv_weight_grad_pairs(feats: Tensor, grad_out: Tensor, in_rows: Tensor, out_rows: Tensor, ptr: Tensor) -> Tensor:
+    """conv_weight_grad from the table's pair lists (kernel_pairs), on the CPU: the same bits."""
+    return _ops.conv_weight_grad_pairs(feats, grad_out, in_rows, out_rows, ptr)
+
+
+# The tables a convolution's backward derives from its neighbour table (the transpose, the pair
+# lists), kept while the table lives and is not modified: every layer sharing a kernel map, and each
+# of its training steps' backward passes, reads one build of them.
+_backward_tables = WeakTensorKeyDictionary()
+
+
+def _backward_table(nbr: Tensor, name: tuple, build) -> Tensor | tuple[Tensor, ...]:
+    if tracing() or type(nbr) is not torch.Tensor:  # fake and functional tensors hold no data to keep
+        return build()
+    tables = _backward_tables.setdefault(nbr, {})
+    version, table = tables.get(name, (None, None))
+    if version != nbr._version:
+        table = build()
+        tables[name] = nbr._version, table
+    return table
+
+
 @torch.library.register_fake("pointengine::hash_build")
 def _(coords):
     cap = torch.library.get_ctx().new_dynamic_size()
@@ -238,6 +262,11 @@ def _(feats, grad_out, nbr):
     return feats.new_empty(nbr.shape[1], feats.shape[1], grad_out.shape[1])
 
 
+@torch.library.register_fake("pointengine::conv_weight_grad_pairs")
+def _(feats, grad_out, in_rows, out_rows, ptr):
+    return feats.new_empty(ptr.shape[0] - 1, feats.shape[1], grad_out.shape[1])
+
+
 @torch.library.register_fake("pointengine::conv_int8")
 def _(q_feats, in_scale, in_zero, weight, weight_scale, nbr, bias, residual, relu, out_scale=None, out_zero=0):
     dtype = torch.float32 if out_scale is None else torch.uint8
@@ -263,9 +292,14 @@ def _conv_grads(ctx, feats: Tensor, weight: Tensor, nbr: Tensor, grad_out: Tenso
     grad_feats = grad_weight = None
     if ctx.needs_input_grad[0]:
         # The adjoint reads the same pairs from the input side, with each W[k] transposed.
-        grad_feats = conv_fused(grad_out, weight.transpose(1, 2).contiguous(), transpose_table(nbr, feats.shape[0]))
+        transposed = _backward_table(nbr, ("transpose", feats.shape[0]), lambda: transpose_table(nbr, feats.shape[0]))
+        grad_feats = conv_fused(grad_out, weight.transpose(1, 2).contiguous(), transposed)
     if ctx.needs_input_grad[1]:
-        grad_weight = conv_weight_grad(feats, grad_out, nbr)
+        if nbr.device.type == "cpu":
+            pairs = _backward_table(nbr, ("pairs",), lambda: kernel_pairs(nbr))
+            grad_weight = conv_weight_grad_pairs(feats, grad_out, *pairs)
+        else:
+            grad_weight = conv_weight_grad(feats, grad_out, nbr)
     return grad_feats, grad_weight, None
 
 

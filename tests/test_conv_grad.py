@@ -1,14 +1,16 @@
 """Gradients of every convolution kind, both dataflows: torch.autograd.gradcheck in float64 for the
-features, the weight and the bias."""
+features, the weight and the bias; the backward's tables built once per neighbour table."""
 
 import math
 
 import pytest
 import torch
 
-from pointengine import SparseTensor
+from pointengine import SparseTensor, _ops
+from pointengine.coordinate_map import CoordinateMap
 from pointengine.functional import DATAFLOWS, conv3d
-from pointengine.testing import random_input, triple
+from pointengine.functional import kmap as km
+from pointengine.testing import random_input, random_sites, triple
 
 # (kind, kernel_size, stride, dilation): small kernels keep the numerical Jacobian cheap.
 CASES = [
@@ -71,3 +73,35 @@ def test_gradient_of_one_argument(dataflow, needs):
     conv3d(x.replace_feats(one[0]), one[1], dataflow=dataflow, **args).feats.sum().backward()
     assert one[1 - index].grad is None
     assert torch.equal(one[index].grad, both[index].grad)
+
+
+def test_backward_builds_its_tables_once_per_table_and_again_after_the_table_changes(monkeypatch):
+    """The transposed table and the pair lists are kept with the neighbour table: two backward passes
+    over one table build each once; a table modified in place gets new ones (and the right gradients)."""
+    builds = []
+    for name in ("kernel_pairs", "transpose_table"):
+        real = getattr(_ops, name)
+        monkeypatch.setattr(_ops, name, lambda *args, real=real, name=name: builds.append(name) or real(*args))
+    g = torch.Generator().manual_seed(5)
+    nbr = km.submanifold_map(CoordinateMap(random_sites(300, 2, 8, g)), 3).nbr.clone()
+    feats = torch.randn(nbr.shape[0], 4, generator=g, dtype=torch.float64, requires_grad=True)
+    weight = torch.randn(27, 4, 3, generator=g, dtype=torch.float64, requires_grad=True)
+    grad_out = torch.randn(nbr.shape[0], 3, generator=g, dtype=torch.float64)
+
+    def gradients():
+        feats.grad = weight.grad = None
+        _ops.conv_fused(feats, weight, nbr).backward(grad_out)
+        return feats.grad, weight.grad
+
+    def expected():
+        with torch.no_grad():
+            grad_feats = torch.ops.pointengine.conv_fused(
+                grad_out, weight.transpose(1, 2).contiguous(), torch.ops.pointengine.transpose_table(nbr, nbr.shape[0]))
+            return grad_feats, torch.ops.pointengine.conv_weight_grad(feats, grad_out, nbr)
+
+    for _ in range(2):
+        assert all(map(torch.equal, gradients(), expected()))
+    assert sorted(builds) == ["kernel_pairs", "transpose_table"]
+    nbr[nbr[:, 13] >= 0, 4] = -1  # in place: fewer pairs through offset 4
+    assert all(map(torch.equal, gradients(), expected()))
+    assert sorted(builds) == ["kernel_pairs"] * 2 + ["transpose_table"] * 2

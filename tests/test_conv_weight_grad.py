@@ -1,13 +1,15 @@
-"""conv_weight_grad (the weight gradient of conv_fused) on every CPU path against a float64 brute force
+"""conv_weight_grad (the weight gradient of conv_fused), and conv_weight_grad_pairs (the same from the
+table's pair lists), on every CPU path against a float64 brute force
 over the (output row, offset) entries of the table and against the per-offset gather + matmul formula
 it replaced: random tables (absent entries, empty offsets, repeated input rows, no rows), real
 submanifold and strided maps, channel counts with tails past the 8- and 16-wide vectors and 32-wide
-panels; bitwise equal at 1 and 2 threads, and AVX-512 bitwise equal to AVX2."""
+panels, offsets of several packed chunks; bitwise equal at 1 and 2 threads, the pair-list op equal to
+the table op, and AVX-512 bitwise equal to AVX2."""
 
 import pytest
 import torch
 
-from pointengine import _C
+from pointengine import _C, _ops
 from pointengine.coordinate_map import CoordinateMap
 from pointengine.functional import kmap as km
 from pointengine.testing import RELATIVE_TOLERANCE, gather_matmul_weight_grad, random_sites, relative_error
@@ -16,6 +18,7 @@ from pointengine.testing import RELATIVE_TOLERANCE, gather_matmul_weight_grad, r
 PATHS = {
     "default": torch.ops.pointengine.conv_weight_grad,
     **{path: lambda *args, path=path: _C.conv_weight_grad_on(*args, path) for path in _C.cpu_paths()},
+    "pairs": lambda feats, grad_out, nbr: _ops.conv_weight_grad_pairs(feats, grad_out, *_ops.kernel_pairs(nbr)),
 }
 CHANNELS = [(1, 1), (3, 7), (5, 9), (8, 33), (33, 40), (17, 64), (14, 24), (20, 48)]
 
@@ -44,7 +47,8 @@ def random_table(n_in, n_out, kvol, g, present=0.4):
 @pytest.mark.parametrize("c_in, c_out", CHANNELS)
 def test_random_tables_match_brute_force(path, dtype, c_in, c_out):
     g = torch.Generator().manual_seed(c_in * 100 + c_out)
-    for n_in, n_out, kvol, present in [(30, 300, 8, 0.4), (5, 40, 3, 1.0), (0, 7, 4, 0.0), (6, 0, 5, 0.5)]:
+    cases = [(30, 300, 8, 0.4), (5, 40, 3, 1.0), (0, 7, 4, 0.0), (6, 0, 5, 0.5), (50, 700, 3, 0.6)]
+    for n_in, n_out, kvol, present in cases:
         nbr = random_table(n_in, n_out, kvol, g, present)
         feats = torch.randn(n_in, c_in, generator=g, dtype=torch.float64)
         grad_out = torch.randn(n_out, c_out, generator=g, dtype=torch.float64)
@@ -94,3 +98,14 @@ def test_avx512_equals_avx2_bit_for_bit(c_in, c_out):
     nbr = random_table(300, 500, 27, g)
     feats, grad_out = torch.randn(300, c_in, generator=g), torch.randn(500, c_out, generator=g)
     assert torch.equal(_C.conv_weight_grad_on(feats, grad_out, nbr, "avx512"), _C.conv_weight_grad_on(feats, grad_out, nbr, "avx2"))
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("c_in, c_out", CHANNELS)
+def test_pair_lists_give_the_table_ops_bits(dtype, c_in, c_out):
+    g = torch.Generator().manual_seed(7 * c_in + c_out)
+    nbr = random_table(300, 600, 27, g)
+    feats = torch.randn(300, c_in, generator=g, dtype=dtype)
+    grad_out = torch.randn(600, c_out, generator=g, dtype=dtype)
+    expected = torch.ops.pointengine.conv_weight_grad(feats, grad_out, nbr)
+    assert torch.equal(_ops.conv_weight_grad_pairs(feats, grad_out, *_ops.kernel_pairs(nbr)), expected)

@@ -138,6 +138,7 @@ def raw_calls(draw):
                 "conv_fused_epilogue_portable",
                 "conv_weight_grad",
                 "conv_weight_grad_portable",
+                "conv_weight_grad_pairs",
                 "linear",
                 "linear_portable",
                 "point_scatter_mean",
@@ -196,6 +197,16 @@ def raw_calls(draw):
                 lambda shape: float_tensors(shape, mostly(st.just(dtype), st.just(torch.float32)))
             )
         )
+        if op == "conv_weight_grad_pairs":
+            # Pair lists drawn on their own (kernel_pairs' are valid by construction): rows in and
+            # out of range, ptr rising or not, lengths that agree or not.
+            n_pairs = draw(st.integers(0, 6))
+            in_rows = draw(shapes([n_pairs]).flatmap(lambda shape: int_tensors(shape, values=rows)))
+            out_rows = draw(shapes([n_pairs]).flatmap(
+                lambda shape: int_tensors(shape, values=st.integers(-1, n_out + 1))))
+            ptr = draw(shapes([k + 1]).flatmap(lambda shape: int_tensors(
+                shape, dtype=torch.int64, values=mostly(st.integers(0, n_pairs), st.integers(-1, n_pairs + 1)))))
+            return "conv_weight_grad", lambda: ops.conv_weight_grad_pairs(feats, grad_out, in_rows, out_rows, ptr)
         run = ops.conv_weight_grad if op == "conv_weight_grad" else _C.conv_weight_grad_portable
         return "conv_weight_grad", lambda: run(feats, grad_out, nbr)
     input = draw(shapes([n_in, c_in]).flatmap(lambda shape: float_tensors(shape, st.just(dtype))))

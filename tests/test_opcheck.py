@@ -52,6 +52,10 @@ def weight_grad_args(dtype):
     return torch.randn(6, 3, generator=g, dtype=dtype), torch.randn(nbr.shape[0], 5, generator=g, dtype=dtype), nbr
 
 
+def pair_list_args(feats, grad_out, nbr):
+    return feats, grad_out, *torch.ops.pointengine.kernel_pairs(nbr)
+
+
 def points(dtype) -> torch.Tensor:
     """Float points around sites(): corners present, missing, and a point on a voxel corner."""
     return torch.tensor(
@@ -152,6 +156,10 @@ CASES = {
     "conv_weight_grad": [
         lambda: weight_grad_args(torch.float32),
         lambda: weight_grad_args(torch.float64),
+    ],
+    "conv_weight_grad_pairs": [
+        lambda: pair_list_args(*weight_grad_args(torch.float32)),
+        lambda: pair_list_args(*weight_grad_args(torch.float64)),
     ],
     "point_scatter_mean": [
         lambda: scatter_mean_args(torch.float32, False),

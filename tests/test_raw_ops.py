@@ -49,6 +49,7 @@ KEYS, VALS = table()
 NBR = neighbor_table(KEYS, VALS, SITES, kernel_offsets(3), submanifold=True)
 FEATS, WEIGHT = torch.ones(4, 2), torch.ones(27, 2, 3)
 GRAD_OUT = torch.ones(4, 3)
+PAIRS = ops.kernel_pairs(NBR)
 
 # Point-voxel ops: points at SITES' positions (and one between them), their corners, a corner table.
 PFEATS, PINDEX = torch.ones(3, 2), torch.tensor([0, 1, -1], dtype=torch.int32)
@@ -273,6 +274,38 @@ BAD_CALLS = {
     "conv_weight_grad_portable row past feats": (
         lambda: _C.conv_weight_grad_portable(FEATS[:3], GRAD_OUT, NBR),
         r"conv_weight_grad: nbr holds a row index >= the number of feats rows \(3\)",
+    ),
+    "conv_weight_grad_pairs in_rows dtype": (
+        lambda: ops.conv_weight_grad_pairs(FEATS, GRAD_OUT, PAIRS[0].long(), *PAIRS[1:]),
+        r"conv_weight_grad: in_rows must have dtype torch.int32, got torch.int64",
+    ),
+    "conv_weight_grad_pairs lengths": (
+        lambda: ops.conv_weight_grad_pairs(FEATS, GRAD_OUT, PAIRS[0][:-1], *PAIRS[1:]),
+        r"conv_weight_grad: in_rows and out_rows must be vectors of one length, got \[\d+\] and \[\d+\]",
+    ),
+    "conv_weight_grad_pairs empty ptr": (
+        lambda: ops.conv_weight_grad_pairs(FEATS, GRAD_OUT, *PAIRS[:2], PAIRS[2][:0]),
+        r"conv_weight_grad: ptr must be a vector of K \+ 1 >= 1 entries, got \[0\]",
+    ),
+    "conv_weight_grad_pairs ptr falls": (
+        lambda: ops.conv_weight_grad_pairs(FEATS, GRAD_OUT, *PAIRS[:2], PAIRS[2].flip(0)),
+        r"conv_weight_grad: ptr must rise from 0 to the number of pairs \(\d+\)",
+    ),
+    "conv_weight_grad_pairs ptr past the pairs": (
+        lambda: ops.conv_weight_grad_pairs(FEATS, GRAD_OUT, PAIRS[0][:-1], PAIRS[1][:-1], PAIRS[2]),
+        r"conv_weight_grad: ptr must rise from 0 to the number of pairs \(\d+\)",
+    ),
+    "conv_weight_grad_pairs in_rows past feats": (
+        lambda: ops.conv_weight_grad_pairs(FEATS[:3], GRAD_OUT, *PAIRS),
+        r"conv_weight_grad: in_rows holds a row outside \[0, 3\) \(the feats rows\)",
+    ),
+    "conv_weight_grad_pairs negative in_rows": (
+        lambda: ops.conv_weight_grad_pairs(FEATS, GRAD_OUT, PAIRS[0] - 1, *PAIRS[1:]),
+        r"conv_weight_grad: in_rows holds a row outside \[0, 4\) \(the feats rows\)",
+    ),
+    "conv_weight_grad_pairs out_rows past grad_out": (
+        lambda: ops.conv_weight_grad_pairs(FEATS, GRAD_OUT[:3], *PAIRS),
+        r"conv_weight_grad: out_rows holds a row outside \[0, 3\) \(the grad_out rows\)",
     ),
     "conv_weight_grad_portable device": (
         lambda: _C.conv_weight_grad_portable(FEATS, GRAD_OUT.to("meta"), NBR),

@@ -1,15 +1,13 @@
-// AVX2 + FMA float kernel of the convolution's weight gradient, compiled for those instructions with
-// function attributes and called only when cpu_has_avx2_fma() (conv_tile.h).
+// AVX2 + FMA float kernel of the convolution's weight gradient on one packed chunk of pairs
+// (conv_weight_grad_cpu.h), compiled for those instructions with function attributes and called only
+// when cpu_has_avx2_fma() (conv_tile.h).
 //
 // Register blocking: an MR x (8 * NV) block of the gradient (input channels x output columns, at
-// most 12 accumulators) held in registers while the pairs stream past: per pair, NV vectors of the
-// grad_out row and MR broadcasts of the feats row. Pairs go in chunks whose row pointers are looked
-// up once and whose rows stay in cache for every channel block; each accumulator element still sums
-// the pairs in ascending order, so the result does not depend on the chunking.
+// most 12 accumulators) held in registers while the chunk's pairs stream past: per pair, NV vectors
+// of the packed grad_out row and MR broadcasts from the packed feats row, all read in order.
 #include <immintrin.h>
 
 #include <algorithm>
-#include <utility>
 
 #include "block_table.h"
 #include "conv_weight_grad_cpu.h"
@@ -21,14 +19,12 @@ namespace {
 
 static_assert(kGradPanel == 32, "the block table below covers 1 to 4 vectors of 8 columns");
 constexpr int kMaxBlockRows = 12;
-constexpr int64_t kChunkPairs = 128;
 
 // 12 accumulators for 4, 3 or 2 vectors; 6 for 1 (6 broadcasts + 1 vector + 6 = 13 registers).
 constexpr int block_rows(int vectors) { return vectors == 1 ? 6 : 12 / vectors; }
 
 template <int MR, int NV>
-PE_AVX2 void fma_block(const float* const* x, int64_t ci, const float* const* g, int64_t n, float* acc,
-                       int64_t width) {
+PE_AVX2 void fma_block(const float* x, int64_t x_stride, const float* g, int64_t n, float* acc, int64_t width) {
   __m256 c[MR][NV];
 #pragma GCC unroll 12
   for (int r = 0; r < MR; ++r)
@@ -38,12 +34,11 @@ PE_AVX2 void fma_block(const float* const* x, int64_t ci, const float* const* g,
   // broadcasts and 1 vector fill the 16 registers (holding all 4 vectors spilled an accumulator).
   for (int64_t p = 0; p < n; ++p) {
     __m256 xb[MR];
-    const float* xp = x[p] + ci;
 #pragma GCC unroll 12
-    for (int r = 0; r < MR; ++r) xb[r] = _mm256_broadcast_ss(xp + r);
+    for (int r = 0; r < MR; ++r) xb[r] = _mm256_broadcast_ss(x + p * x_stride + r);
 #pragma GCC unroll 4
     for (int v = 0; v < NV; ++v) {
-      const __m256 gv = _mm256_loadu_ps(g[p] + 8 * v);
+      const __m256 gv = _mm256_loadu_ps(g + p * kGradPanel + 8 * v);
 #pragma GCC unroll 12
       for (int r = 0; r < MR; ++r) c[r][v] = _mm256_fmadd_ps(xb[r], gv, c[r][v]);
     }
@@ -54,30 +49,47 @@ PE_AVX2 void fma_block(const float* const* x, int64_t ci, const float* const* g,
     for (int v = 0; v < NV; ++v) _mm256_storeu_ps(acc + r * width + 8 * v, c[r][v]);
 }
 
-using BlockFn = void (*)(const float* const*, int64_t, const float* const*, int64_t, float*, int64_t);
+using BlockFn = void (*)(const float*, int64_t, const float*, int64_t, float*, int64_t);
 
 const auto kBlocks = block_table<BlockFn, kMaxBlockRows, block_rows(1), block_rows(2), block_rows(3), block_rows(4)>(
     [](auto m, auto nv) -> BlockFn { return &fma_block<decltype(m)::value, decltype(nv)::value>; });
 
+// A mask of the first `count` (< 8) of 8 lanes, for maskload and maskstore.
+PE_AVX2 __m256i first_lanes(int64_t count) {
+  return _mm256_cmpgt_epi32(_mm256_set1_epi32(int(count)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+
+// Copies pairs [0, n) as weight_grad_offset_avx2 describes (conv_weight_grad_cpu.h).
+PE_AVX2 void pack_chunk(const float* feats, int64_t c_in, const float* grad, int64_t c_out, const int32_t* in_rows,
+                        const int32_t* out_rows, int64_t n, float* xs, float* g) {
+  const int64_t panels = (c_out + kGradPanel - 1) / kGradPanel, x_stride = grad_packed_row_stride(c_in);
+  const __m256i x_tail = first_lanes(c_in % 8);
+  for (int64_t p = 0; p < n; ++p) {
+    const float* x = feats + int64_t(in_rows[p]) * c_in;
+    float* xd = xs + p * x_stride;
+    int64_t ci = 0;
+    for (; ci + 8 <= c_in; ci += 8) _mm256_storeu_ps(xd + ci, _mm256_loadu_ps(x + ci));
+    if (ci < c_in) _mm256_maskstore_ps(xd + ci, x_tail, _mm256_maskload_ps(x + ci, x_tail));
+    const float* row = grad + int64_t(out_rows[p]) * c_out;
+    for (int64_t q = 0; q < panels; ++q)
+#pragma GCC unroll 4
+      for (int64_t j = 0; j < kGradPanel; j += 8) {
+        const int64_t col = q * kGradPanel + j;
+        const __m256 v = col + 8 <= c_out ? _mm256_loadu_ps(row + col) : _mm256_maskload_ps(row + col, first_lanes(c_out - col));
+        _mm256_storeu_ps(g + (q * n + p) * kGradPanel + j, v);
+      }
+  }
+}
+
 }  // namespace
 
-void weight_grad_panel_avx2(const float* feats, int64_t c_in, const float* grad, int64_t grad_stride,
-                            const int32_t* in_rows, const int32_t* out_rows, int64_t n_pairs, int64_t col,
-                            int64_t width, float* acc) {
-  const int nv = int(width / 8), mr = block_rows(nv);
-  const float* x[kChunkPairs];
-  const float* g[kChunkPairs];
-  for (int64_t p0 = 0; p0 < n_pairs; p0 += kChunkPairs) {
-    const int64_t n = std::min(kChunkPairs, n_pairs - p0);
-    for (int64_t p = 0; p < n; ++p) {
-      x[p] = feats + int64_t(in_rows[p0 + p]) * c_in;
-      g[p] = grad + int64_t(out_rows[p0 + p]) * grad_stride + col;
-    }
-    for (int64_t ci = 0; ci < c_in; ci += mr) {
-      const int m = int(std::min<int64_t>(mr, c_in - ci));
-      kBlocks[nv][m - 1](x, ci, g, n, acc + ci * width, width);
-    }
-  }
+void weight_grad_offset_avx2(const float* feats, int64_t c_in, const float* grad, int64_t c_out,
+                             const int32_t* in_rows, const int32_t* out_rows, int64_t n_pairs, float* acc, float* xs,
+                             float* g) {
+  weight_grad_offset_loop<8>(
+      c_in, c_out, n_pairs, acc, xs, g,
+      [&](int64_t p0, int64_t n) { pack_chunk(feats, c_in, grad, c_out, in_rows + p0, out_rows + p0, n, xs, g); },
+      [](int nv, int m) { return kBlocks[nv][m - 1]; }, block_rows);
 }
 
 }  // namespace pointengine

@@ -1,30 +1,62 @@
-// The weight gradient of the fused convolution: its op entry point, and the AVX2 and AVX-512 float
-// kernels of one column panel (conv_weight_grad_avx2.cpp, conv_weight_grad_avx512.cpp, no ATen).
+// The weight gradient of the fused convolution: its op entry points, and the AVX2 and AVX-512 float
+// kernels of one offset's pairs (conv_weight_grad_avx2.cpp, conv_weight_grad_avx512.cpp, no ATen).
 #pragma once
 #include <ATen/ATen.h>
 
+#include <algorithm>
 #include <cstdint>
 
 #include "conv_fused_cpu.h"
 
 namespace pointengine {
 
-// The conv_weight_grad op on a given path (tests cover every path the CPU has).
+// The conv_weight_grad op (from the neighbour table) and conv_weight_grad_pairs (from its pair lists)
+// on a given path (tests cover every path the CPU has).
 at::Tensor conv_weight_grad_path(const at::Tensor& feats, const at::Tensor& grad_out, const at::Tensor& nbr,
                                  CpuPath path);
+at::Tensor conv_weight_grad_pairs_path(const at::Tensor& feats, const at::Tensor& grad_out, const at::Tensor& in_rows,
+                                       const at::Tensor& out_rows, const at::Tensor& ptr, CpuPath path);
 
-// Columns per panel: a task owns one offset's [C_in, panel] block of the gradient.
+// Columns per panel of the packed output gradient, and pairs per packed chunk (its feats rows and
+// output-gradient panels stay in a core's L2 cache).
 constexpr int64_t kGradPanel = 32;
+constexpr int64_t kGradChunkPairs = 128;
 
-// acc[ci, j] += sum over pairs p (ascending) of feats[in_rows[p], ci] * grad[out_rows[p], col + j],
-// for j < width (a multiple of 8, <= kGradPanel; grad rows hold at least col + width columns at a
-// stride of grad_stride floats); acc rows have `width` columns.
-void weight_grad_panel_avx2(const float* feats, int64_t c_in, const float* grad, int64_t grad_stride,
-                            const int32_t* in_rows, const int32_t* out_rows, int64_t n_pairs, int64_t col,
-                            int64_t width, float* acc);
-// The same on AVX-512 (conv_weight_grad_avx512.cpp), bit for bit.
-void weight_grad_panel_avx512(const float* feats, int64_t c_in, const float* grad, int64_t grad_stride,
-                              const int32_t* in_rows, const int32_t* out_rows, int64_t n_pairs, int64_t col,
-                              int64_t width, float* acc);
+// Row stride of the packed feats rows: C_in and 4 floats more, so that a stride of a large power of
+// two (64 or 128 channels) does not put the rows a block reads into the same few sets of the L1 cache.
+constexpr int64_t grad_packed_row_stride(int64_t c_in) { return c_in + 4; }
+
+// acc [C_in, panels * kGradPanel] += sum over the n pairs p (ascending) of feats[in_rows[p]]^T
+// grad[out_rows[p]] (feats [N_in, C_in], grad [N_out, C_out], rows contiguous), each element adding
+// one fused multiply-add per pair: the two kernels give the same bits. Chunks of kGradChunkPairs pairs
+// are first copied so that the products read memory in order: the feats rows into xs (at
+// grad_packed_row_stride), the grad rows into g as panels of kGradPanel columns (zeros past C_out).
+void weight_grad_offset_avx2(const float* feats, int64_t c_in, const float* grad, int64_t c_out,
+                             const int32_t* in_rows, const int32_t* out_rows, int64_t n, float* acc, float* xs,
+                             float* g);
+void weight_grad_offset_avx512(const float* feats, int64_t c_in, const float* grad, int64_t c_out,
+                               const int32_t* in_rows, const int32_t* out_rows, int64_t n, float* acc, float* xs,
+                               float* g);
+
+// The loop of both kernels over one offset's chunks, their panels and blocks of input channels:
+// pack(p0, n) copies a chunk into xs and g; block(nv, m) is the register-blocked product of m input
+// channels by nv vectors of Lanes columns, block_rows(nv) its largest m.
+template <int Lanes, typename Pack, typename Block, typename BlockRows>
+void weight_grad_offset_loop(int64_t c_in, int64_t c_out, int64_t n_pairs, float* acc, const float* xs, const float* g,
+                             const Pack& pack, const Block& block, const BlockRows& block_rows) {
+  const int64_t panels = (c_out + kGradPanel - 1) / kGradPanel, width = panels * kGradPanel;
+  const int64_t x_stride = grad_packed_row_stride(c_in);
+  for (int64_t p0 = 0; p0 < n_pairs; p0 += kGradChunkPairs) {
+    const int64_t n = std::min(kGradChunkPairs, n_pairs - p0);
+    pack(p0, n);
+    for (int64_t q = 0; q < panels; ++q) {
+      const int nv = int((std::min(kGradPanel, c_out - q * kGradPanel) + Lanes - 1) / Lanes), mr = block_rows(nv);
+      for (int64_t ci = 0; ci < c_in; ci += mr) {
+        const int m = int(std::min<int64_t>(mr, c_in - ci));
+        block(nv, m)(xs + ci, x_stride, g + q * n * kGradPanel, n, acc + ci * width + q * kGradPanel, width);
+      }
+    }
+  }
+}
 
 }  // namespace pointengine
