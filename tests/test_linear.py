@@ -4,7 +4,7 @@ bitwise the same at any thread count, torch.nn.Linear's parameters and state dic
 import pytest
 import torch
 
-from pointengine import _C, nn
+from pointengine import _C, _ops, nn
 from pointengine.functional import linear
 from pointengine.testing import RELATIVE_TOLERANCE, relative_error
 
@@ -121,3 +121,19 @@ def test_bad_arguments(args, message):
 def test_non_tensors_are_type_errors():
     with pytest.raises(TypeError, match="weight must be a torch.Tensor, got list"):
         linear(torch.ones(3, 2), [[1.0, 2.0]])
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_weight_gradient_over_several_row_blocks(dtype, restore_threads):
+    """More rows than one block of the CPU weight gradient (_ops._DENSE_GRAD_ROWS): the float64 product,
+    and the same bits at 1 and 3 threads."""
+    x, w, _ = operands((2 * _ops._DENSE_GRAD_ROWS + 123, 24, 19), dtype, seed=7, bias=False)
+    grad_out = torch.randn(x.shape[0], 19, generator=torch.Generator().manual_seed(8), dtype=dtype)
+    grads = []
+    for threads in (1, 3):
+        torch.set_num_threads(threads)
+        wg = w.clone().requires_grad_()
+        linear(x, wg).backward(grad_out)
+        grads.append(wg.grad)
+    assert torch.equal(grads[0], grads[1])
+    assert relative_error(grads[0].double(), grad_out.double().t() @ x.double()) <= RELATIVE_TOLERANCE[dtype]
