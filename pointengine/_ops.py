@@ -181,8 +181,8 @@ def conv_weight_grad_pairs(feats: Tensor, grad_out: Tensor, in_rows: Tensor, out
 
 
 # The tables a convolution's backward derives from its neighbour table (the transpose, the pair
-# lists), kept while the table lives and is not modified: every layer sharing a kernel map, and each
-# of its training steps' backward passes, reads one build of them.
+# lists), kept while the table lives and is not modified: the backward passes of every layer sharing
+# a kernel map read one build of them.
 _backward_tables = WeakTensorKeyDictionary()
 
 
