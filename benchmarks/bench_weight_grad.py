@@ -1,6 +1,8 @@
 """The convolution's weight gradient on real scan layers: the C++ conv_weight_grad op against the
-per-offset gather + matmul formula it replaced (pointengine.testing.gather_matmul_weight_grad), both
-timed round-robin in the same run (medians), with the largest relative difference between them.
+per-offset gather + matmul formula it replaced (pointengine.testing.gather_matmul_weight_grad), and
+against the forward conv_fused of the same layer; conv_weight_grad_pairs on the pair lists built
+beforehand, as the backward calls it; all timed round-robin in the same run (medians), with the
+largest relative difference between the op and the formula.
 
 Layers as in bench_conv.py (3x3x3 submanifold and a 2x2x2 stride-2 downsample) on SemanticKITTI
 00/000000 voxelized at 0.05 m, else the synthetic scan. Writes JSON lines to
@@ -60,22 +62,30 @@ def main() -> None:
         kmap = km.submanifold_map(cmap, kernel_size) if stride == 1 else km.strided_map(cmap, kernel_size, stride)
         feats = torch.randn(len(cmap), c_in, generator=g)
         grad_out = torch.randn(kmap.nbr.shape[0], c_out, generator=g)
+        weight = torch.randn(kmap.nbr.shape[1], c_in, c_out, generator=g)
+        pairs = _ops.kernel_pairs(kmap.nbr)
         runs = {"gather_matmul": lambda: gather_matmul_weight_grad(feats, grad_out, kmap.nbr),
-                "conv_weight_grad": lambda: _ops.conv_weight_grad(feats, grad_out, kmap.nbr)}
+                "conv_weight_grad": lambda: _ops.conv_weight_grad(feats, grad_out, kmap.nbr),
+                "pairs": lambda: _ops.conv_weight_grad_pairs(feats, grad_out, *pairs),
+                "forward": lambda: _ops.conv_fused(feats, weight, kmap.nbr)}
         seconds = median_seconds(runs, args.repeats)
         difference = relative_error(runs["conv_weight_grad"]().double(), runs["gather_matmul"]().double())
         records.append({"scan": scan, "layer": name, "sites": len(cmap), "pairs": int((kmap.nbr >= 0).sum()),
                         "threads": args.threads, "gather_matmul_ms": seconds["gather_matmul"] * 1e3,
                         "conv_weight_grad_ms": seconds["conv_weight_grad"] * 1e3,
                         "speedup": seconds["gather_matmul"] / seconds["conv_weight_grad"],
+                        "pairs_ms": seconds["pairs"] * 1e3, "forward_ms": seconds["forward"] * 1e3,
+                        "pairs_over_forward": seconds["pairs"] / seconds["forward"],
                         "relative_difference": difference, "machine": machine(),
                         "time": time.strftime("%Y-%m-%d %H:%M:%S")})
     print(f"{machine()}, {args.threads} threads; {scan}, {len(cmap):,} voxels, median of {args.repeats}")
-    print("| layer | pairs | gather + matmul | conv_weight_grad | speedup | relative difference |")
-    print("|---|---|---|---|---|---|")
+    print("| layer | pairs | gather + matmul | conv_weight_grad | speedup | from pair lists | forward | "
+          "pair lists / forward | relative difference |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for r in records:
         print(f"| {r['layer']} | {r['pairs']:,} | {r['gather_matmul_ms']:.1f} ms | {r['conv_weight_grad_ms']:.1f} ms | "
-              f"{r['speedup']:.1f}x | {r['relative_difference']:.1e} |")
+              f"{r['speedup']:.1f}x | {r['pairs_ms']:.1f} ms | {r['forward_ms']:.1f} ms | {r['pairs_over_forward']:.2f}x | "
+              f"{r['relative_difference']:.1e} |")
     append_results("bench_weight_grad", records)
 
 
