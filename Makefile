@@ -55,7 +55,7 @@ bench: setup
 # files, since pytest captures the output of the test that dies.
 SANITIZE_DIR := build/sanitize
 # Left out under the sanitizers, to keep CI within 30 minutes on a 2-core AVX2 machine (33 min with
-# them, 29 min without them while the builds still made full debug information): nvcc's compile check of the CUDA sources (2.5 min; it runs no code of the extension),
+# them): nvcc's compile check of the CUDA sources (2.5 min; it runs no code of the extension),
 # torch.export and torch.compile tracing (1.5 min of Python), whole quantized models (1 min, most of
 # it the portable bf16 kernel on whole scans), and the commands and whole-model runs (4 min: the
 # command line in subprocesses, the demo, packaging, synthetic scans, the dataset benchmark, zoo

@@ -437,8 +437,8 @@ _DENSE_GRAD_ROWS = 8192
 def _dense_weight_grad(input: Tensor, grad_out: Tensor) -> Tensor:
     """grad_out^T @ input [C_out, C_in]. On the CPU (float32, float64): the weight-gradient kernel of the
     convolution with each block of _DENSE_GRAD_ROWS rows as one "offset" (a thread's task), the blocks'
-    sums added in block order; 2-4x the linear call below, whose [C_out, N] x [N, C_in] product
-    parallelizes over the few output rows only."""
+    sums added in block order: 2-4x faster than the linear call below (the other devices and dtypes),
+    whose [C_out, N] x [N, C_in] product splits only the few output rows between threads."""
     if input.device.type != "cpu" or input.dtype not in (torch.float32, torch.float64):
         return linear(grad_out.t(), input.t(), None)
     n = input.shape[0]

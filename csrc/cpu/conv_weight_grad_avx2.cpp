@@ -1,5 +1,5 @@
-// AVX2 + FMA float kernel of the convolution's weight gradient on one packed chunk of pairs
-// (conv_weight_grad_cpu.h), compiled for those instructions with function attributes and called only
+// AVX2 + FMA float kernel of the convolution's weight gradient over one offset's pairs, in packed
+// chunks (conv_weight_grad_cpu.h), compiled for those instructions with function attributes and called only
 // when cpu_has_avx2_fma() (conv_tile.h).
 //
 // Register blocking: an MR x (8 * NV) block of the gradient (input channels x output columns, at
@@ -54,7 +54,7 @@ using BlockFn = void (*)(const float*, int64_t, const float*, int64_t, float*, i
 const auto kBlocks = block_table<BlockFn, kMaxBlockRows, block_rows(1), block_rows(2), block_rows(3), block_rows(4)>(
     [](auto m, auto nv) -> BlockFn { return &fma_block<decltype(m)::value, decltype(nv)::value>; });
 
-// A mask of the first `count` (< 8) of 8 lanes, for maskload and maskstore.
+// A mask of the first `count` of 8 lanes (none for count <= 0), for maskload and maskstore.
 PE_AVX2 __m256i first_lanes(int64_t count) {
   return _mm256_cmpgt_epi32(_mm256_set1_epi32(int(count)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
 }
@@ -75,7 +75,8 @@ PE_AVX2 void pack_chunk(const float* feats, int64_t c_in, const float* grad, int
 #pragma GCC unroll 4
       for (int64_t j = 0; j < kGradPanel; j += 8) {
         const int64_t col = q * kGradPanel + j;
-        const __m256 v = col + 8 <= c_out ? _mm256_loadu_ps(row + col) : _mm256_maskload_ps(row + col, first_lanes(c_out - col));
+        const __m256 v =
+            col + 8 <= c_out ? _mm256_loadu_ps(row + col) : _mm256_maskload_ps(row + col, first_lanes(c_out - col));
         _mm256_storeu_ps(g + (q * n + p) * kGradPanel + j, v);
       }
   }
