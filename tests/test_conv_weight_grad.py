@@ -109,3 +109,24 @@ def test_pair_lists_give_the_table_ops_bits(dtype, c_in, c_out):
     grad_out = torch.randn(600, c_out, generator=g, dtype=dtype)
     expected = torch.ops.pointengine.conv_weight_grad(feats, grad_out, nbr)
     assert torch.equal(_ops.conv_weight_grad_pairs(feats, grad_out, *_ops.kernel_pairs(nbr)), expected)
+
+
+@pytest.mark.parametrize("order", ["sorted", "shuffled"])
+def test_blocks_of_output_rows(order, restore_threads):
+    """Enough output rows and channels that the vector kernels go through the rows in several blocks
+    (at least 1,024 rows each): sorted pair lists (kernel_pairs') and pair lists shuffled within each
+    offset both sum every pair once, at 1 and 2 threads to the same bits."""
+    g = torch.Generator().manual_seed(11)
+    nbr = random_table(900, 4100, 6, g)
+    feats, grad_out = torch.randn(900, 200, generator=g), torch.randn(4100, 72, generator=g)
+    in_rows, out_rows, ptr = _ops.kernel_pairs(nbr)
+    if order == "shuffled":
+        permutation = torch.cat([start + torch.randperm(int(end - start), generator=g)
+                                 for start, end in zip(ptr[:-1].tolist(), ptr[1:].tolist())])
+        in_rows, out_rows = in_rows[permutation], out_rows[permutation]
+    torch.set_num_threads(1)
+    one = _ops.conv_weight_grad_pairs(feats, grad_out, in_rows, out_rows, ptr)
+    torch.set_num_threads(2)
+    assert torch.equal(one, _ops.conv_weight_grad_pairs(feats, grad_out, in_rows, out_rows, ptr))
+    expected = gather_matmul_weight_grad(feats.double(), grad_out.double(), nbr)
+    assert relative_error(one.double(), expected) <= RELATIVE_TOLERANCE[torch.float32]

@@ -2,10 +2,10 @@
 // (i = nbr[o, k] >= 0) of feats[i]^T grad_out[o], a [C_in, C_out] block per offset. conv_weight_grad
 // reads the neighbour table, conv_weight_grad_pairs its pair lists (kernel_pairs), which the layers
 // sharing a kernel map build once.
-// The work is split into tasks of one offset; a task owns its block of the result and sums the
-// offset's pairs in ascending output row (the vector kernels in chunks copied into an order they read
-// straight through), so every element is summed by one thread in one order: no atomics, the same bits
-// for any thread count. float32 runs the AVX-512 or AVX2 + FMA kernel (the same bits) when the CPU has
+// Every offset's block of the result sums that offset's pairs in ascending output row, one at a time
+// (the portable loop in a task per offset; the vector kernels in tasks per offset and block of output
+// rows, run in block order, and in chunks copied into an order they read straight through), so every
+// element is summed in one order: no atomics, the same bits for any thread count. float32 runs the AVX-512 or AVX2 + FMA kernel (the same bits) when the CPU has
 // one, any other case the portable loop below; the vector and portable paths round differently (fused
 // multiply-add), each is deterministic.
 #include <ATen/ATen.h>
@@ -16,7 +16,10 @@
 #include <algorithm>
 #include <atomic>
 #include <functional>
+#include <limits>
+#include <memory>
 #include <numeric>
+#include <thread>
 #include <vector>
 
 #include "../common/checks.h"
@@ -41,12 +44,17 @@ struct Shape {
 // taking the next one not yet taken. A static split of the offsets in order gave one of two threads
 // the centre offset (a pair for every output row, a quarter of all the pairs of a 3x3x3 map) and half
 // of the others besides. Which thread runs an offset does not change its result.
-template <typename TaskFn>
-void for_each_offset(const Shape& shape, const int64_t* ptr, const TaskFn& fn) {
-  std::vector<int64_t> order(shape.kvol);
+std::vector<int64_t> offsets_largest_first(int64_t kvol, const int64_t* ptr) {
+  std::vector<int64_t> order(kvol);
   std::iota(order.begin(), order.end(), int64_t(0));
   std::stable_sort(order.begin(), order.end(),
                    [&](int64_t a, int64_t b) { return ptr[a + 1] - ptr[a] > ptr[b + 1] - ptr[b]; });
+  return order;
+}
+
+template <typename TaskFn>
+void for_each_offset(const Shape& shape, const int64_t* ptr, const TaskFn& fn) {
+  const std::vector<int64_t> order = offsets_largest_first(shape.kvol, ptr);
   std::atomic<int64_t> next{0};
   at::parallel_for(0, at::get_num_threads(), 1, [&](int64_t, int64_t) {
     for (int64_t i = next++; i < shape.kvol; i = next++) fn(order[i]);
@@ -72,22 +80,81 @@ void weight_grad_portable(const scalar_t* feats, const scalar_t* grad, Pairs pai
   });
 }
 
+// Output rows per block of the vector kernels' order (at least 1,024): a block's grad_out rows and
+// about as many feats rows take about 1 MB, so that they stay in the cache while every offset's pairs
+// of the block go by. Going through all of one offset's pairs before the next read the whole of both
+// (megabytes at 48 channels and more) from memory once per offset.
+int64_t rows_per_block(int64_t c_in, int64_t c_out) {
+  return std::max<int64_t>(1024, (int64_t(1) << 20) / (int64_t(sizeof(float)) * (c_in + c_out)));
+}
+
+// bounds[b * (kvol + 1) + k] .. bounds[(b + 1) * (kvol + 1) + k]: the pairs of offset k in block b of
+// `rows` output rows: going up from the block before, the pairs whose output row is below the block's
+// end (the last block: all that are left). Every pair is in one block, in its order; pair lists sorted
+// by output row (kernel_pairs) give each block exactly its rows.
+std::vector<int64_t> block_bounds(Pairs pairs, int64_t kvol, int64_t n_blocks, int64_t rows) {
+  const int64_t stride = kvol + 1;
+  std::vector<int64_t> bounds((n_blocks + 1) * stride);
+  at::parallel_for(0, kvol, 1, [&](int64_t kb, int64_t ke) {
+    for (int64_t k = kb; k < ke; ++k) {
+      int64_t p = pairs.ptr[k];
+      const int64_t last = pairs.ptr[k + 1];
+      for (int64_t b = 0; b < n_blocks; ++b) {
+        bounds[b * stride + k] = p;
+        const int64_t end_row = b + 1 == n_blocks ? std::numeric_limits<int64_t>::max() : (b + 1) * rows;
+        while (p < last && pairs.out_rows[p] < end_row) ++p;
+      }
+      bounds[n_blocks * stride + k] = p;
+    }
+  });
+  return bounds;
+}
+
 using OffsetFn = void (*)(const float*, int64_t, const float*, int64_t, const int32_t*, const int32_t*, int64_t,
                          float*, float*, float*);
 
-// offset_fn: weight_grad_offset_avx2 or weight_grad_offset_avx512.
-void weight_grad_vector(const float* feats, const float* grad, Pairs pairs, const Shape& shape, float* out,
-                        OffsetFn offset_fn) {
-  const int64_t c_in = shape.c_in, c_out = shape.c_out;
+// offset_fn: weight_grad_offset_avx2 or weight_grad_offset_avx512. The tasks are an offset's pairs in
+// a block, blocks in order and in each the offsets largest first (an offset alone in consecutive
+// blocks, as the blocks of rows of _dense_weight_grad are, is one task over them), each thread taking
+// the next one not yet taken; a task waits for the tasks of its offset before it, so every offset
+// still sums its pairs in order in one accumulator: the same bits as one pass over each offset.
+void weight_grad_vector(const float* feats, const float* grad, int64_t n_out, Pairs pairs, const Shape& shape,
+                        float* out, OffsetFn offset_fn) {
+  const int64_t kvol = shape.kvol, c_in = shape.c_in, c_out = shape.c_out;
   const int64_t width = (c_out + kGradPanel - 1) / kGradPanel * kGradPanel;
-  for_each_offset(shape, pairs.ptr, [&](int64_t k) {
-    std::vector<float> acc(c_in * width, 0.f), xs(kGradChunkPairs * grad_packed_row_stride(c_in)),
-        g(kGradChunkPairs * width);
-    offset_fn(feats, c_in, grad, c_out, pairs.in_rows + pairs.ptr[k], pairs.out_rows + pairs.ptr[k],
-              pairs.ptr[k + 1] - pairs.ptr[k], acc.data(), xs.data(), g.data());
-    for (int64_t ci = 0; ci < c_in; ++ci)
-      std::copy(acc.data() + ci * width, acc.data() + ci * width + c_out, out + (k * c_in + ci) * c_out);
+  const int64_t rows = rows_per_block(c_in, c_out), n_blocks = std::max<int64_t>(1, (n_out + rows - 1) / rows);
+  const std::vector<int64_t> bounds = block_bounds(pairs, kvol, n_blocks, rows);
+  const std::vector<int64_t> order = offsets_largest_first(kvol, pairs.ptr);
+  struct Task {
+    int64_t offset, begin, end, earlier;  // pairs [begin, end); earlier: the tasks of this offset before it
+  };
+  std::vector<Task> tasks;
+  std::vector<int64_t> task_count(kvol, 0);
+  for (int64_t b = 0; b < n_blocks; ++b)
+    for (int64_t k : order) {
+      const int64_t begin = bounds[b * (kvol + 1) + k], end = bounds[(b + 1) * (kvol + 1) + k];
+      if (begin == end) continue;
+      if (!tasks.empty() && tasks.back().offset == k)
+        tasks.back().end = end;  // the same offset next again: its task goes on
+      else
+        tasks.push_back({k, begin, end, task_count[k]++});
+    }
+  std::vector<float> acc(kvol * c_in * width, 0.f);
+  std::unique_ptr<std::atomic<int64_t>[]> tasks_done(new std::atomic<int64_t>[kvol]);  // per offset
+  for (int64_t k = 0; k < kvol; ++k) tasks_done[k].store(0);
+  std::atomic<size_t> next{0};
+  at::parallel_for(0, at::get_num_threads(), 1, [&](int64_t, int64_t) {
+    std::vector<float> xs(kGradChunkPairs * grad_packed_row_stride(c_in)), g(kGradChunkPairs * width);
+    for (size_t t = next++; t < tasks.size(); t = next++) {
+      const auto [k, begin, end, earlier] = tasks[t];
+      while (tasks_done[k].load(std::memory_order_acquire) < earlier) std::this_thread::yield();
+      offset_fn(feats, c_in, grad, c_out, pairs.in_rows + begin, pairs.out_rows + begin, end - begin,
+                acc.data() + k * c_in * width, xs.data(), g.data());
+      tasks_done[k].store(earlier + 1, std::memory_order_release);
+    }
   });
+  for (int64_t kc = 0; kc < kvol * c_in; ++kc)
+    std::copy(acc.data() + kc * width, acc.data() + kc * width + c_out, out + kc * c_out);
 }
 
 int64_t count_rows_outside(const int32_t* rows, int64_t n, int64_t limit) {
@@ -128,7 +195,8 @@ at::Tensor conv_weight_grad_pairs_path(const at::Tensor& feats_in, const at::Ten
   const Shape shape{kvol, feats.size(1), grad.size(1)};
   at::Tensor out = at::empty({shape.kvol, shape.c_in, shape.c_out}, feats.options());
   if (feats.scalar_type() == at::kFloat && path != CpuPath::kPortable) {
-    weight_grad_vector(feats.data_ptr<float>(), grad.data_ptr<float>(), pairs, shape, out.data_ptr<float>(),
+    weight_grad_vector(feats.data_ptr<float>(), grad.data_ptr<float>(), grad.size(0), pairs, shape,
+                       out.data_ptr<float>(),
                        path == CpuPath::kAvx512 ? &weight_grad_offset_avx512 : &weight_grad_offset_avx2);
   } else {
     AT_DISPATCH_FLOATING_TYPES(feats.scalar_type(), "conv_weight_grad_cpu", [&] {
