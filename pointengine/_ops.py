@@ -180,6 +180,13 @@ def conv_weight_grad_pairs(feats: Tensor, grad_out: Tensor, in_rows: Tensor, out
     return _ops.conv_weight_grad_pairs(feats, grad_out, in_rows, out_rows, ptr)
 
 
+def batch_norm_train(x: Tensor, weight: Tensor, bias: Tensor, eps: float, relu: bool) -> tuple[Tensor, Tensor, Tensor]:
+    """(y, mean, var) of BatchNorm in training mode over the rows of CPU x [N > 1, C], then a ReLU if
+    `relu`: y = relu?((x - mean) / sqrt(var + eps) * weight + bias); mean and the biased variance per
+    channel, in float64 (not differentiable)."""
+    return _ops.batch_norm_train(x, weight, bias, eps, relu)
+
+
 # The tables a convolution's backward derives from its neighbour table (the transpose, the pair
 # lists), kept while the table lives and is not modified: the backward passes of every layer sharing
 # a kernel map read one build of them.
@@ -329,6 +336,37 @@ torch.library.register_autograd(
 )
 torch.library.register_autograd(
     "pointengine::conv_implicit_gemm", _conv_implicit_gemm_backward, setup_context=_conv_fused_setup
+)
+
+
+@torch.library.register_fake("pointengine::batch_norm_train")
+def _(x, weight, bias, eps, relu):
+    return torch.empty_like(x), x.new_empty(x.shape[1], dtype=torch.float64), x.new_empty(x.shape[1], dtype=torch.float64)
+
+
+@torch.library.register_fake("pointengine::batch_norm_train_backward")
+def _(grad_y, x, y, mean, var, weight, eps, relu):
+    return torch.empty_like(x), weight.new_empty(weight.shape), weight.new_empty(weight.shape)
+
+
+def _batch_norm_train_setup(ctx, inputs, output):
+    x, weight, _, ctx.eps, ctx.relu = inputs
+    y, mean, var = output
+    ctx.mark_non_differentiable(mean, var)
+    ctx.save_for_backward(x, y if ctx.relu else None, mean, var, weight)
+
+
+def _batch_norm_train_backward(ctx, grad_y, grad_mean, grad_var):
+    x, y, mean, var, weight = ctx.saved_tensors
+    y = x if y is None else y  # not read without a ReLU
+    grad_x, grad_weight, grad_bias = _ops.batch_norm_train_backward(
+        grad_y.contiguous(), x, y, mean, var, weight, ctx.eps, ctx.relu
+    )
+    return grad_x, grad_weight, grad_bias, None, None
+
+
+torch.library.register_autograd(
+    "pointengine::batch_norm_train", _batch_norm_train_backward, setup_context=_batch_norm_train_setup
 )
 
 

@@ -126,6 +126,8 @@ def raw_calls(draw):
     op = draw(
         st.sampled_from(
             [
+                "batch_norm_train",
+                "batch_norm_train_backward",
                 "hash_build",
                 "hash_query",
                 "unique_coords",
@@ -152,6 +154,8 @@ def raw_calls(draw):
     )
     if op.startswith(("point_", "trilinear_")):
         return point_voxel_call(draw, op)
+    if op.startswith("batch_norm"):
+        return batch_norm_call(draw, op)
     if op in ("hash_build", "unique_coords", "unique_coords_inverse"):
         coords = draw(coord_tensors())
         return op, lambda: getattr(ops, op)(coords)
@@ -214,6 +218,21 @@ def raw_calls(draw):
     bias = draw(st.one_of(st.none(), shapes([c_out]).flatmap(lambda shape: float_tensors(shape, st.just(dtype)))))
     run = ops.linear if op == "linear" else _C.linear_portable
     return "linear", lambda: run(input, weight, bias)
+
+
+def batch_norm_call(draw, op: str):
+    """(op name, a call of it) for the training batch norm on N rows of C channels."""
+    n, c = draw(st.integers(0, 5)), draw(st.integers(0, 4))
+    dtype = draw(st.sampled_from(FLOAT_DTYPES))
+    rows = shapes([n, c]).flatmap(lambda shape: float_tensors(shape, mostly(st.just(dtype), FUZZ_DTYPES)))
+    vector = shapes([c]).flatmap(lambda shape: float_tensors(shape, mostly(st.just(dtype), FUZZ_DTYPES)))
+    x, weight, bias = draw(rows), draw(vector), draw(vector)
+    eps, relu = draw(mostly(st.just(1e-5), st.sampled_from([0.0, -1.0]))), draw(st.booleans())
+    if op == "batch_norm_train":
+        return op, lambda: ops.batch_norm_train(x, weight, bias, eps, relu)
+    stats = shapes([c]).flatmap(lambda shape: float_tensors(shape, mostly(st.just(torch.float64), FUZZ_DTYPES)))
+    grad, y, mean, var = draw(rows), draw(rows), draw(stats), draw(stats)
+    return op, lambda: ops.batch_norm_train_backward(grad, x, y, mean, var.abs(), weight, eps, relu)
 
 
 def point_voxel_call(draw, op: str):

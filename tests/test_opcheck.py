@@ -56,6 +56,18 @@ def pair_list_args(feats, grad_out, nbr):
     return feats, grad_out, *torch.ops.pointengine.kernel_pairs(nbr)
 
 
+def batch_norm_args(dtype, relu: bool, requires_grad: bool):
+    g = torch.Generator().manual_seed(0)
+    x, weight, bias = (torch.randn(*shape, generator=g, dtype=dtype) for shape in ((7, 3), (3,), (3,)))
+    return x.requires_grad_(requires_grad), weight.requires_grad_(requires_grad), bias, 1e-5, relu
+
+
+def batch_norm_backward_args(dtype, relu: bool):
+    x, weight, bias, eps, _ = batch_norm_args(dtype, relu, False)
+    y, mean, var = torch.ops.pointengine.batch_norm_train(x, weight, bias, eps, relu)
+    return torch.randn_like(x), x, y, mean, var, weight, eps, relu
+
+
 def points(dtype) -> torch.Tensor:
     """Float points around sites(): corners present, missing, and a point on a voxel corner."""
     return torch.tensor(
@@ -156,6 +168,15 @@ CASES = {
     "conv_weight_grad": [
         lambda: weight_grad_args(torch.float32),
         lambda: weight_grad_args(torch.float64),
+    ],
+    "batch_norm_train": [
+        lambda: batch_norm_args(torch.float32, True, True),
+        lambda: batch_norm_args(torch.float64, False, True),
+        lambda: batch_norm_args(torch.float32, False, False),
+    ],
+    "batch_norm_train_backward": [
+        lambda: batch_norm_backward_args(torch.float32, True),
+        lambda: batch_norm_backward_args(torch.float64, False),
     ],
     "conv_weight_grad_pairs": [
         lambda: pair_list_args(*weight_grad_args(torch.float32)),

@@ -60,6 +60,9 @@ CWEIGHTS = torch.tensor([[0.5, 0, 0.25, 0, 0.25, 0, 0, 0]])
 
 BATCH0 = torch.zeros(2, dtype=torch.int32)
 
+BN_X, BN_VEC = torch.randn(4, 3), torch.ones(3)
+BN_STATS = ops.batch_norm_train(BN_X, BN_VEC, BN_VEC, 1e-5, True)  # y, mean, var
+
 BAD_CALLS = {
     "hash_build dtype": (
         lambda: ops.hash_build(SITES.long()),
@@ -494,6 +497,38 @@ BAD_CALLS = {
     "linear_portable device": (
         lambda: _C.linear_portable(FEATS, torch.ones(3, 2, device="meta"), None),
         r"linear: weight must be a CPU tensor, got one on meta",
+    ),
+    "batch_norm_train dtype": (
+        lambda: ops.batch_norm_train(BN_X.half(), BN_VEC, BN_VEC, 1e-5, False),
+        r"batch_norm_train: x must be float32 or float64, got torch.float16",
+    ),
+    "batch_norm_train one row": (
+        lambda: ops.batch_norm_train(BN_X[:1], BN_VEC, BN_VEC, 1e-5, False),
+        r"batch_norm_train: training statistics need more than one row, got \[1, 3\]",
+    ),
+    "batch_norm_train weight length": (
+        lambda: ops.batch_norm_train(BN_X, BN_VEC[:2], BN_VEC, 1e-5, False),
+        r"batch_norm_train: weight must be a vector of C = 3 entries, got \[2\]",
+    ),
+    "batch_norm_train bias dtype": (
+        lambda: ops.batch_norm_train(BN_X, BN_VEC, BN_VEC.double(), 1e-5, False),
+        r"batch_norm_train: bias must have dtype torch.float32, got torch.float64",
+    ),
+    "batch_norm_train eps": (
+        lambda: ops.batch_norm_train(BN_X, BN_VEC, BN_VEC, 0.0, False),
+        r"batch_norm_train: eps must be positive, got 0",
+    ),
+    "batch_norm_train_backward grad shape": (
+        lambda: ops.batch_norm_train_backward(BN_X[:2], BN_X, *BN_STATS, BN_VEC, 1e-5, True),
+        r"batch_norm_train_backward: grad_y must have x's shape \[4, 3\], got \[2, 3\]",
+    ),
+    "batch_norm_train_backward y shape": (
+        lambda: ops.batch_norm_train_backward(BN_X, BN_X, BN_X[:, :2], *BN_STATS[1:], BN_VEC, 1e-5, True),
+        r"batch_norm_train_backward: y must have shape \[N, C\], got \[4, 2\]",
+    ),
+    "batch_norm_train_backward mean dtype": (
+        lambda: ops.batch_norm_train_backward(BN_X, BN_X, BN_STATS[0], BN_STATS[1].float(), BN_STATS[2], BN_VEC, 1e-5, True),
+        r"batch_norm_train_backward: mean must have dtype torch.float64, got torch.float32",
     ),
 }
 

@@ -7,7 +7,7 @@ import copy
 import torch
 
 from .. import nn
-from ..models.blocks import FusedResidualBlock, ResidualBlock
+from ..models.blocks import ConvBlock, FusedResidualBlock, ResidualBlock
 
 
 def optimize(model: torch.nn.Module) -> torch.nn.Module:
@@ -26,8 +26,8 @@ def fuse(module: torch.nn.Module) -> torch.nn.Module:
     level is neither a ResidualBlock nor a Sequential is itself returned)."""
     if isinstance(module, ResidualBlock):
         return FusedResidualBlock(module)
-    if type(module).forward is torch.nn.Sequential.forward:
-        return torch.nn.Sequential(*_fuse_chain(list(module)))
+    if isinstance(module, ConvBlock) or type(module).forward is torch.nn.Sequential.forward:
+        return torch.nn.Sequential(*_fuse_chain(list(module)))  # (a ConvBlock's forward runs its chain)
     for name, child in module.named_children():
         setattr(module, name, fuse(child))
     return module

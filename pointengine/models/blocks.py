@@ -9,9 +9,8 @@ from ..tensor import SparseTensor
 
 
 class ConvBlock(torch.nn.Sequential):
-    """Conv3d, BatchNorm, ReLU (a transposed conv with transposed=True). The ReLU works in place on
-    the BatchNorm output, which nothing else reads (BatchNorm's backward keeps its input, not its
-    output)."""
+    """Conv3d, BatchNorm, ReLU (a transposed conv with transposed=True); the BatchNorm and the ReLU
+    run as one (BatchNorm.forward_relu)."""
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size=3, stride=1, transposed: bool = False):
         super().__init__(
@@ -20,10 +19,14 @@ class ConvBlock(torch.nn.Sequential):
             nn.ReLU(inplace=True),
         )
 
+    def forward(self, input: SparseTensor) -> SparseTensor:
+        conv, norm, _ = self
+        return norm.forward_relu(conv(input))
+
 
 class ResidualBlock(torch.nn.Module):
     """relu(BN(conv(relu(BN(conv(x))))) + shortcut(x)); the shortcut is a 1x1x1 conv + BN when the
-    channel count changes, else the identity."""
+    channel count changes, else the identity. The first BatchNorm and ReLU run as one."""
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size=3):
         super().__init__()
@@ -40,7 +43,8 @@ class ResidualBlock(torch.nn.Module):
             self.shortcut = torch.nn.Sequential(nn.Conv3d(in_channels, out_channels, 1), nn.BatchNorm(out_channels))
 
     def forward(self, input: SparseTensor) -> SparseTensor:
-        main = self.main(input)
+        conv1, norm1, _, conv2, norm2 = self.main
+        main = norm2(conv2(norm1.forward_relu(conv1(input))))
         return main.replace_feats((main.feats + self.shortcut(input).feats).relu_())
 
 

@@ -5,6 +5,8 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
+from .. import _ops
+from .._checks import tracing
 from ..tensor import SparseTensor
 
 
@@ -15,13 +17,57 @@ class BatchNorm(torch.nn.BatchNorm1d):
     def forward(self, input: SparseTensor) -> SparseTensor:
         return input.replace_feats(batch_norm_features(self, input.feats))
 
+    def forward_relu(self, input: SparseTensor) -> SparseTensor:
+        """relu(self(input)): in one pass over the feats, with its backward, where a training step on
+        the CPU runs the fused kernel."""
+        return input.replace_feats(batch_norm_features(self, input.feats, relu=True))
 
-def batch_norm_features(module: torch.nn.BatchNorm1d, feats: Tensor) -> Tensor:
-    """`module` on feats [N, C]. While training in a process group of several ranks, the mean and
-    variance are taken over the rows of every rank (torch.nn.SyncBatchNorm refuses CPU tensors), with
-    autograd-aware all-reduces so the gradient flows across ranks as it would in one process."""
-    if not (module.training and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
-        return torch.nn.BatchNorm1d.forward(module, feats)
+
+def batch_norm_features(module: torch.nn.BatchNorm1d, feats: Tensor, relu: bool = False) -> Tensor:
+    """`module` on feats [N, C], then a ReLU if `relu`. While training in a process group of several
+    ranks, the mean and variance are taken over the rows of every rank (torch.nn.SyncBatchNorm refuses
+    CPU tensors), with autograd-aware all-reduces so the gradient flows across ranks as it would in
+    one process. Training in one process on the CPU runs pointengine's fused kernel."""
+    if module.training and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        out = _global_batch_norm(module, feats)
+    elif _fused_kernel_applies(module, feats):
+        out, mean, var = _ops.batch_norm_train(feats, module.weight, module.bias, module.eps, relu)
+        _update_running_stats(module, mean, var * (feats.shape[0] / (feats.shape[0] - 1)))
+        return out
+    else:
+        out = torch.nn.BatchNorm1d.forward(module, feats)
+    return out.relu_() if relu else out
+
+
+def _fused_kernel_applies(module: torch.nn.BatchNorm1d, feats: Tensor) -> bool:
+    """Training statistics of CPU float rows [N > 1, C], weight and bias of the feats' dtype (other
+    cases, and tracing, keep torch's batch norm, with its errors)."""
+    return (
+        module.training
+        and module.affine
+        and feats.device.type == "cpu"
+        and feats.dtype in (torch.float32, torch.float64)
+        and feats.dim() == 2
+        and feats.shape[0] > 1
+        and feats.shape[1] == module.num_features
+        and module.weight.dtype == feats.dtype
+        and not tracing()
+    )
+
+
+def _update_running_stats(module: torch.nn.BatchNorm1d, mean: Tensor, unbiased_var: Tensor) -> None:
+    """torch's update from one batch's mean and unbiased variance: running = (1 - factor) * running +
+    factor * batch."""
+    if not module.track_running_stats:
+        return
+    with torch.no_grad():
+        module.num_batches_tracked.add_(1)
+        factor = module.momentum if module.momentum is not None else 1.0 / float(module.num_batches_tracked)
+        module.running_mean.mul_(1 - factor).add_(mean.detach().to(module.running_mean.dtype), alpha=factor)
+        module.running_var.mul_(1 - factor).add_(unbiased_var.detach().to(module.running_var.dtype), alpha=factor)
+
+
+def _global_batch_norm(module: torch.nn.BatchNorm1d, feats: Tensor) -> Tensor:
     count = torch.tensor([float(feats.shape[0])], dtype=feats.dtype, device=feats.device)
     dist.all_reduce(count)
     mean = _AllReduceSum.apply(feats.sum(0)) / count
@@ -30,13 +76,7 @@ def batch_norm_features(module: torch.nn.BatchNorm1d, feats: Tensor) -> Tensor:
     out = centred * torch.rsqrt(var + module.eps)
     if module.affine:
         out = out * module.weight + module.bias
-    if module.track_running_stats:
-        with torch.no_grad():
-            module.num_batches_tracked.add_(1)
-            factor = module.momentum if module.momentum is not None else 1.0 / float(module.num_batches_tracked)
-            unbiased = var * (count / (count - 1).clamp(min=1))
-            module.running_mean.mul_(1 - factor).add_(mean.detach(), alpha=factor)
-            module.running_var.mul_(1 - factor).add_(unbiased.detach(), alpha=factor)
+    _update_running_stats(module, mean, var * (count / (count - 1).clamp(min=1)))
     return out
 
 

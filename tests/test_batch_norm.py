@@ -1,0 +1,112 @@
+"""The fused training BatchNorm (+ ReLU) kernel: its output, statistics and gradients against torch's
+batch norm in float64 (random rows, channel counts past the vector widths, a large mean against the
+spread, a ReLU or not); pointengine.nn.BatchNorm training through it keeps torch's running
+statistics; the same bits at 1 and 2 threads; the cases it leaves to torch."""
+
+import pytest
+import torch
+
+from pointengine import SparseTensor, _ops, nn
+from pointengine.testing import RELATIVE_TOLERANCE, relative_error
+
+SHAPES = [(2, 1), (7, 3), (300, 17), (2500, 48), (1100, 130)]
+
+
+def torch_reference(x, weight, bias, eps, relu):
+    out = torch.nn.functional.batch_norm(x, None, None, weight, bias, True, 0.0, eps)
+    return out.relu() if relu else out
+
+
+def random_inputs(n, c, dtype, seed, offset=0.0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, c, generator=g, dtype=torch.float64) * 2 + offset
+    weight, bias = torch.randn(c, generator=g, dtype=torch.float64), torch.randn(c, generator=g, dtype=torch.float64)
+    grad = torch.randn(n, c, generator=g, dtype=torch.float64)
+    return [t.to(dtype) for t in (x, weight, bias, grad)]
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("relu", [False, True])
+@pytest.mark.parametrize("n, c", SHAPES)
+@pytest.mark.parametrize("offset", [0.0, 1e3])
+def test_output_statistics_and_gradients_match_torch(dtype, relu, n, c, offset):
+    x, weight, bias, grad = random_inputs(n, c, dtype, n * 31 + c, offset)
+    inputs = [t.clone().requires_grad_() for t in (x, weight, bias)]
+    y, mean, var = _ops.batch_norm_train(*inputs, 1e-5, relu)
+    y.backward(grad)
+    reference = [t.double().requires_grad_() for t in (x, weight, bias)]
+    expected = torch_reference(*reference, 1e-5, relu)
+    expected.backward(grad.double())
+    tolerance = RELATIVE_TOLERANCE[dtype] * (1 if offset == 0 else 1e3)  # float32 rows far from 0 round at 1e3
+    assert y.dtype == dtype and mean.dtype == var.dtype == torch.float64
+    assert relative_error(y.double(), expected.detach()) <= tolerance
+    assert relative_error(mean, x.double().mean(0)) <= 1e-12
+    assert relative_error(var, x.double().var(0, unbiased=False)) <= 1e-9
+    # The input gradient is a difference of terms of the size of grad * weight / std (with two rows
+    # it cancels to 0): its error is measured against that size.
+    scale = (grad.double() * weight.double() / (var + 1e-5).sqrt()).abs().max()
+    assert (inputs[0].grad.double() - reference[0].grad).abs().max() <= tolerance * scale
+    for got, want in zip(inputs[1:], reference[1:]):
+        assert relative_error(got.grad.double(), want.grad) <= tolerance
+
+
+def test_relu_gradient_is_zero_where_the_output_was_cut():
+    x, weight, bias, grad = random_inputs(400, 5, torch.float64, 1)
+    bias = bias - 10  # most outputs cut
+    x.requires_grad_()
+    y, _, _ = _ops.batch_norm_train(x, weight, bias, 1e-5, True)
+    y.backward(grad)
+    reference = x.detach().clone().requires_grad_()
+    torch_reference(reference, weight, bias, 1e-5, True).backward(grad)
+    assert (y == 0).float().mean() > 0.5
+    assert relative_error(x.grad, reference.grad) <= 1e-12
+
+
+@pytest.mark.parametrize("relu", [False, True])
+def test_same_bits_at_one_and_two_threads(relu, restore_threads):
+    x, weight, bias, grad = random_inputs(9000, 40, torch.float32, 2)
+    results = []
+    for threads in (1, 2):
+        torch.set_num_threads(threads)
+        y, mean, var = _ops.batch_norm_train(x, weight, bias, 1e-5, relu)
+        results.append((y, mean, var, *torch.ops.pointengine.batch_norm_train_backward(grad, x, y, mean, var, weight, 1e-5, relu)))
+    assert all(torch.equal(a, b) for a, b in zip(*results))
+
+
+def test_module_keeps_torchs_running_statistics():
+    """Three training steps of nn.BatchNorm (through the kernel; forward_relu too) leave the running
+    mean, variance and count of torch.nn.BatchNorm1d, and its outputs and parameter gradients."""
+    ours, theirs = nn.BatchNorm(6).double(), torch.nn.BatchNorm1d(6).double()
+    with torch.no_grad():
+        for module in (ours, theirs):
+            module.weight.uniform_(0.5, 1.5, generator=torch.Generator().manual_seed(0))
+    coords = torch.zeros(50, 4, dtype=torch.int32)
+    coords[:, 1] = torch.arange(50)
+    for step in range(3):
+        x, _, _, grad = random_inputs(50, 6, torch.float64, 10 + step, offset=step)
+        relu = step == 1
+        out = (ours.forward_relu if relu else ours)(SparseTensor(x, coords)).feats
+        expected = theirs(x)
+        expected = expected.relu() if relu else expected
+        assert relative_error(out.detach(), expected.detach()) <= 1e-12
+        out.backward(grad)
+        expected.backward(grad)
+    for name in ("running_mean", "running_var"):
+        assert relative_error(getattr(ours, name), getattr(theirs, name)) <= 1e-12
+    assert ours.num_batches_tracked == theirs.num_batches_tracked == 3
+    assert relative_error(ours.weight.grad, theirs.weight.grad) <= 1e-12
+    assert relative_error(ours.bias.grad, theirs.bias.grad) <= 1e-12
+
+
+def test_cases_left_to_torch_keep_torchs_behaviour():
+    """One row in training is torch's ValueError; eval mode and float16 rows take torch's batch norm."""
+    norm = nn.BatchNorm(3)
+    one_row = SparseTensor(torch.randn(1, 3), torch.zeros(1, 4, dtype=torch.int32))
+    with pytest.raises(ValueError, match="more than 1 value per channel"):
+        norm(one_row)
+    norm.eval()
+    x = torch.randn(5, 3)
+    coords = torch.zeros(5, 4, dtype=torch.int32)
+    coords[:, 1] = torch.arange(5)
+    expected = torch.nn.functional.batch_norm(x, norm.running_mean, norm.running_var, norm.weight, norm.bias, False)
+    assert torch.equal(norm.forward_relu(SparseTensor(x, coords)).feats, expected.detach().relu())
