@@ -40,12 +40,10 @@ void sum_over_chunks(int64_t n, int64_t width, double* totals, const ChunkFn& ch
 // library loads. Every element's sums run in the same order in both, without fused multiply-adds:
 // the same bits.
 #define PE_ROW_LOOP __attribute__((target_clones("avx2", "default")))
-// The gradient reaching the batch norm's output is zero where the ReLU cut it (y <= 0; NaN passes);
-// without a ReLU, y is not read.
 
 template <typename T>
-PE_ROW_LOOP void add_shifted_sums(const T* __restrict x, const double* __restrict shift, int64_t c, double* __restrict sum,
-                      double* __restrict sum_sq) {
+PE_ROW_LOOP void add_shifted_sums(const T* __restrict x, const double* __restrict shift, int64_t c,
+                                  double* __restrict sum, double* __restrict sum_sq) {
   for (int64_t j = 0; j < c; ++j) {
     const double d = double(x[j]) - shift[j];
     sum[j] += d;
@@ -54,18 +52,21 @@ PE_ROW_LOOP void add_shifted_sums(const T* __restrict x, const double* __restric
 }
 
 template <typename T>
-PE_ROW_LOOP void normalize_row(const T* __restrict x, const T* __restrict mean, const T* __restrict scale, const T* __restrict bias,
-                   int64_t c, bool relu, T* __restrict y) {
+PE_ROW_LOOP void normalize_row(const T* __restrict x, const T* __restrict mean, const T* __restrict scale,
+                               const T* __restrict bias, int64_t c, bool relu, T* __restrict y) {
   for (int64_t j = 0; j < c; ++j) y[j] = (x[j] - mean[j]) * scale[j] + bias[j];
   if (relu)
     for (int64_t j = 0; j < c; ++j) y[j] = y[j] <= T(0) ? T(0) : y[j];  // NaN stays NaN, as torch's ReLU
 }
 
-// GCC vectorises the ReLU's select before the widening to float64 only when comparisons may not
-// trap (results are the same: nothing here reads the floating-point exception flags).
+// In the backward rows, the gradient reaching the batch norm's output is zero where the ReLU cut it
+// (y <= 0; NaN passes); without a ReLU, y is not read. GCC vectorises the ReLU's select before the
+// widening to float64 only when comparisons may not trap (the results are the same: nothing here
+// reads the floating-point exception flags).
 template <bool Relu, typename T>
-PE_ROW_LOOP __attribute__((optimize("no-trapping-math"))) void add_gradient_sums(const T* __restrict grad, const T* __restrict y, const T* __restrict x,
-                       const double* __restrict mean, int64_t c, double* __restrict sum, double* __restrict sum_gx) {
+PE_ROW_LOOP __attribute__((optimize("no-trapping-math"))) void add_gradient_sums(
+    const T* __restrict grad, const T* __restrict y, const T* __restrict x, const double* __restrict mean, int64_t c,
+    double* __restrict sum, double* __restrict sum_gx) {
   for (int64_t j = 0; j < c; ++j) {
     const T gj = grad[j], yj = y[j];  // both read first: a select the compiler vectorises, not a branch
     const double g = double(Relu && yj <= T(0) ? T(0) : gj);
@@ -75,9 +76,9 @@ PE_ROW_LOOP __attribute__((optimize("no-trapping-math"))) void add_gradient_sums
 }
 
 template <bool Relu, typename T>
-PE_ROW_LOOP void input_gradient_row(const T* __restrict grad, const T* __restrict y, const T* __restrict x, const T* __restrict a,
-                        const T* __restrict slope, const T* __restrict mean, const T* __restrict d, int64_t c,
-                        T* __restrict out) {
+PE_ROW_LOOP void input_gradient_row(const T* __restrict grad, const T* __restrict y, const T* __restrict x,
+                                    const T* __restrict a, const T* __restrict slope, const T* __restrict mean,
+                                    const T* __restrict d, int64_t c, T* __restrict out) {
   for (int64_t j = 0; j < c; ++j) {
     const T gj = grad[j], yj = y[j];
     const T g = Relu && yj <= T(0) ? T(0) : gj;
@@ -126,7 +127,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> batch_norm_train_cpu(const at::Te
     }
     scalar_t* yp = y.data_ptr<scalar_t>();
     at::parallel_for(0, n, kChunkRows, [&](int64_t begin, int64_t end) {
-      for (int64_t i = begin; i < end; ++i) normalize_row(xp + i * c, mean_x.data(), scale.data(), b, c, relu, yp + i * c);
+      for (int64_t i = begin; i < end; ++i)
+        normalize_row(xp + i * c, mean_x.data(), scale.data(), b, c, relu, yp + i * c);
     });
   });
   return {y, mean, var};
@@ -151,19 +153,18 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> batch_norm_train_backward_cpu(
   const at::Tensor grad_y = grad_y_in.contiguous(), x = x_in.contiguous(), w_c = weight.contiguous();
   const at::Tensor mean_c = mean.contiguous(), var_c = var.contiguous();
   const at::Tensor y = relu ? y_in.contiguous() : at::Tensor();
-  at::Tensor grad_x = at::empty_like(x), grad_weight = at::empty({c}, x.options()), grad_bias = at::empty({c}, x.options());
+  at::Tensor grad_x = at::empty_like(x);
+  at::Tensor grad_weight = at::empty({c}, x.options()), grad_bias = at::empty({c}, x.options());
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "batch_norm_train_backward_cpu", [&] {
     const scalar_t* gp = grad_y.data_ptr<scalar_t>();
     const scalar_t* xp = x.data_ptr<scalar_t>();
-    const scalar_t* yp = relu ? y.data_ptr<scalar_t>() : nullptr;
+    const scalar_t* yp = relu ? y.data_ptr<scalar_t>() : gp;  // y is read only with a ReLU
+    const auto sums_of_row = relu ? &add_gradient_sums<true, scalar_t> : &add_gradient_sums<false, scalar_t>;
+    const auto gradient_of_row = relu ? &input_gradient_row<true, scalar_t> : &input_gradient_row<false, scalar_t>;
     const double* m = mean_c.data_ptr<double>();
     std::vector<double> sums(2 * c, 0.0);  // sum of g, sum of g * (x - mean)
     sum_over_chunks(n, 2 * c, sums.data(), [&](int64_t begin, int64_t end, double* s) {
-      for (int64_t i = begin; i < end; ++i) {
-        const int64_t e = i * c;
-        relu ? add_gradient_sums<true>(gp + e, yp + e, xp + e, m, c, s, s + c)
-             : add_gradient_sums<false>(gp + e, gp + e, xp + e, m, c, s, s + c);
-      }
+      for (int64_t i = begin; i < end; ++i) sums_of_row(gp + i * c, yp + i * c, xp + i * c, m, c, s, s + c);
     });
     // grad_x = w * invstd * (g - mean(g) - (x - mean) * invstd^2 * mean(g * (x - mean))),
     // as a * g + slope * (x - mean) + d per channel.
@@ -182,8 +183,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> batch_norm_train_backward_cpu(
     at::parallel_for(0, n, kChunkRows, [&](int64_t begin, int64_t end) {
       for (int64_t i = begin; i < end; ++i) {
         const int64_t e = i * c;
-        relu ? input_gradient_row<true>(gp + e, yp + e, xp + e, a.data(), slope.data(), mean_x.data(), d.data(), c, gx + e)
-             : input_gradient_row<false>(gp + e, gp + e, xp + e, a.data(), slope.data(), mean_x.data(), d.data(), c, gx + e);
+        gradient_of_row(gp + e, yp + e, xp + e, a.data(), slope.data(), mean_x.data(), d.data(), c, gx + e);
       }
     });
   });
