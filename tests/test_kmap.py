@@ -111,6 +111,23 @@ def test_strided_map_is_brute_force(coords, kernel_size, stride, dilation, sites
     assert_transposed_table_matches(kmap)
 
 
+@pytest.mark.parametrize("kernel_size", [(2, 2, 2), (1, 2, 2), (2, 1, 1), (4, 4, 4), (1, 1, 1), (2, 4, 1)])
+@pytest.mark.parametrize("sites", ["dense", "floor"])
+def test_strided_maps_tiling_the_stride_are_brute_force(kernel_size, sites):
+    """Kernel = stride (offsets 0..s-1: the tiled table, built without hash lookups) on random sites
+    of three batches, negative coordinates included."""
+    g = torch.Generator().manual_seed(sum(kernel_size))
+    coords = torch.cat([torch.randint(0, 3, (400, 1), generator=g), torch.randint(-9, 9, (400, 3), generator=g)], 1)
+    coords = torch.unique(coords.int(), dim=0)
+    kmap = km.strided_map(CoordinateMap(coords), kernel_size, kernel_size, 1, sites)
+    out = kmap.out_map.coords
+    assert site_set(out) == brute_force_strided_sites(coords, kernel_size, kernel_size, (1, 1, 1), sites)
+    assert_sorted_sites(out)
+    assert table_pairs(kmap.nbr) == brute_force_pairs(coords, out, all_offsets(kernel_size, (1, 1, 1)), kernel_size)
+    assert_pairs_match_table(kmap)
+    assert_transposed_table_matches(kmap)
+
+
 @CHEAP
 @given(coords=site_sets(max_size=25), kernel_size=triples, stride=strides, dilation=dilations)
 def test_generative_map_is_brute_force(coords, kernel_size, stride, dilation):
