@@ -10,7 +10,8 @@ from ..tensor import SparseTensor
 
 class ConvBlock(torch.nn.Sequential):
     """Conv3d, BatchNorm, ReLU (a transposed conv with transposed=True); the BatchNorm and the ReLU
-    run as one (BatchNorm.forward_relu)."""
+    run as one (BatchNorm.forward_relu). The ReLU module stays in the chain that optimize() and
+    pruning read."""
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size=3, stride=1, transposed: bool = False):
         super().__init__(
