@@ -10,8 +10,8 @@ from ..tensor import SparseTensor
 
 class ConvBlock(torch.nn.Sequential):
     """Conv3d, BatchNorm, ReLU (a transposed conv with transposed=True); the BatchNorm and the ReLU
-    run as one (BatchNorm.forward_relu). The ReLU module stays in the chain that optimize() and
-    pruning read."""
+    run as one (BatchNorm.forward_relu). The ReLU module stays in the chain, which optimize() folds
+    into one FusedConv3d."""
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size=3, stride=1, transposed: bool = False):
         super().__init__(
