@@ -16,11 +16,10 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as bench_conv.py: idle threads sleep
 
 import argparse
-import statistics
 import time
 
 import torch
-from common import KITTI_SCANS, append_results, machine
+from common import KITTI_SCANS, append_results, machine, round_robin
 
 from pointengine import _ops
 from pointengine.coordinate_map import CoordinateMap
@@ -36,16 +35,6 @@ LAYERS = (("subm3 16->32", 3, 1, 16, 32), ("subm3 32->32", 3, 1, 32, 32), ("subm
 def scan_points() -> tuple[str, torch.Tensor]:
     path = KITTI_SCANS / "000000.bin"
     return ("kitti/00/000000", read_points(path)) if path.exists() else ("synthetic/seed0", generate_scan(seed=0).points)
-
-
-def median_seconds(runs: dict, repeats: int) -> dict[str, float]:
-    times = {name: [] for name in runs}
-    for _ in range(repeats + 1):  # the first round warms up
-        for name, run in runs.items():
-            start = time.perf_counter()
-            run()
-            times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(values[1:]) for name, values in times.items()}
 
 
 def main() -> None:
@@ -68,7 +57,7 @@ def main() -> None:
                 "conv_weight_grad": lambda: _ops.conv_weight_grad(feats, grad_out, kmap.nbr),
                 "pairs": lambda: _ops.conv_weight_grad_pairs(feats, grad_out, *pairs),
                 "forward": lambda: _ops.conv_fused(feats, weight, kmap.nbr)}
-        seconds = median_seconds(runs, args.repeats)
+        seconds = round_robin(runs, args.repeats, warmup=1)
         difference = relative_error(runs["conv_weight_grad"]().double(), runs["gather_matmul"]().double())
         records.append({"scan": scan, "layer": name, "sites": len(cmap), "pairs": int((kmap.nbr >= 0).sum()),
                         "threads": args.threads, "gather_matmul_ms": seconds["gather_matmul"] * 1e3,

@@ -86,10 +86,13 @@ PE_ROW_LOOP void input_gradient_row(const T* __restrict grad, const T* __restric
   }
 }
 
-void check_channel_vector(const at::Tensor& t, const char* op, const char* arg, at::ScalarType dtype, int64_t c) {
+// t, checked to be a vector [C] of `dtype`, contiguous.
+at::Tensor checked_channel_vector(const at::Tensor& t, const char* op, const char* arg, at::ScalarType dtype,
+                                  int64_t c) {
   check_kernel_tensor(t, op, arg, dtype);
   TORCH_CHECK(t.dim() == 1 && t.size(0) == c, op, ": ", arg, " must be a vector of C = ", c, " entries, got ",
               t.sizes());
+  return t.contiguous();
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> batch_norm_train_cpu(const at::Tensor& x_in, const at::Tensor& weight,
@@ -98,10 +101,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> batch_norm_train_cpu(const at::Te
   check_float_matrix(x_in, op, "x", "[N, C]");
   TORCH_CHECK(x_in.size(0) > 1, op, ": training statistics need more than one row, got ", x_in.sizes());
   const int64_t n = x_in.size(0), c = x_in.size(1);
-  check_channel_vector(weight, op, "weight", x_in.scalar_type(), c);
-  check_channel_vector(bias, op, "bias", x_in.scalar_type(), c);
+  const at::Tensor w_c = checked_channel_vector(weight, op, "weight", x_in.scalar_type(), c);
+  const at::Tensor b_c = checked_channel_vector(bias, op, "bias", x_in.scalar_type(), c);
   TORCH_CHECK(eps > 0, op, ": eps must be positive, got ", eps);
-  const at::Tensor x = x_in.contiguous(), w_c = weight.contiguous(), b_c = bias.contiguous();
+  const at::Tensor x = x_in.contiguous();
   at::Tensor y = at::empty_like(x);
   at::Tensor mean = at::empty({c}, x.options().dtype(at::kDouble));
   at::Tensor var = at::empty({c}, x.options().dtype(at::kDouble));
@@ -147,11 +150,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> batch_norm_train_backward_cpu(
     check_matrix(y_in, op, "y", x_in.scalar_type(), c, "[N, C]");
     TORCH_CHECK(y_in.size(0) == n, op, ": y must have x's shape ", x_in.sizes(), ", got ", y_in.sizes());
   }
-  check_channel_vector(mean, op, "mean", at::kDouble, c);
-  check_channel_vector(var, op, "var", at::kDouble, c);
-  check_channel_vector(weight, op, "weight", x_in.scalar_type(), c);
-  const at::Tensor grad_y = grad_y_in.contiguous(), x = x_in.contiguous(), w_c = weight.contiguous();
-  const at::Tensor mean_c = mean.contiguous(), var_c = var.contiguous();
+  const at::Tensor mean_c = checked_channel_vector(mean, op, "mean", at::kDouble, c);
+  const at::Tensor var_c = checked_channel_vector(var, op, "var", at::kDouble, c);
+  const at::Tensor w_c = checked_channel_vector(weight, op, "weight", x_in.scalar_type(), c);
+  const at::Tensor grad_y = grad_y_in.contiguous(), x = x_in.contiguous();
   const at::Tensor y = relu ? y_in.contiguous() : at::Tensor();
   at::Tensor grad_x = at::empty_like(x);
   at::Tensor grad_weight = at::empty({c}, x.options()), grad_bias = at::empty({c}, x.options());
