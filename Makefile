@@ -27,8 +27,8 @@ demo: setup
 
 # The recipe of models/demo.safetensors (README: "The demo model"): seeded synthetic scans, three
 # epochs of pointengine train, two more with class-balanced loss, one with milder balancing, then
-# seven more on three fresh sets of scans with the balancing lowered step by step; about 3 h 30 min
-# on 2 cores.
+# seven more epochs on three fresh sets of scans with the balancing lowered step by step; about
+# 3 h 30 min on 2 cores.
 DEMO_DATA ?= data/synthetic
 DEMO_TRAIN = OMP_WAIT_POLICY=PASSIVE $(VENV)/bin/pointengine train --config models/demo.yaml --data $(DEMO_DATA) \
 	--val-sequences 08 --batch-size 2 --optimizer adamw --threads 2
