@@ -188,20 +188,51 @@ def batch_norm_train(x: Tensor, weight: Tensor, bias: Tensor, eps: float, relu: 
 
 
 # The tables a convolution's backward derives from its neighbour table (the transpose, the pair
-# lists), kept while the table lives and is not modified: the backward passes of every layer sharing
-# a kernel map read one build of them.
+# lists), kept while the table lives and neither it nor they are modified: the backward passes of
+# every layer sharing a kernel map read one build of them.
 _backward_tables = WeakTensorKeyDictionary()
+# The neighbour tables whose transpose is the table itself with its offsets reversed (odd-sized
+# submanifold maps), with their version when marked.
+_mirrored_tables = WeakTensorKeyDictionary()
+
+
+def _keeps(nbr: Tensor) -> bool:
+    return not tracing() and type(nbr) is torch.Tensor  # fake and functional tensors hold no data to keep
+
+
+def _versions(nbr: Tensor, table) -> tuple:
+    tables = table if isinstance(table, tuple) else (table,)
+    return (nbr._version, *(t._version for t in tables))
 
 
 def _backward_table(nbr: Tensor, name: tuple, build) -> Tensor | tuple[Tensor, ...]:
-    if tracing() or type(nbr) is not torch.Tensor:  # fake and functional tensors hold no data to keep
+    if not _keeps(nbr):
         return build()
     tables = _backward_tables.setdefault(nbr, {})
-    version, table = tables.get(name, (None, None))
-    if version != nbr._version:
+    versions, table = tables.get(name, (None, None))
+    if table is None or versions != _versions(nbr, table):
         table = build()
-        tables[name] = nbr._version, table
+        tables[name] = _versions(nbr, table), table
     return table
+
+
+def remember_transpose(nbr: Tensor, n_rows: int, transposed: Tensor) -> None:
+    """Records `transposed` as transpose_table(nbr, n_rows), for the backward to read instead of
+    building it: a strided map and the transposed map built from it are each other's transpose."""
+    if _keeps(nbr):
+        _backward_tables.setdefault(nbr, {})[("transpose", n_rows)] = _versions(nbr, transposed), transposed
+
+
+def mark_mirrored(nbr: Tensor) -> None:
+    """Records that nbr [N, K] (N rows in and out) is its own transpose with the offsets reversed,
+    transpose_table(nbr, N)[:, k] = nbr[:, K - 1 - k], as an odd-sized submanifold map is: its input
+    gradient then reads nbr with the weight's offsets reversed, and no transposed table is built."""
+    if _keeps(nbr):
+        _mirrored_tables[nbr] = nbr._version
+
+
+def _is_mirrored(nbr: Tensor) -> bool:
+    return _keeps(nbr) and _mirrored_tables.get(nbr) == nbr._version
 
 
 @torch.library.register_fake("pointengine::hash_build")
@@ -299,8 +330,12 @@ def _conv_grads(ctx, feats: Tensor, weight: Tensor, nbr: Tensor, grad_out: Tenso
     grad_feats = grad_weight = None
     if ctx.needs_input_grad[0]:
         # The adjoint reads the same pairs from the input side, with each W[k] transposed.
-        transposed = _backward_table(nbr, ("transpose", feats.shape[0]), lambda: transpose_table(nbr, feats.shape[0]))
-        grad_feats = conv_fused(grad_out, weight.transpose(1, 2).contiguous(), transposed)
+        if _is_mirrored(nbr):
+            grad_feats = conv_fused(grad_out, weight.flip(0).transpose(1, 2).contiguous(), nbr)
+        else:
+            n_in = feats.shape[0]
+            transposed = _backward_table(nbr, ("transpose", n_in), lambda: transpose_table(nbr, n_in))
+            grad_feats = conv_fused(grad_out, weight.transpose(1, 2).contiguous(), transposed)
     if ctx.needs_input_grad[1]:
         if nbr.device.type == "cpu":
             pairs = _backward_table(nbr, ("pairs",), lambda: kernel_pairs(nbr))

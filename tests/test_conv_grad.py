@@ -105,3 +105,74 @@ def test_backward_builds_its_tables_once_per_table_and_again_after_the_table_cha
     nbr[nbr[:, 13] >= 0, 4] = -1  # in place: fewer pairs through offset 4
     assert all(map(torch.equal, gradients(), expected()))
     assert sorted(builds) == ["kernel_pairs"] * 2 + ["transpose_table"] * 2
+
+
+def count_builds(monkeypatch, name: str) -> list:
+    builds = []
+    real = getattr(_ops, name)
+    monkeypatch.setattr(_ops, name, lambda *args: builds.append(args) or real(*args))
+    return builds
+
+
+@pytest.mark.parametrize("kernel_size,dilation", [(3, 1), ((3, 1, 5), 1), (3, (1, 2, 1)), (5, 2)])
+def test_odd_submanifold_tables_are_their_own_transpose_reversed(kernel_size, dilation):
+    """What the backward relies on for the maps it marks mirrored, against the transpose built entry by entry."""
+    g = torch.Generator().manual_seed(6)
+    nbr = km.submanifold_map(CoordinateMap(random_sites(400, 2, 7, g)), kernel_size, dilation).nbr
+    assert _ops._is_mirrored(nbr)
+    assert torch.equal(_ops.transpose_table(nbr, nbr.shape[0]), nbr.flip(1))
+
+
+def test_even_submanifold_tables_are_not_marked_mirrored():
+    nbr = km.submanifold_map(CoordinateMap(random_sites(100, 1, 6, torch.Generator().manual_seed(7))), 2).nbr
+    assert not _ops._is_mirrored(nbr)
+
+
+def test_mirrored_input_gradient_builds_no_table_and_equals_the_transposed_tables(monkeypatch):
+    """The input gradient of a conv on a marked submanifold table reads the table itself (the weight's
+    offsets reversed); an unmarked copy of the table goes through the transposed table: the same
+    gradients. Modified in place, the table is no longer taken as mirrored."""
+    builds = count_builds(monkeypatch, "transpose_table")
+    g = torch.Generator().manual_seed(8)
+    nbr = km.submanifold_map(CoordinateMap(random_sites(300, 2, 8, g)), 3).nbr
+    feats = torch.randn(nbr.shape[0], 4, generator=g, dtype=torch.float64)
+    weight = torch.randn(27, 4, 3, generator=g, dtype=torch.float64)
+    grad_out = torch.randn(nbr.shape[0], 3, generator=g, dtype=torch.float64)
+
+    def input_gradient(table):
+        x = feats.clone().requires_grad_()
+        _ops.conv_fused(x, weight, table).backward(grad_out)
+        return x.grad
+
+    mirrored = input_gradient(nbr)
+    assert builds == []
+    generic = input_gradient(nbr.clone())
+    assert len(builds) == 1
+    torch.testing.assert_close(mirrored, generic, rtol=1e-12, atol=1e-12)
+    nbr[nbr[:, 13] >= 0, 4] = -1  # no longer symmetric
+    assert not _ops._is_mirrored(nbr)
+    torch.testing.assert_close(input_gradient(nbr), input_gradient(nbr.clone()), rtol=0, atol=0)
+
+
+def test_strided_and_transposed_maps_serve_as_each_others_transposed_table(monkeypatch):
+    """A down- and up-sampling pair trains without building a transposed table; the tables they read
+    equal the ones built; a table modified in place has its transpose built again."""
+    g = torch.Generator().manual_seed(9)
+    sites = random_sites(500, 2, 10, g)
+    x = SparseTensor(torch.randn(sites.shape[0], 3, generator=g, dtype=torch.float64), sites)
+    down_w = torch.randn(8, 3, 4, generator=g, dtype=torch.float64, requires_grad=True)
+    up_w = torch.randn(8, 4, 3, generator=g, dtype=torch.float64, requires_grad=True)
+    builds = count_builds(monkeypatch, "transpose_table")
+    coarse = conv3d(x, down_w, kernel_size=2, stride=2)
+    up = conv3d(coarse, up_w, kernel_size=2, stride=2, transposed=True)
+    built_in_forward = len(builds)
+    up.feats.square().sum().backward()
+    assert len(builds) == built_in_forward == 1
+    down_nbr = x.coordinate_map.kernel_maps[km.KernelMapKey((2, 2, 2), (2, 2, 2), (1, 1, 1), "dense")].nbr
+    up_nbr = coarse.coordinate_map.kernel_maps[km.KernelMapKey((2, 2, 2), (2, 2, 2), (1, 1, 1), "transposed")].nbr
+    for table, n_rows, other in ((down_nbr, x.num_sites, up_nbr), (up_nbr, coarse.num_sites, down_nbr)):
+        assert _ops._backward_table(table, ("transpose", n_rows), lambda: None) is other
+        assert torch.equal(_ops.transpose_table(table, n_rows), other)
+    up_nbr[:, 0] = -1
+    built_again = torch.empty(0)
+    assert _ops._backward_table(down_nbr, ("transpose", x.num_sites), lambda: built_again) is built_again

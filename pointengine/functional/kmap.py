@@ -144,13 +144,16 @@ def _lookup(cmap: CoordinateMap, out_coords: Tensor, offsets: Tensor, stride: Tr
 
 
 def submanifold_map(cmap: CoordinateMap, kernel_size, dilation=1) -> KernelMap:
-    """Outputs are the input sites; offsets k and K-1-k mirror each other for odd kernels."""
+    """Outputs are the input sites; offsets k and K-1-k mirror each other for odd kernels, so the
+    table is its own transpose with the offsets reversed (marked for the backward)."""
     key = KernelMapKey(as_triple(kernel_size, "kernel_size"), (1, 1, 1), as_triple(dilation, "dilation"), "submanifold")
 
     def build() -> KernelMap:
         offsets = kernel_offsets(key.kernel_size, key.dilation, cmap.coords.device)
         odd = all(s % 2 for s in key.kernel_size)
         nbr = _lookup(cmap, cmap.coords, offsets, (1, 1, 1), transposed=False, submanifold=odd)
+        if odd:
+            _ops.mark_mirrored(nbr)
         return KernelMap(nbr, cmap.num_rows, weakref.ref(cmap))
 
     return cmap.kernel_map(key, build)
@@ -256,7 +259,11 @@ def transposed_map(coarse: CoordinateMap, fine: CoordinateMap, kernel_size, stri
             forward = submanifold_map(fine, key.kernel_size, key.dilation)
         else:
             forward = _find_strided(coarse, fine, key)
-        return KernelMap(forward.transposed_table(), coarse.num_rows, weakref.ref(fine))
+        table = forward.transposed_table()
+        # Each map is the other's transpose: the backward passes of both convs read them as built.
+        _ops.remember_transpose(forward.nbr, forward.n_in, table)
+        _ops.remember_transpose(table, coarse.num_rows, forward.nbr)
+        return KernelMap(table, coarse.num_rows, weakref.ref(fine))
 
     # Locks go from the coarse map to the fine one, never back: no two threads can wait on each other.
     return coarse.kernel_map(key, build)
