@@ -4,6 +4,8 @@ Inputs are validated by the callers (tensor.py, coordinate_map.py, functional/);
 only keep one TORCH_CHECK backstop each.
 """
 
+import weakref
+
 import torch
 from torch import Tensor
 from torch.utils.weak import WeakTensorKeyDictionary
@@ -188,9 +190,12 @@ def batch_norm_train(x: Tensor, weight: Tensor, bias: Tensor, eps: float, relu: 
 
 
 # The tables a convolution's backward derives from its neighbour table (the transpose, the pair
-# lists), kept while the table lives and neither it nor they are modified: the backward passes of
-# every layer sharing a kernel map read one build of them.
+# lists), kept while the table lives and is not modified: the backward passes of every layer sharing
+# a kernel map read one build of them.
 _backward_tables = WeakTensorKeyDictionary()
+# Transposes known without a build (a strided map and the transposed map built from it), held
+# weakly: each table is the other's key, and strong references would keep both alive for ever.
+_remembered_transposes = WeakTensorKeyDictionary()
 # The neighbour tables whose transpose is the table itself with its offsets reversed (odd-sized
 # submanifold maps), with their version when marked.
 _mirrored_tables = WeakTensorKeyDictionary()
@@ -200,27 +205,32 @@ def _keeps(nbr: Tensor) -> bool:
     return not tracing() and type(nbr) is torch.Tensor  # fake and functional tensors hold no data to keep
 
 
-def _versions(nbr: Tensor, table) -> tuple:
-    tables = table if isinstance(table, tuple) else (table,)
-    return (nbr._version, *(t._version for t in tables))
-
-
 def _backward_table(nbr: Tensor, name: tuple, build) -> Tensor | tuple[Tensor, ...]:
     if not _keeps(nbr):
         return build()
     tables = _backward_tables.setdefault(nbr, {})
-    versions, table = tables.get(name, (None, None))
-    if table is None or versions != _versions(nbr, table):
+    version, table = tables.get(name, (None, None))
+    if version != nbr._version:
         table = build()
-        tables[name] = _versions(nbr, table), table
+        tables[name] = nbr._version, table
     return table
 
 
 def remember_transpose(nbr: Tensor, n_rows: int, transposed: Tensor) -> None:
     """Records `transposed` as transpose_table(nbr, n_rows), for the backward to read instead of
-    building it: a strided map and the transposed map built from it are each other's transpose."""
+    building it, while both tables live unmodified."""
     if _keeps(nbr):
-        _backward_tables.setdefault(nbr, {})[("transpose", n_rows)] = _versions(nbr, transposed), transposed
+        _remembered_transposes[nbr] = n_rows, weakref.ref(transposed), (nbr._version, transposed._version)
+
+
+def _transposed(nbr: Tensor, n_rows: int) -> Tensor:
+    """transpose_table(nbr, n_rows): the remembered one if it still holds, else one build per table."""
+    rows, ref, versions = _remembered_transposes.get(nbr, (None, None, None)) if _keeps(nbr) else (None,) * 3
+    if ref is not None:
+        table = ref()
+        if rows == n_rows and table is not None and versions == (nbr._version, table._version):
+            return table
+    return _backward_table(nbr, ("transpose", n_rows), lambda: transpose_table(nbr, n_rows))
 
 
 def mark_mirrored(nbr: Tensor) -> None:
@@ -333,9 +343,7 @@ def _conv_grads(ctx, feats: Tensor, weight: Tensor, nbr: Tensor, grad_out: Tenso
         if _is_mirrored(nbr):
             grad_feats = conv_fused(grad_out, weight.flip(0).transpose(1, 2).contiguous(), nbr)
         else:
-            n_in = feats.shape[0]
-            transposed = _backward_table(nbr, ("transpose", n_in), lambda: transpose_table(nbr, n_in))
-            grad_feats = conv_fused(grad_out, weight.transpose(1, 2).contiguous(), transposed)
+            grad_feats = conv_fused(grad_out, weight.transpose(1, 2).contiguous(), _transposed(nbr, feats.shape[0]))
     if ctx.needs_input_grad[1]:
         if nbr.device.type == "cpu":
             pairs = _backward_table(nbr, ("pairs",), lambda: kernel_pairs(nbr))

@@ -1,7 +1,9 @@
 """Gradients of every convolution kind, both dataflows: torch.autograd.gradcheck in float64 for the
 features, the weight and the bias; the backward's tables built once per neighbour table."""
 
+import gc
 import math
+import weakref
 
 import pytest
 import torch
@@ -154,25 +156,41 @@ def test_mirrored_input_gradient_builds_no_table_and_equals_the_transposed_table
     torch.testing.assert_close(input_gradient(nbr), input_gradient(nbr.clone()), rtol=0, atol=0)
 
 
-def test_strided_and_transposed_maps_serve_as_each_others_transposed_table(monkeypatch):
-    """A down- and up-sampling pair trains without building a transposed table; the tables they read
-    equal the ones built; a table modified in place has its transpose built again."""
-    g = torch.Generator().manual_seed(9)
+def down_up_pair(seed: int):
+    """A 2x2x2 stride-2 conv and its transposed conv back, with weights that need gradients."""
+    g = torch.Generator().manual_seed(seed)
     sites = random_sites(500, 2, 10, g)
     x = SparseTensor(torch.randn(sites.shape[0], 3, generator=g, dtype=torch.float64), sites)
     down_w = torch.randn(8, 3, 4, generator=g, dtype=torch.float64, requires_grad=True)
     up_w = torch.randn(8, 4, 3, generator=g, dtype=torch.float64, requires_grad=True)
-    builds = count_builds(monkeypatch, "transpose_table")
     coarse = conv3d(x, down_w, kernel_size=2, stride=2)
-    up = conv3d(coarse, up_w, kernel_size=2, stride=2, transposed=True)
+    return x, coarse, conv3d(coarse, up_w, kernel_size=2, stride=2, transposed=True)
+
+
+def test_strided_and_transposed_maps_serve_as_each_others_transposed_table(monkeypatch):
+    """A down- and up-sampling pair trains without building a transposed table; the tables they read
+    equal the ones built; a table modified in place has its transpose built again."""
+    builds = count_builds(monkeypatch, "transpose_table")
+    x, coarse, up = down_up_pair(9)
     built_in_forward = len(builds)
     up.feats.square().sum().backward()
     assert len(builds) == built_in_forward == 1
     down_nbr = x.coordinate_map.kernel_maps[km.KernelMapKey((2, 2, 2), (2, 2, 2), (1, 1, 1), "dense")].nbr
     up_nbr = coarse.coordinate_map.kernel_maps[km.KernelMapKey((2, 2, 2), (2, 2, 2), (1, 1, 1), "transposed")].nbr
     for table, n_rows, other in ((down_nbr, x.num_sites, up_nbr), (up_nbr, coarse.num_sites, down_nbr)):
-        assert _ops._backward_table(table, ("transpose", n_rows), lambda: None) is other
+        assert _ops._transposed(table, n_rows) is other
         assert torch.equal(_ops.transpose_table(table, n_rows), other)
     up_nbr[:, 0] = -1
-    built_again = torch.empty(0)
-    assert _ops._backward_table(down_nbr, ("transpose", x.num_sites), lambda: built_again) is built_again
+    rebuilt = _ops._transposed(down_nbr, x.num_sites)
+    assert rebuilt is not up_nbr and torch.equal(rebuilt, _ops.transpose_table(down_nbr, x.num_sites))
+
+
+def test_remembered_transposes_do_not_keep_their_tables_alive():
+    """Each table of a down/up pair is the other's transpose; once the tensors are gone, so are the tables."""
+    x, coarse, up = down_up_pair(10)
+    up.feats.square().sum().backward()
+    tables = [weakref.ref(m.nbr) for c in (x, coarse) for m in c.coordinate_map.kernel_maps.values()]
+    assert len(tables) == 2
+    del x, coarse, up
+    gc.collect()
+    assert all(t() is None for t in tables)
