@@ -225,8 +225,9 @@ def remember_transpose(nbr: Tensor, n_rows: int, transposed: Tensor) -> None:
 
 def _transposed(nbr: Tensor, n_rows: int) -> Tensor:
     """transpose_table(nbr, n_rows): the remembered one if it still holds, else one build per table."""
-    rows, ref, versions = _remembered_transposes.get(nbr, (None, None, None)) if _keeps(nbr) else (None,) * 3
-    if ref is not None:
+    remembered = _remembered_transposes.get(nbr) if _keeps(nbr) else None
+    if remembered is not None:
+        rows, ref, versions = remembered
         table = ref()
         if rows == n_rows and table is not None and versions == (nbr._version, table._version):
             return table
