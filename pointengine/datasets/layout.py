@@ -22,10 +22,6 @@ REACH = 130.0  # m of every arm, beyond the longest range
 CARRIAGEWAY, PARKING_LANE, FOOTWAY, VERGE, LAND = range(5)
 GROUND_LABELS = np.array([ROAD, PARKING, SIDEWALK, TERRAIN, TERRAIN])
 PAINT = 0.75  # albedo of lane markings
-# Spread of the ground's patches (log albedo), and how many waves make them, 2-12 m long: the real
-# road's remission varies about 1.5x as much as a uniform strip's with per-point texture alone.
-PATCH_SIGMA = 0.3
-PATCH_WAVES = 12
 
 
 @dataclass(frozen=True)
@@ -89,12 +85,7 @@ class Arm:
 
 @dataclass(frozen=True)
 class Layout:
-    """The arms of a street, and the ground's patches: plane waves (wave vector x, y in rad/m, phase),
-    whose sum multiplies every strip's albedo by exp(PATCH_SIGMA * field), a smooth field of unit
-    variance (worn and mended asphalt, damp and dry grass); none leaves the albedos as drawn."""
-
     arms: tuple[Arm, ...]
-    patches: tuple[tuple[float, float, float], ...] = ()
 
     def zone(self, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(rank, owning arm, ground height over the road) of points: the innermost strip of any arm."""
@@ -105,7 +96,7 @@ class Layout:
 
     def albedo(self, x: np.ndarray, y: np.ndarray, rank: np.ndarray, owner: np.ndarray) -> np.ndarray:
         """Ground albedo of points in their strips, with the lane paint of the carriageway."""
-        albedo = np.array([arm.albedo for arm in self.arms])[owner, rank] * self.patch_factor(x, y)
+        albedo = np.array([arm.albedo for arm in self.arms])[owner, rank]
         for i, arm in enumerate(self.arms):
             mine = (owner == i) & (rank == CARRIAGEWAY)
             along, lateral = arm.frame(x[mine], y[mine])
@@ -113,13 +104,6 @@ class Layout:
             paint |= np.abs(np.abs(lateral) - arm.road + 0.25) < 0.06  # the solid edge lines
             albedo[np.nonzero(mine)[0][paint]] = PAINT
         return albedo
-
-    def patch_factor(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
-        """The albedo factor of the ground's patches at points (1 without patches)."""
-        if not self.patches:
-            return np.ones(np.shape(x))
-        field = sum(np.cos(kx * x + ky * y + phase) for kx, ky, phase in self.patches)
-        return np.exp(PATCH_SIGMA * math.sqrt(2.0 / len(self.patches)) * field)
 
     def cast_ground(self, image: RangeImage, height: float, halvings: int = 10) -> None:
         """The ground as a height field, `height` below the sensor, with steps at the kerbs. Each downward
@@ -182,14 +166,7 @@ def draw_layout(rng: np.random.Generator) -> Layout:
         x, y, along = arms[0].place(rng.choice([-1.0, 1.0]) * rng.uniform(8.0, 35.0), 0.0)
         turn = along + rng.choice([-1.0, 1.0]) * (math.pi / 2 + rng.normal(0.0, 0.15))
         arms.append(_arm(rng, (x, y), turn, 0.0, -REACH if kind == "crossing" else 0.0, REACH, rng.uniform(2.8, 5.0)))
-    # Drawn from a child generator: the parent's stream, and so the street's objects, stay as they were.
-    waves = rng.spawn(1)[0]
-    wavelength = waves.uniform(2.0, 12.0, PATCH_WAVES)
-    direction = waves.uniform(0.0, 2.0 * math.pi, PATCH_WAVES)
-    patches = tuple(zip((2.0 * math.pi / wavelength * np.cos(direction)).tolist(),
-                        (2.0 * math.pi / wavelength * np.sin(direction)).tolist(),
-                        waves.uniform(0.0, 2.0 * math.pi, PATCH_WAVES).tolist()))
-    return Layout(tuple(arms), patches)
+    return Layout(tuple(arms))
 
 
 def _arm(rng, origin, heading, curvature, start, end, road) -> Arm:
@@ -200,9 +177,7 @@ def _arm(rng, origin, heading, curvature, start, end, road) -> Arm:
     sidewalk = pair(lambda: rng.uniform(2.0, 5.0))
     verge = pair(lambda: rng.uniform(0.5, 3.0) if rng.random() < 0.3 else 0.0)
     # Near-infrared albedo: asphalt dark, paving and concrete brighter, grass bright.
-    albedo = (rng.uniform(0.28, 0.45), rng.uniform(0.35, 0.55), rng.uniform(0.35, 0.55), rng.uniform(0.45, 0.7),
+    albedo = (rng.uniform(0.28, 0.45), rng.uniform(0.35, 0.55), rng.uniform(0.4, 0.6), rng.uniform(0.45, 0.7),
               rng.uniform(0.45, 0.7))
-    # The verge and the land beyond lie at about the road's level, from a step down off the sidewalk
-    # to a bank above it (the real terrain's height is the road's, +-0.27 m).
     return Arm(origin, heading, curvature, start, end, road, parking, sidewalk, verge, rng.uniform(0.08, 0.16),
-               rng.uniform(-0.3, 0.15), albedo)
+               rng.uniform(0.0, 0.25), albedo)
