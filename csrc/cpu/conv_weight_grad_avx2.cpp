@@ -35,7 +35,7 @@ PE_AVX2 void fma_block(const float* x, int64_t x_stride, const float* g, int64_t
     const float* xp = x + p * x_stride;
     const float* gp = g + p * kGradPanel;
     if constexpr (NV < 4) {
-      // Holding MR broadcasts as well spilled accumulators to the stack (6 x 2, 4 x 3): 2.5x slower.
+      // Holding the MR broadcasts as well spilled accumulators to the stack (6 x 2, 4 x 3): 1.3-2x slower.
       __m256 gv[NV];
 #pragma GCC unroll 4
       for (int v = 0; v < NV; ++v) gv[v] = _mm256_loadu_ps(gp + 8 * v);
@@ -46,6 +46,8 @@ PE_AVX2 void fma_block(const float* x, int64_t x_stride, const float* g, int64_t
         for (int v = 0; v < NV; ++v) c[r][v] = _mm256_fmadd_ps(xb, gv[v], c[r][v]);
       }
     } else {
+      // 12 accumulators, the 3 broadcasts and 1 vector at a time fill the 16 registers (holding all 4
+      // vectors spilled an accumulator).
       __m256 xb[MR];
 #pragma GCC unroll 12
       for (int r = 0; r < MR; ++r) xb[r] = _mm256_broadcast_ss(xp + r);
