@@ -120,7 +120,7 @@ def cmd_synthetic(args) -> int:
         if not frames.isdigit():
             raise ValueError(f"--sequences takes SEQ=FRAMES items such as 00=600, got {item!r}")
         sequences[name] = int(frames)
-    root = write_synthetic_dataset(args.root, sequences, args.seed, progress=True)
+    root = write_synthetic_dataset(args.root, sequences, args.seed, progress=True, rare=args.rare)
     count = sum(sequences.values())
     print(f"wrote {count} labelled scan{'s' if count != 1 else ''} under {root / 'sequences'}")
     return 0
@@ -248,6 +248,9 @@ def parser() -> argparse.ArgumentParser:
     syn.add_argument("root", metavar="ROOT")
     syn.add_argument("--sequences", nargs="+", required=True, metavar="SEQ=FRAMES", help="e.g. 00=600 08=12")
     syn.add_argument("--seed", type=int, default=0, help="default 0")
+    syn.add_argument("--rare", type=float, default=1.0, metavar="R",
+                     help="R times as many riders, two-wheelers, people, trucks, other vehicles and fences "
+                     "(default 1: the usual streets)")
     syn.set_defaults(run=cmd_synthetic)
 
     add_profile_command(sub)

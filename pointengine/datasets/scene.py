@@ -20,10 +20,12 @@ SEEN = 90.0  # m: objects farther from the sensor are not built
 
 
 class Scene:
-    """Builds the shapes of one street from one generator; `ground` is the road's z in the world frame."""
+    """Builds the shapes of one street from one generator; `ground` is the road's z in the world frame.
+    `rare` multiplies how often the rare classes come (riders, parked two-wheelers, people, trucks,
+    other vehicles, fences); at 1 the street is the usual one, drawn with the same random numbers."""
 
-    def __init__(self, layout: Layout, rng: np.random.Generator, ground: float):
-        self.layout, self.rng, self.ground = layout, rng, ground
+    def __init__(self, layout: Layout, rng: np.random.Generator, ground: float, rare: float = 1.0):
+        self.layout, self.rng, self.ground, self.rare = layout, rng, ground, rare
 
     def shapes(self) -> list[Shape]:
         out: list[Shape] = []
@@ -65,13 +67,14 @@ class Scene:
             x, y, heading, ground = spot
             yaw = heading + (0.0 if lane < 0 else math.pi) + rng.normal(0.0, 0.03)
             kind = rng.random()
-            if kind < 0.84:
+            others = min(0.16 * self.rare, 0.9)  # trucks and other vehicles, half each
+            if kind < 1.0 - others:
                 out += objects.car(rng, x, y, yaw, ground)
-            elif kind < 0.92:
+            elif kind < 1.0 - others / 2:
                 out += objects.truck(rng, x, y, yaw, ground)
             else:
                 out += objects.other_vehicle(rng, x, y, yaw, ground)
-        for _ in range(rng.poisson(1.0)):
+        for _ in range(rng.poisson(1.0 * self.rare)):
             lane = rng.choice([-1.0, 1.0])
             spot = self._at(index, arm, rng.uniform(arm.start, arm.end), lane * (arm.road - 0.7), (CARRIAGEWAY,))
             if spot is not None and math.hypot(spot[0], spot[1]) > 4.0:
@@ -95,7 +98,8 @@ class Scene:
             x, y, heading, ground = spot
             yaw = heading + (math.pi if rng.random() < 0.5 else 0.0) + rng.normal(0.0, 0.04)
             kind = rng.random()
-            build = objects.car if kind < 0.95 else objects.other_vehicle if kind < 0.97 else objects.truck
+            others = min(0.05 * self.rare, 0.9)  # other vehicles 2 parts in 5, trucks 3
+            build = objects.car if kind < 1.0 - others else objects.other_vehicle if kind < 1.0 - others * 0.6 else objects.truck
             out += build(rng, x, y, yaw, ground)
         return out
 
@@ -111,11 +115,11 @@ class Scene:
                 x, y, heading, ground = spot
                 facing = heading + (math.pi if side == 1 else 0.0)
                 out += objects.pole(rng, x, y, ground, facing, sign=rng.random() < 0.35)
-        for _ in range(rng.poisson(1.0)):
+        for _ in range(rng.poisson(1.0 * self.rare)):
             spot = self._at(index, arm, rng.uniform(arm.start, arm.end), sign * (kerb + rng.uniform(0.4, width)), (FOOTWAY,))
             if spot is not None and math.hypot(spot[0], spot[1]) > 3.0:
                 out += objects.person(rng, spot[0], spot[1], spot[2], spot[3])
-        for _ in range(rng.poisson(0.4)):
+        for _ in range(rng.poisson(0.4 * self.rare)):
             spot = self._at(index, arm, rng.uniform(arm.start, arm.end), sign * (kerb + width - 0.4), (FOOTWAY,))
             if spot is not None:
                 x, y, heading, ground = spot
@@ -153,10 +157,11 @@ class Scene:
             plot = rng.uniform(8.0, 30.0)
             front = self._at(index, arm, along + plot / 2, sign * (edge + 0.3), (LAND,))
             kind = rng.random()
-            if front is not None and kind < 0.05:
+            fences = min(0.05 * self.rare, 0.5)
+            if front is not None and kind < fences:
                 x, y, heading, ground = front
                 out.append(objects.fence(rng, x, y, ground, plot, heading))
-            elif front is not None and kind < 0.6:
+            elif front is not None and kind < fences + 0.55:
                 x, y, heading, ground = front
                 out.append(objects.bush(rng, x, y, ground, plot, heading))
             depth = rng.uniform(8.0, 16.0)

@@ -51,6 +51,7 @@ def generate_scan(
     range_noise: float = 0.015,
     dropout: float = 0.01,
     pose: Pose | None = None,
+    rare: float = 1.0,
 ) -> LidarScan:
     """One scan: points float32 [N, 4] (x, y, z, remission in [0, 1)), labels int64 [N].
 
@@ -58,8 +59,11 @@ def generate_scan(
     drawn from the seed, the street staying the same. `range_noise` is the standard deviation of the
     range error (m) near the sensor (it grows with range); `dropout` the fraction of returns lost on
     every beam (some beams lose more); returns nearer than `min_range`, or on the sensor's own car,
-    are dropped.
+    are dropped. `rare` > 1 puts more of the rare classes in the street (Scene); a training set can
+    take them more often than the scans a model is judged on.
     """
+    if not 0.0 < rare <= 10.0:
+        raise ValueError(f"rare must be in (0, 10], got {rare}")
     if beams < 1 or azimuth_steps < 1:
         raise ValueError(f"beams and azimuth_steps must be >= 1, got {beams} and {azimuth_steps}")
     if not 0 < min_range < max_range:
@@ -72,7 +76,7 @@ def generate_scan(
     layout = draw_layout(rng)
     image = RangeImage(hdl64_elevations(beams, calibrated=True), azimuth_steps, max_range, pose.rotation())
     layout.cast_ground(image, pose.height)
-    for shape in Scene(layout, rng, -pose.height).shapes():
+    for shape in Scene(layout, rng, -pose.height, rare).shapes():
         image.cast(shape, rng)
     block_ego_car(image)
     return returns(image, rng, min_range, range_noise, dropout)
