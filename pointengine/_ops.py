@@ -202,7 +202,9 @@ _mirrored_tables = WeakTensorKeyDictionary()
 
 
 def _keeps(nbr: Tensor) -> bool:
-    return not tracing() and type(nbr) is torch.Tensor  # fake and functional tensors hold no data to keep
+    # fake and functional tensors hold no data to keep; inference tensors (torch.inference_mode) have no
+    # version counter, and no backward can read them
+    return not tracing() and type(nbr) is torch.Tensor and not nbr.is_inference()
 
 
 def _backward_table(nbr: Tensor, name: tuple, build) -> Tensor | tuple[Tensor, ...]:
@@ -219,7 +221,7 @@ def _backward_table(nbr: Tensor, name: tuple, build) -> Tensor | tuple[Tensor, .
 def remember_transpose(nbr: Tensor, n_rows: int, transposed: Tensor) -> None:
     """Records `transposed` as transpose_table(nbr, n_rows), for the backward to read instead of
     building it, while both tables live unmodified."""
-    if _keeps(nbr):
+    if _keeps(nbr) and _keeps(transposed):
         _remembered_transposes[nbr] = n_rows, weakref.ref(transposed), (nbr._version, transposed._version)
 
 

@@ -194,3 +194,25 @@ def test_remembered_transposes_do_not_keep_their_tables_alive():
     del x, coarse, up
     gc.collect()
     assert all(t() is None for t in tables)
+
+
+def test_convolutions_run_under_inference_mode():
+    """Inference tensors have no version counter: the tables built under torch.inference_mode (odd
+    submanifold, strided, transposed) are not recorded for a backward, and the forward gives the
+    values it gives under no_grad, also when a map built outside is read inside."""
+    def forward(x):
+        g = torch.Generator().manual_seed(4)
+        sub_w, down_w, up_w = (torch.randn(27 if i == 0 else 8, 4, 4, generator=g, dtype=torch.float64) for i in range(3))
+        coarse = conv3d(conv3d(x, sub_w, kernel_size=3), down_w, kernel_size=2, stride=2)
+        return conv3d(coarse, up_w, kernel_size=2, stride=2, transposed=True).feats
+
+    def sparse_input():
+        return SparseTensor(*random_input(torch.Generator().manual_seed(11), 60, 4, batches=2, extent=6))
+
+    x = sparse_input()
+    with torch.no_grad():
+        expected = forward(x)
+    with torch.inference_mode():
+        fresh = forward(sparse_input())
+        reused = forward(x)  # its coordinate map already holds the tables built above
+    assert torch.equal(fresh, expected) and torch.equal(reused, expected)
