@@ -202,7 +202,7 @@ def test_convolutions_run_under_inference_mode():
     values it gives under no_grad, also when a map built outside is read inside."""
     def forward(x):
         g = torch.Generator().manual_seed(4)
-        sub_w, down_w, up_w = (torch.randn(27 if i == 0 else 8, 4, 4, generator=g, dtype=torch.float64) for i in range(3))
+        sub_w, down_w, up_w = (torch.randn(k, 4, 4, generator=g, dtype=torch.float64) for k in (27, 8, 8))
         coarse = conv3d(conv3d(x, sub_w, kernel_size=3), down_w, kernel_size=2, stride=2)
         return conv3d(coarse, up_w, kernel_size=2, stride=2, transposed=True).feats
 

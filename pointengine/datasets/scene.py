@@ -99,7 +99,10 @@ class Scene:
             yaw = heading + (math.pi if rng.random() < 0.5 else 0.0) + rng.normal(0.0, 0.04)
             kind = rng.random()
             others = min(0.05 * self.rare, 0.9)  # other vehicles 2 parts in 5, trucks 3
-            build = objects.car if kind < 1.0 - others else objects.other_vehicle if kind < 1.0 - others * 0.6 else objects.truck
+            if kind < 1.0 - others:
+                build = objects.car
+            else:
+                build = objects.other_vehicle if kind < 1.0 - others * 0.6 else objects.truck
             out += build(rng, x, y, yaw, ground)
         return out
 
