@@ -1,7 +1,7 @@
 """Training speed and memory: scans/s of `pointengine train`'s step (augmentation, the Segmenter's
 voxelization, forward, point-level cross-entropy, backward, SGD) on a real-size scan for MinkUNet cr 0.5
 and SPVCNN cr 0.5, peak RSS of each (one child process per model), and one training step against one
-inference pass of the same model on the same scan.
+inference pass of the same model on the same scan, the two alternating.
 
 The goal: a training step of MinkUNet cr 0.5 within 3x its inference time (forward under no_grad, as
 Segmenter runs it). Writes JSON lines to benchmarks/results/bench_train.jsonl and a markdown table.
@@ -17,14 +17,14 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import argparse
+import itertools
 import multiprocessing
 import resource
-import statistics
 import time
 
 import torch
 
-from common import KITTI_SCANS, append_results, machine
+from common import KITTI_SCANS, append_results, machine, round_robin
 from pointengine.datasets import LidarScan, generate_scan, load_scan
 from pointengine.models import build_model, load_model_config
 from pointengine.segment import voxelize_scans
@@ -53,26 +53,28 @@ def measure(name: str, steps: int, threads: int) -> dict:
     model = build_model(config)
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9, nesterov=True, weight_decay=1e-4)
     world = World()
-    step_s = []
-    for i in range(steps + 1):  # the first step warms up (allocations, first kernel maps)
+    steps_taken = itertools.count()
+
+    def step() -> None:
         model.train()
-        start = time.perf_counter()
-        scans = [LidarScan(augment(scan.points, 0, 0, i), scan.labels)]
+        scans = [LidarScan(augment(scan.points, 0, 0, next(steps_taken)), scan.labels)]
         train_step(model, optimizer, config, scans, world, torch.device("cpu"))
-        step_s.append(time.perf_counter() - start)
-    model.eval()
-    infer_s = []
-    with torch.no_grad():
-        for _ in range(steps + 1):
-            start = time.perf_counter()
-            batch = voxelize_scans(config, [scan.points])
-            model(batch.tensor).feats.index_select(0, batch.inverse)
-            infer_s.append(time.perf_counter() - start)
-    step, infer = statistics.median(step_s[1:]), statistics.median(infer_s[1:])
+
+    @torch.no_grad()
+    def infer() -> None:
+        model.eval()
+        batch = voxelize_scans(config, [scan.points])
+        model(batch.tensor).feats.index_select(0, batch.inverse)
+
+    # Alternating (a step, then an inference pass, each round), so that a change of the machine's load
+    # hits both alike: timed one after the other, the ratio moved from 2.8x to 4.8x between runs on a
+    # busy VM. The first round warms up (allocations, first kernel maps).
+    times = round_robin({"step": step, "infer": infer}, steps, warmup=1)
+    step_s, infer_s = times["step"], times["infer"]
     voxels = voxelize_scans(config, [scan.points]).tensor.num_sites
     return {"config": name, "scan": scan_name, "points": int(scan.points.shape[0]), "voxels": int(voxels),
-            "threads": threads, "steps": steps, "step_s": step, "scans_per_s": 1.0 / step, "infer_s": infer,
-            "step_over_infer": step / infer, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+            "threads": threads, "steps": steps, "step_s": step_s, "scans_per_s": 1.0 / step_s, "infer_s": infer_s,
+            "step_over_infer": step_s / infer_s, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
 def main() -> None:
