@@ -59,6 +59,7 @@ class Scene:
     def _traffic(self, index: int, arm: Arm) -> list[Shape]:
         """Vehicles in both lanes, and riders (bicycles, some motorcycles) near the kerb, clear of the sensor's own car."""
         rng, out = self.rng, []
+        others = min(0.16 * self.rare, 0.9)  # trucks and other vehicles, half each
         for _ in range(rng.poisson(1.5)):
             lane = rng.choice([-1.0, 1.0])
             spot = self._at(index, arm, rng.uniform(arm.start, arm.end), lane * arm.road / 2, (CARRIAGEWAY,), 3.0)
@@ -67,7 +68,6 @@ class Scene:
             x, y, heading, ground = spot
             yaw = heading + (0.0 if lane < 0 else math.pi) + rng.normal(0.0, 0.03)
             kind = rng.random()
-            others = min(0.16 * self.rare, 0.9)  # trucks and other vehicles, half each
             if kind < 1.0 - others:
                 out += objects.car(rng, x, y, yaw, ground)
             elif kind < 1.0 - others / 2:
@@ -89,6 +89,7 @@ class Scene:
             return out
         sign, occupied = 1.0 - 2.0 * side, rng.uniform(0.1, 0.6)
         lateral = sign * (arm.road + arm.parking[side] / 2 + rng.uniform(-0.15, 0.15))
+        others = min(0.05 * self.rare, 0.9)  # other vehicles 2 parts in 5, trucks 3
         for along in self._walk(arm, (5.2, 8.0)):
             if rng.random() > occupied:
                 continue
@@ -98,7 +99,6 @@ class Scene:
             x, y, heading, ground = spot
             yaw = heading + (math.pi if rng.random() < 0.5 else 0.0) + rng.normal(0.0, 0.04)
             kind = rng.random()
-            others = min(0.05 * self.rare, 0.9)  # other vehicles 2 parts in 5, trucks 3
             if kind < 1.0 - others:
                 build = objects.car
             else:
@@ -156,11 +156,11 @@ class Scene:
         setback = rng.uniform(0.5, 6.0)
         built = rng.random() < 0.85
         along = arm.start + rng.uniform(0.0, 10.0)
+        fences = min(0.05 * self.rare, 0.5)  # of the plots' fronts; hedges take 0.55 more
         while along < arm.end:
             plot = rng.uniform(8.0, 30.0)
             front = self._at(index, arm, along + plot / 2, sign * (edge + 0.3), (LAND,))
             kind = rng.random()
-            fences = min(0.05 * self.rare, 0.5)
             if front is not None and kind < fences:
                 x, y, heading, ground = front
                 out.append(objects.fence(rng, x, y, ground, plot, heading))
