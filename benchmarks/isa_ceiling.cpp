@@ -1,7 +1,9 @@
 // The instruction ceilings behind bench_int8.py's ratios: multiply-adds per second of independent
 // register chains on one core, float32 FMA (vfmadd231ps ymm, 8 per instruction) against the AVX2
-// int8 step of conv_int8 (vpmaddubsw, vpmaddwd with ones, vpaddd: 32 per step). No memory traffic,
-// no dependencies between chains: the most either kernel could reach.
+// int8 step of conv_int8 (vpmaddubsw, vpmaddwd with ones, vpaddd: 32 per step), and where the CPU
+// has AVX-512 the zmm instructions of the AVX-512 kernels: vfmadd231ps (16), vpdpbusd (VNNI, 64) and
+// vdpbf16ps (BF16, 32). No memory traffic, no dependencies between chains: the most each kernel
+// could reach.
 //
 //     g++ -O2 -falign-loops=64 -o /tmp/isa_ceiling benchmarks/isa_ceiling.cpp && /tmp/isa_ceiling
 //
@@ -21,6 +23,9 @@ double seconds_since(std::chrono::steady_clock::time_point start) {
 #define FMA(A) "vfmadd231ps %%ymm14, %%ymm15, %%ymm" #A "\n"
 #define INT8_STEP(T, A) \
   "vpmaddubsw %%ymm13, %%ymm14, %%ymm" #T "\n vpmaddwd %%ymm15, %%ymm" #T ", %%ymm" #T "\n vpaddd %%ymm" #T ", %%ymm" #A ", %%ymm" #A "\n"
+#define FMA_Z(A) "vfmadd231ps %%zmm14, %%zmm15, %%zmm" #A "\n"
+#define VNNI_Z(A) "vpdpbusd %%zmm14, %%zmm15, %%zmm" #A "\n"
+#define BF16_Z(A) "vdpbf16ps %%zmm14, %%zmm15, %%zmm" #A "\n"
 #define CLOBBERS "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7", "xmm8", "xmm9", "xmm10", "xmm11"
 
 double fp32_macs_per_s() {
@@ -38,6 +43,19 @@ double int8_macs_per_s() {
   return kSteps * 6.0 * 32 / seconds_since(start);
 }
 
+// 12 independent chains of one zmm instruction making `macs` multiply-adds each.
+#define ZMM_CHAINS(NAME, STEP, MACS)                                                                            \
+  double NAME() {                                                                                              \
+    const auto start = std::chrono::steady_clock::now();                                                       \
+    for (long n = 0; n < kSteps; ++n)                                                                          \
+      __asm__ volatile(STEP(0) STEP(1) STEP(2) STEP(3) STEP(4) STEP(5) STEP(6) STEP(7) STEP(8) STEP(9) STEP(10) \
+                           STEP(11) ::: CLOBBERS);                                                             \
+    return kSteps * 12.0 * MACS / seconds_since(start);                                                        \
+  }
+ZMM_CHAINS(fp32_zmm_macs_per_s, FMA_Z, 16)
+ZMM_CHAINS(vnni_zmm_macs_per_s, VNNI_Z, 64)
+ZMM_CHAINS(bf16_zmm_macs_per_s, BF16_Z, 32)
+
 }  // namespace
 
 int main() {
@@ -48,5 +66,19 @@ int main() {
   for (int run = 0; run < 3; ++run) {
     const double fp32 = fp32_macs_per_s(), int8 = int8_macs_per_s();
     std::printf("float32 FMA %.1f GMAC/s, int8 AVX2 step %.1f GMAC/s: %.2fx\n", fp32 / 1e9, int8 / 1e9, int8 / fp32);
+  }
+  if (!__builtin_cpu_supports("avx512f")) return 0;
+  for (int run = 0; run < 3; ++run) {
+    const double fp32 = fp32_zmm_macs_per_s();
+    std::printf("zmm: float32 FMA %.1f GMAC/s", fp32 / 1e9);
+    if (__builtin_cpu_supports("avx512vnni")) {
+      const double vnni = vnni_zmm_macs_per_s();
+      std::printf(", int8 VNNI %.1f GMAC/s (%.2fx)", vnni / 1e9, vnni / fp32);
+    }
+    if (__builtin_cpu_supports("avx512bf16")) {
+      const double bf16 = bf16_zmm_macs_per_s();
+      std::printf(", bf16 %.1f GMAC/s (%.2fx)", bf16 / 1e9, bf16 / fp32);
+    }
+    std::printf("\n");
   }
 }

@@ -47,7 +47,7 @@ bool conv_int8_portable(const Int8Conv& conv, const Int8Epilogue& epilogue, floa
           for (int64_t co = 0; co < c_out; ++co) a[co] += xv * int32_t(w[co]);
         }
       }
-    apply_int8_epilogue(epilogue, acc, c_out, row_begin, n_rows, c_out, out_float, out_u7);
+    apply_int8_epilogue(epilogue, acc, c_out, row_begin, n_rows, c_out, out_float, out_u7, false);
     return valid;
   });
 }
@@ -91,7 +91,7 @@ bool conv_int8_vector(const Int8Conv& conv, const Int8Epilogue& epilogue, Int8Pa
                                       : OutputBytes{reinterpret_cast<char*>(out_u7 + row_begin * conv.c_out),
                                                     n_rows * conv.c_out};
     kernel(q, groups * 4, packed.data(), zeros.data(), kvol, groups, c_pad, pairs, acc, out);
-    apply_int8_epilogue(epilogue, acc, c_pad, row_begin, n_rows, conv.c_out, out_float, out_u7);
+    apply_int8_epilogue(epilogue, acc, c_pad, row_begin, n_rows, conv.c_out, out_float, out_u7, true);
     return valid;
   });
 }

@@ -6,7 +6,9 @@
 // float(acc) * scale + bias into one FMA (which would round once instead of twice): whichever kernel
 // computed the sums, the outputs are the same bits. SSE2 intrinsics, 4 columns at a time (GCC does
 // not vectorize the ReLU's compare, see quantize_u7.h); the scalar tail does the same operations.
-#include <emmintrin.h>
+// The vector kernels' epilogue takes 8 columns at a time with AVX2, again without FMA in its target,
+// and leaves each stretch's last columns to the 4-column code.
+#include <immintrin.h>
 
 #include <algorithm>
 #include <cstring>
@@ -38,10 +40,44 @@ void float_results(const Int8Epilogue& e, const int32_t* acc, const float* scale
   }
 }
 
+#define PE_AVX2_NO_FMA __attribute__((target("avx2")))
+
+PE_AVX2_NO_FMA void float_results_avx2(const Int8Epilogue& e, const int32_t* acc, const float* scale, const float* bias,
+                                       const float* res, int64_t n, float* v) {
+  const __m256 zero = _mm256_setzero_ps();
+  int64_t c = 0;
+  for (; c + 8 <= n; c += 8) {
+    const __m256i a = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(acc + c));
+    __m256 x = _mm256_mul_ps(_mm256_cvtepi32_ps(a), _mm256_loadu_ps(scale + c));
+    if (bias) x = _mm256_add_ps(x, _mm256_loadu_ps(bias + c));
+    if (res) x = _mm256_add_ps(x, _mm256_loadu_ps(res + c));
+    if (e.relu) x = _mm256_max_ps(zero, x);
+    _mm256_storeu_ps(v + c, x);
+  }
+  float_results(e, acc + c, scale + c, bias ? bias + c : nullptr, res ? res + c : nullptr, n - c, v + c);
+}
+
+// quantize_u7_span, 16 columns at a time.
+PE_AVX2_NO_FMA void quantize_u7_span_avx2(const float* v, int64_t n, float scale, int32_t zero, uint8_t* out) {
+  const __m256 s = _mm256_set1_ps(scale), z = _mm256_set1_ps(float(zero));
+  int64_t c = 0;
+  for (; c + 16 <= n; c += 16) {
+    const __m256i lo = quantize_u7_lanes8(_mm256_div_ps(_mm256_loadu_ps(v + c), s), z);
+    const __m256i hi = quantize_u7_lanes8(_mm256_div_ps(_mm256_loadu_ps(v + c + 8), s), z);
+    // packs works within 128-bit lanes: put the 16 words back in column order before the last pack.
+    const __m256i words = _mm256_permute4x64_epi64(_mm256_packs_epi32(lo, hi), 0xD8);
+    const __m128i bytes = _mm_packus_epi16(_mm256_castsi256_si128(words), _mm256_extracti128_si256(words, 1));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(out + c), bytes);
+  }
+  quantize_u7_span(v + c, n - c, scale, zero, out + c);
+}
+
 }  // namespace
 
 void apply_int8_epilogue(const Int8Epilogue& e, const int32_t* acc, int64_t acc_stride, int64_t row_begin,
-                         int64_t n_rows, int64_t c_out, float* out_float, uint8_t* out_u7) {
+                         int64_t n_rows, int64_t c_out, float* out_float, uint8_t* out_u7, bool avx2) {
+  const auto results = avx2 ? float_results_avx2 : float_results;
+  const bool requantize = e.out_scale > 0.f;
   constexpr int64_t kChunk = 256;
   float v[kChunk];
   for (int64_t r = 0; r < n_rows; ++r) {
@@ -49,10 +85,13 @@ void apply_int8_epilogue(const Int8Epilogue& e, const int32_t* acc, int64_t acc_
     for (int64_t c0 = 0; c0 < c_out; c0 += kChunk) {
       const int64_t n = std::min(kChunk, c_out - c0);
       const float* res = e.residual ? e.residual + row * c_out + c0 : nullptr;
-      const bool quantize = e.out_scale > 0.f;
-      float* dst = quantize ? v : out_float + row * c_out + c0;
-      float_results(e, acc + r * acc_stride + c0, e.scale + c0, e.bias ? e.bias + c0 : nullptr, res, n, dst);
-      if (quantize) quantize_u7_span(v, n, e.out_scale, e.out_zero, out_u7 + row * c_out + c0);
+      float* dst = requantize ? v : out_float + row * c_out + c0;
+      results(e, acc + r * acc_stride + c0, e.scale + c0, e.bias ? e.bias + c0 : nullptr, res, n, dst);
+      if (!requantize) continue;
+      if (avx2)
+        quantize_u7_span_avx2(v, n, e.out_scale, e.out_zero, out_u7 + row * c_out + c0);
+      else
+        quantize_u7_span(v, n, e.out_scale, e.out_zero, out_u7 + row * c_out + c0);
     }
   }
 }

@@ -54,8 +54,9 @@ struct Int8Epilogue {
 };
 
 // Output rows [row_begin, row_begin + n_rows), from acc (row stride acc_stride) into out_float or, when
-// requantizing, out_u7 ([N_out, c_out] each).
+// requantizing, out_u7 ([N_out, c_out] each); `avx2`: 8 columns at a time, only where the CPU has AVX2
+// (the same bits as the 4-column code).
 void apply_int8_epilogue(const Int8Epilogue& epilogue, const int32_t* acc, int64_t acc_stride, int64_t row_begin,
-                         int64_t n_rows, int64_t c_out, float* out_float, uint8_t* out_u7);
+                         int64_t n_rows, int64_t c_out, float* out_float, uint8_t* out_u7, bool avx2);
 
 }  // namespace pointengine
