@@ -159,6 +159,37 @@ def test_paths_give_the_same_bits(c_in, c_out, kvol):
         assert torch.equal(run("avx512_bf16", *args).view(torch.int16), run("portable", *args).view(torch.int16))
 
 
+def c10_bfloat16_bits(x: torch.Tensor) -> torch.Tensor:
+    """int64 bfloat16 bits of float32 x as c10::BFloat16 rounds it: to nearest even on the integer bits,
+    any NaN to 0x7FC0 (torch's own vectorized .bfloat16() may write other NaN bits)."""
+    u = x.view(torch.int32).long() & 0xFFFFFFFF
+    rounded = ((u + 0x7FFF + ((u >> 16) & 1)) & 0xFFFFFFFF) >> 16
+    return torch.where(torch.isnan(x), 0x7FC0, rounded)
+
+
+@pytest.mark.parametrize("path", ["default", *PATHS])
+@pytest.mark.parametrize("relu", [False, True])
+def test_special_values_in_the_epilogue(path, relu):
+    """No neighbours, so each output is 0 + residual: NaNs of either sign and any payload, infinities,
+    -0, denormals, the largest float32 (which rounds to infinity), ties either way, in the vector
+    lanes and in the last columns (21 = 16 + 5)."""
+    bits = [0x7FC00000, 0xFFC00001, 0x7F800001, 0x7F800000, 0xFF800000, 0x80000000, 0x00000001, 0x807FFFFF,
+            0x7F7FFFFF, 0x3F808000, 0x3F818000, 0x3F80C000, 0xBF818000, 0x00018000, 0x3F800000]
+    special = torch.tensor(bits, dtype=torch.int64).to(torch.int32).view(torch.float32)
+    g = torch.Generator().manual_seed(5)
+    residual = special[torch.randint(0, len(bits), (300, 21), generator=g)]
+    residual[:15, :15] = special  # every value at least once in a vector lane and in the tail
+    residual[:15, 16:] = special[:5]
+    feats, weight = torch.ones(4, 3).bfloat16(), torch.ones(27, 3, 21).bfloat16()
+    nbr = torch.full((300, 27), -1, dtype=torch.int32)
+    expected = 0.0 + residual
+    expected = torch.where(expected < 0, 0.0, expected) if relu else expected
+    out = run(path, feats, weight, nbr, None, residual, relu)
+    assert torch.equal(out.view(torch.int32), expected.view(torch.int32))
+    rounded = run(path, feats, weight, nbr, None, residual, relu, True)
+    assert torch.equal(rounded.view(torch.int16).long() & 0xFFFF, c10_bfloat16_bits(expected))
+
+
 def bf16_with_exponents(exponent: torch.Tensor, g: torch.Generator) -> torch.Tensor:
     """bfloat16 of random sign and mantissa with the given biased exponents (0: denormal)."""
     bits = torch.randint(0, 1 << 16, exponent.shape, generator=g, dtype=torch.int32)

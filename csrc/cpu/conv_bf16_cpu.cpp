@@ -36,6 +36,10 @@ struct Output {
     if (f32) epilogue.apply(acc, c_out, row_begin, n_rows, c_out, f32);
     else epilogue.apply(acc, c_out, row_begin, n_rows, c_out, bf16);
   }
+  void finish_avx2(const Epilogue<float>& epilogue, const float* acc, int64_t row_begin, int64_t n_rows) const {
+    if (f32) apply_epilogue_avx2(epilogue, acc, c_out, row_begin, n_rows, c_out, f32);
+    else apply_epilogue_avx2(epilogue, acc, c_out, row_begin, n_rows, c_out, bf16);
+  }
 };
 
 // Each returns false when the table names a row past the inputs.
@@ -79,7 +83,7 @@ bool conv_avx512_bf16(const uint16_t* feats, const uint16_t* weight, const int32
     float* acc = out.accumulators(row_begin, ws);
     std::fill(acc, acc + n_rows * c_out, 0.f);
     conv_tile_avx512_bf16(feats, packed.data(), kvol, c_in, c_out, pairs, acc, c_out);
-    out.finish(epilogue, acc, row_begin, n_rows);
+    out.finish_avx2(epilogue, acc, row_begin, n_rows);
     return valid;
   });
 }

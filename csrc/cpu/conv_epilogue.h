@@ -5,6 +5,10 @@
 #include <cstdint>
 #include <type_traits>
 
+namespace c10 {
+struct BFloat16;
+}
+
 namespace pointengine {
 
 template <typename scalar_t>
@@ -19,22 +23,36 @@ struct Epilogue {
   template <typename out_t>
   void apply(const scalar_t* acc, int64_t acc_stride, int64_t row_begin, int64_t n_rows, int64_t c_out,
              out_t* out) const {
-    if constexpr (std::is_same_v<out_t, scalar_t>) {
-      const bool nothing_to_do = !bias && !residual && !relu;
-      if (nothing_to_do && acc == out + row_begin * c_out && acc_stride == c_out) return;
-    }
-    for (int64_t r = 0; r < n_rows; ++r) {
-      const scalar_t* a = acc + r * acc_stride;
-      const scalar_t* res = residual ? residual + (row_begin + r) * c_out : nullptr;
-      out_t* o = out + (row_begin + r) * c_out;
-      for (int64_t co = 0; co < c_out; ++co) {
-        scalar_t v = a[co];
-        if (bias) v += bias[co];
-        if (res) v += res[co];
-        o[co] = out_t(relu && v < scalar_t(0) ? scalar_t(0) : v);
-      }
+    if constexpr (std::is_same_v<out_t, scalar_t>)
+      if (nothing_to_do(acc, acc_stride, row_begin, c_out, out)) return;
+    for (int64_t r = 0; r < n_rows; ++r)
+      apply_row(acc + r * acc_stride, residual ? residual + (row_begin + r) * c_out : nullptr, c_out,
+                out + (row_begin + r) * c_out);
+  }
+
+  // Whether out already holds the result: the sums were made in place and nothing is added.
+  bool nothing_to_do(const scalar_t* acc, int64_t acc_stride, int64_t row_begin, int64_t c_out,
+                     const scalar_t* out) const {
+    return !bias && !residual && !relu && acc == out + row_begin * c_out && acc_stride == c_out;
+  }
+
+  // The first n columns of one row: a its sums, res its residual row (or null).
+  template <typename out_t>
+  void apply_row(const scalar_t* a, const scalar_t* res, int64_t n, out_t* o) const {
+    for (int64_t co = 0; co < n; ++co) {
+      scalar_t v = a[co];
+      if (bias) v += bias[co];
+      if (res) v += res[co];
+      o[co] = out_t(relu && v < scalar_t(0) ? scalar_t(0) : v);
     }
   }
 };
+
+// Epilogue<float>::apply 8 columns at a time, for the AVX2 and AVX-512 paths (only where the CPU has
+// AVX2; conv_epilogue_avx2.cpp): the same bits.
+void apply_epilogue_avx2(const Epilogue<float>& e, const float* acc, int64_t acc_stride, int64_t row_begin,
+                         int64_t n_rows, int64_t c_out, float* out);
+void apply_epilogue_avx2(const Epilogue<float>& e, const float* acc, int64_t acc_stride, int64_t row_begin,
+                         int64_t n_rows, int64_t c_out, c10::BFloat16* out);
 
 }  // namespace pointengine

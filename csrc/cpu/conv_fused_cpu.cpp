@@ -66,7 +66,7 @@ bool conv_avx2(const float* feats, const float* weight, const int32_t* nbr, cons
     float* acc = in_place ? out + row_begin * c_out : ws.padded_tile(c_out_pad);
     std::fill(acc, acc + n_rows * c_out_pad, 0.f);
     conv_tile_avx2(feats, packed.data(), kvol, c_in, c_out, pairs, acc, c_out_pad);
-    epilogue.apply(acc, c_out_pad, row_begin, n_rows, c_out, out);
+    apply_epilogue_avx2(epilogue, acc, c_out_pad, row_begin, n_rows, c_out, out);
     return valid;
   });
 }
@@ -83,7 +83,7 @@ bool conv_avx512(const float* feats, const float* weight, const int32_t* nbr, co
     float* acc = out + row_begin * c_out;
     std::fill(acc, acc + n_rows * c_out, 0.f);
     conv_tile_avx512(feats, packed.data(), kvol, c_in, c_out, pairs, acc, c_out);
-    epilogue.apply(acc, c_out, row_begin, n_rows, c_out, out);
+    apply_epilogue_avx2(epilogue, acc, c_out, row_begin, n_rows, c_out, out);
     return valid;
   });
 }
