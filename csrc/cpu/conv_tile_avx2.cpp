@@ -72,6 +72,8 @@ int isa_cap() {
 
 bool cpu_has_avx2_fma() { return isa_cap() >= 1 && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"); }
 
+// Rows ahead whose entries are asked for: without, half the compaction's time went to waiting for the
+// table's lines (perf, real scan); 8 rows did better than 16.
 constexpr int64_t kPrefetchRows = 8;
 
 // Per row: the sign bits of its entries (-1 = absent) as one mask, then one step per present
@@ -83,8 +85,10 @@ PE_AVX2 bool compact_tile_avx2(const int32_t* nbr, int64_t kvol, int64_t n_in, i
   const __m256i lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
   for (int64_t r = 0; r < n_rows; ++r) {
     const int32_t* t = nbr + (row_begin + r) * kvol;
-    if (r + kPrefetchRows < n_rows)
-      for (int64_t b = 0; b < kvol * 4; b += 64) __builtin_prefetch(reinterpret_cast<const char*>(t + kPrefetchRows * kvol) + b);
+    if (r + kPrefetchRows < n_rows) {
+      const char* ahead = reinterpret_cast<const char*>(t + kPrefetchRows * kvol);
+      for (int64_t b = 0; b < kvol * 4; b += 64) __builtin_prefetch(ahead + b);
+    }
     for (int64_t k0 = 0; k0 < kvol; k0 += 64) {
       const int64_t k_end = std::min<int64_t>(kvol, k0 + 64);
       uint64_t present = 0;
