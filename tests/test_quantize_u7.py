@@ -1,6 +1,10 @@
 """quantize_u7: float32 [N, C] -> uint8 clamp(round(x / scale) + zero, 0, 127), ties to even, against
 torch's round on the float32 quotient; exact halves, both clamps, strided inputs, any thread count,
-NaN and bad arguments refused."""
+the same bits with the vector loop capped to SSE2, NaN (in any lane) and bad arguments refused."""
+
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -53,6 +57,28 @@ def test_bitwise_equal_across_thread_counts(restore_threads):
     one = _ops.quantize_u7(x, 0.02, 50)
     torch.set_num_threads(2)
     assert torch.equal(one, _ops.quantize_u7(x, 0.02, 50))
+
+
+def test_same_bits_on_the_portable_path(tmp_path):
+    # Halves, clamps and a ragged width, so that both loops and the tail run.
+    x = torch.randn(300, 45, generator=torch.Generator().manual_seed(3)) * 60
+    x[::7] = torch.arange(45, dtype=torch.float32) / 2 - 11
+    torch.save(x, tmp_path / "x.pt")
+    code = (f"import torch; from pointengine import _ops; x = torch.load({str(tmp_path / 'x.pt')!r}); "
+            f"torch.save(_ops.quantize_u7(x, 0.5, 30), {str(tmp_path / 'out.pt')!r})")
+    env = dict(os.environ, POINTENGINE_CPU_PATH_MAX="portable")
+    subprocess.run([sys.executable, "-c", code], env=env, check=True)
+    portable = torch.load(tmp_path / "out.pt", weights_only=True)
+    assert torch.equal(portable, _ops.quantize_u7(x, 0.5, 30))
+    assert torch.equal(portable, expected(x, 0.5, 30))
+
+
+@pytest.mark.parametrize("col", range(0, 40, 3))
+def test_nan_in_any_column_is_refused(col):
+    x = torch.zeros(4, 40)
+    x[2, col] = float("nan")
+    with pytest.raises(RuntimeError, match="quantize_u7: x holds NaN"):
+        _ops.quantize_u7(x, 1.0, 0)
 
 
 def test_empty():

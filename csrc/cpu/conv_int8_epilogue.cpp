@@ -57,21 +57,6 @@ PE_AVX2_NO_FMA void float_results_avx2(const Int8Epilogue& e, const int32_t* acc
   float_results(e, acc + c, scale + c, bias ? bias + c : nullptr, res ? res + c : nullptr, n - c, v + c);
 }
 
-// quantize_u7_span, 16 columns at a time.
-PE_AVX2_NO_FMA void quantize_u7_span_avx2(const float* v, int64_t n, float scale, int32_t zero, uint8_t* out) {
-  const __m256 s = _mm256_set1_ps(scale), z = _mm256_set1_ps(float(zero));
-  int64_t c = 0;
-  for (; c + 16 <= n; c += 16) {
-    const __m256i lo = quantize_u7_lanes8(_mm256_div_ps(_mm256_loadu_ps(v + c), s), z);
-    const __m256i hi = quantize_u7_lanes8(_mm256_div_ps(_mm256_loadu_ps(v + c + 8), s), z);
-    // packs works within 128-bit lanes: put the 16 words back in column order before the last pack.
-    const __m256i words = _mm256_permute4x64_epi64(_mm256_packs_epi32(lo, hi), 0xD8);
-    const __m128i bytes = _mm_packus_epi16(_mm256_castsi256_si128(words), _mm256_extracti128_si256(words, 1));
-    _mm_storeu_si128(reinterpret_cast<__m128i*>(out + c), bytes);
-  }
-  quantize_u7_span(v + c, n - c, scale, zero, out + c);
-}
-
 }  // namespace
 
 void apply_int8_epilogue(const Int8Epilogue& e, const int32_t* acc, int64_t acc_stride, int64_t row_begin,
