@@ -201,3 +201,21 @@ def test_residual_blocks_pass_codes_between_their_convs():
         for block in blocks:
             block.first.output_quantization = None  # float32 out, quantized again by the second conv
         assert torch.equal(quantized(fresh(x)).feats, chained)
+
+
+def test_residual_blocks_pass_bfloat16_between_their_convs():
+    from pointengine.models.blocks import FusedResidualBlock
+
+    model = randomized(MinkUNet(4, 19, cr=0.5))
+    quantized = quantize(model, [sparse_input(seed=1)], "bf16")
+    blocks = [m for m in quantized.modules() if isinstance(m, FusedResidualBlock)]
+    assert blocks and all(b.first.bfloat16_output and not b.second.bfloat16_output for b in blocks)
+    x = sparse_input(seed=6)
+    dtypes = []
+    blocks[0].first.register_forward_hook(lambda module, args, out: dtypes.append(out.feats.dtype))
+    with torch.no_grad():
+        chained = quantized(fresh(x)).feats
+        assert dtypes == [torch.bfloat16]
+        for block in blocks:
+            block.first.bfloat16_output = False  # float32 out, rounded to bfloat16 by the second conv
+        assert torch.equal(quantized(fresh(x)).feats, chained)

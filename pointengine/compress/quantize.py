@@ -44,7 +44,7 @@ def quantize(
     optimized = optimize(model)
     ranges, first = _calibrate(optimized, calibration, method, percentile)
     if dtype == "bf16":
-        return _replace_convs(optimized, set(ranges), lambda name, conv: BFloat16Conv3d(conv, _relu(conv)))
+        return _chain_outputs(_replace_convs(optimized, set(ranges), lambda name, conv: BFloat16Conv3d(conv, _relu(conv))))
 
     def int8_conv(name: str, conv: nn.Conv3d) -> Int8Conv3d:
         return Int8Conv3d(conv, _relu(conv), *activation_quantization(*ranges[name]))
@@ -52,14 +52,20 @@ def quantize(
     unused = set(_convs(optimized)) - set(ranges) - first
     if unused:
         raise ValueError(f"calibration: {sorted(unused)} saw no input (are they used by the model's forward?)")
-    return _chain_codes(_replace_convs(optimized, set(ranges), int8_conv))
+    return _chain_outputs(_replace_convs(optimized, set(ranges), int8_conv))
 
 
-def _chain_codes(model: torch.nn.Module) -> torch.nn.Module:
-    """The first conv of each residual block, read by the second alone, writes the second's codes."""
+def _chain_outputs(model: torch.nn.Module) -> torch.nn.Module:
+    """The first conv of each residual block, read by the second alone, writes what the second reads:
+    its int8 codes, or bfloat16 features."""
     for block in model.modules():
-        if isinstance(block, FusedResidualBlock) and isinstance(block.first, Int8Conv3d) and isinstance(block.second, Int8Conv3d):
-            block.first.output_quantization = (block.second.input_scale, block.second.input_zero)
+        if not isinstance(block, FusedResidualBlock):
+            continue
+        first, second = block.first, block.second
+        if isinstance(first, Int8Conv3d) and isinstance(second, Int8Conv3d):
+            first.output_quantization = (second.input_scale, second.input_zero)
+        elif isinstance(first, BFloat16Conv3d) and isinstance(second, BFloat16Conv3d):
+            first.bfloat16_output = True
     return model
 
 

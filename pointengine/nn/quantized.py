@@ -7,9 +7,11 @@ lower precision:
   int32 sums, a float32 epilogue; one whose output only feeds another int8 layer (the first conv of a
   residual block) writes that layer's codes directly. Seven bits keep AVX2's 16-bit pair sums from
   saturating, so every CPU path gives the same bits.
-- BFloat16Conv3d: bfloat16 activations and weights, float32 sums and epilogue.
+- BFloat16Conv3d: bfloat16 activations and weights, float32 sums and epilogue; one whose output only
+  feeds another bfloat16 layer writes bfloat16 features, the same bits as that layer's rounding of
+  float32 ones, without the float32 rows in between.
 
-Both take and give float32 SparseTensors (but for those codes), so they drop into the optimized model
+Both take and give float32 SparseTensors (but for those codes and bfloat16 features), so they drop into the optimized model
 where its convs were.
 """
 
@@ -113,15 +115,19 @@ class BFloat16Conv3d(_LowPrecisionConv3d):
         weight, bias = _folded(conv)
         self.register_buffer("weight", weight.to(torch.bfloat16))
         self.register_buffer("bias", bias)
+        self.bfloat16_output = False  # True when this layer feeds one bfloat16 layer only
 
     def compute(self, feats: Tensor, nbr: Tensor, residual: Tensor | None) -> Tensor:
-        return _ops.conv_bf16(feats.to(torch.bfloat16), self.weight, nbr, self.bias, residual, self.relu)
+        return _ops.conv_bf16(
+            feats.to(torch.bfloat16), self.weight, nbr, self.bias, residual, self.relu, self.bfloat16_output
+        )
 
     def get_extra_state(self) -> dict:
-        return {"relu": self.relu}
+        return {"relu": self.relu, "bfloat16_output": self.bfloat16_output}
 
     def set_extra_state(self, state: dict) -> None:
-        self.relu = bool(state["relu"])
+        # Checkpoints written before bfloat16 outputs existed hold only "relu".
+        self.relu, self.bfloat16_output = bool(state["relu"]), bool(state.get("bfloat16_output", False))
 
 
 def activation_quantization(low: float, high: float) -> tuple[float, int]:
