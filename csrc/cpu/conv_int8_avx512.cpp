@@ -88,6 +88,7 @@ void conv_int8_tile_avx512_vnni(const uint8_t* q, int64_t q_stride, const int8_t
           x[r] = q + int64_t(inputs[p + r]) * q_stride;
           a[r] = acc + int64_t(rows[p + r]) * c_pad + col;
         }
+        prefetch_block_inputs(q, q_stride, inputs, p, mr, pairs.count[k]);
         kBlocks[nv][m - 1](x, w, w_stride, groups, zero_terms + k * c_pad + col, a);
       }
     }

@@ -44,6 +44,22 @@ inline bool compact_tile(const int32_t* nbr, int64_t kvol, int64_t n_in, int64_t
   return valid;
 }
 
+// How many register blocks ahead the vector kernels ask for the input rows they will read: the rows
+// are scattered over the scan, and a block otherwise waits on each row's first load (benchmarks/
+// README.md, "Issue 7 on an AVX-512 EPYC (Zen 5)").
+constexpr int64_t kPrefetchBlocks = 2;
+
+// Asks for the input rows of the pairs that the register block kPrefetchBlocks after the one starting
+// at pair `block` (blocks of `rows` pairs) of one offset's list will read; each row is row_bytes long
+// at base + inputs[j] * row_bytes.
+inline void prefetch_block_inputs(const void* base, int64_t row_bytes, const int32_t* inputs, int64_t block,
+                                  int64_t rows, int64_t count) {
+  const char* bytes = static_cast<const char*>(base);
+  const int64_t begin = block + kPrefetchBlocks * rows, end = std::min(count, begin + rows);
+  for (int64_t j = begin; j < end; ++j)
+    for (int64_t b = 0; b < row_bytes; b += 64) __builtin_prefetch(bytes + int64_t(inputs[j]) * row_bytes + b);
+}
+
 // The widest vector ISA any kernel may use: 0 none (portable loops), 1 AVX2, 2 AVX-512. The
 // environment variable POINTENGINE_CPU_PATH_MAX (portable, avx2 or avx512; pointengine checks its
 // value on import) lowers it, so that an AVX-512 machine can run and time an AVX2 machine's paths;

@@ -98,6 +98,7 @@ void conv_tile_avx512(const float* feats, const float* packed, int64_t kvol, int
           x[r] = feats + int64_t(inputs[g + r]) * c_in;
           a[r] = acc + int64_t(rows[g + r]) * acc_stride + col;
         }
+        prefetch_block_inputs(feats, c_in * 4, inputs, g, mr, pairs.count[k]);
         kBlocks[nv][m - 1](x, w, c_in, a, masks);
       }
     }

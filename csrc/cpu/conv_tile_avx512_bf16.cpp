@@ -117,6 +117,7 @@ void conv_tile_avx512_bf16(const uint16_t* feats, const uint16_t* packed, int64_
           x[r] = feats + int64_t(inputs[g + r]) * c_in;
           a[r] = acc + int64_t(rows[g + r]) * acc_stride + col;
         }
+        prefetch_block_inputs(feats, c_in * 2, inputs, g, mr, pairs.count[k]);
         kBlocks[nv][m - 1](x, w, c_in, a, masks);
       }
     }
