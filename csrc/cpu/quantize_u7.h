@@ -1,7 +1,7 @@
 // The 7-bit quantizer of quantize_u7 and of conv_int8's requantizing epilogue: one definition, so the
-// two give the same bits. Written with SSE2 intrinsics (every x86-64 CPU has them), and with AVX2 for the
-// CPUs that have it (the same steps): with C++ compares, GCC keeps the clamps as branches (a float compare
-// may trap, so it will not turn them into selects) and the loop stays scalar.
+// two give the same bits. Written with SSE2 intrinsics (every x86-64 CPU has them), and with AVX2 (the
+// same steps) for the CPUs that have it: with C++ compares, GCC keeps the clamps as branches (a float
+// compare may trap, so it will not turn them into selects) and the loop stays scalar.
 #pragma once
 #include <immintrin.h>
 
@@ -62,7 +62,8 @@ __attribute__((target("avx2"))) inline bool quantize_u7_span_avx2(const float* v
   int64_t c = 0;
   for (; c + 16 <= n; c += 16) {
     const __m256 x_lo = _mm256_loadu_ps(v + c), x_hi = _mm256_loadu_ps(v + c + 8);
-    nan = _mm256_or_ps(nan, _mm256_or_ps(_mm256_cmp_ps(x_lo, x_lo, _CMP_UNORD_Q), _mm256_cmp_ps(x_hi, x_hi, _CMP_UNORD_Q)));
+    nan = _mm256_or_ps(nan, _mm256_cmp_ps(x_lo, x_lo, _CMP_UNORD_Q));
+    nan = _mm256_or_ps(nan, _mm256_cmp_ps(x_hi, x_hi, _CMP_UNORD_Q));
     const __m256i lo = quantize_u7_lanes8(_mm256_div_ps(x_lo, s), z);
     const __m256i hi = quantize_u7_lanes8(_mm256_div_ps(x_hi, s), z);
     // packs works within 128-bit lanes: put the 16 words back in column order before the last pack.

@@ -11,8 +11,8 @@ lower precision:
   feeds another bfloat16 layer writes bfloat16 features, the same bits as that layer's rounding of
   float32 ones, without the float32 rows in between.
 
-Both take and give float32 SparseTensors (but for those codes and bfloat16 features), so they drop into the optimized model
-where its convs were.
+Both take and give float32 SparseTensors (but for those codes and bfloat16 features), so they drop
+into the optimized model where its convs were.
 """
 
 import torch
