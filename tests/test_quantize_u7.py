@@ -64,7 +64,7 @@ def test_same_bits_on_the_portable_path(tmp_path):
     x = torch.randn(300, 45, generator=torch.Generator().manual_seed(3)) * 60
     x[::7] = torch.arange(45, dtype=torch.float32) / 2 - 11
     torch.save(x, tmp_path / "x.pt")
-    code = (f"import torch; from pointengine import _ops; x = torch.load({str(tmp_path / 'x.pt')!r}); "
+    code = (f"import torch; from pointengine import _ops; x = torch.load({str(tmp_path / 'x.pt')!r}, weights_only=True); "
             f"torch.save(_ops.quantize_u7(x, 0.5, 30), {str(tmp_path / 'out.pt')!r})")
     env = dict(os.environ, POINTENGINE_CPU_PATH_MAX="portable")
     subprocess.run([sys.executable, "-c", code], env=env, check=True)

@@ -44,8 +44,8 @@ def quantize(
     optimized = optimize(model)
     ranges, first = _calibrate(optimized, calibration, method, percentile)
     if dtype == "bf16":
-        bf16_convs = _replace_convs(optimized, set(ranges), lambda name, conv: BFloat16Conv3d(conv, _relu(conv)))
-        return _chain_outputs(bf16_convs)
+        bf16_model = _replace_convs(optimized, set(ranges), lambda name, conv: BFloat16Conv3d(conv, _relu(conv)))
+        return _chain_outputs(bf16_model)
 
     def int8_conv(name: str, conv: nn.Conv3d) -> Int8Conv3d:
         return Int8Conv3d(conv, _relu(conv), *activation_quantization(*ranges[name]))
