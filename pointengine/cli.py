@@ -96,7 +96,7 @@ def cmd_train(args) -> int:
              "weight_decay": args.weight_decay, "warmup_epochs": args.warmup_epochs,
              "class_balance": args.class_balance, "seed": args.seed,
              "init": args.init, "distill": args.distill, "distill_weight": args.distill_weight,
-             "distill_temperature": args.distill_temperature}
+             "distill_temperature": args.distill_temperature, "lovasz_weight": args.lovasz_weight}
     if args.resume:
         settings = resumed_settings(load_train_state(args.resume).settings, args.config, **given)
     else:
@@ -208,6 +208,9 @@ def parser() -> argparse.ArgumentParser:
     tr.add_argument("--class-balance", type=float, default=None, metavar="P",
                     help="weight each class's loss by its share of the training points to the power -P "
                     "(0.5: inverse square root), default 0: unweighted")
+    tr.add_argument("--lovasz-weight", type=float, default=None, metavar="W",
+                    help="add W x the Lovász-softmax loss (a surrogate of 1 - IoU per class, taken per scan) to "
+                    "the cross-entropy, default 0: none")
     tr.add_argument("--seed", type=int, default=None, help="initialisation, shuffling and augmentation, default 0")
     tr.add_argument("--out", default=None, help="run folder (default: the --resume folder, else runs/train)")
     tr.add_argument("--resume", default=None, metavar="DIR_OR_FILE", help="continue a run from its folder")

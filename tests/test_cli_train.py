@@ -61,10 +61,18 @@ def test_init_fine_tunes_from_a_checkpoint(dataset, config, tmp_path, capsys):
     assert run_train("--config", config, *common, "--out", first) == 0
     capsys.readouterr()
     assert run_train("--init", first / "model.safetensors", *common, "--out", tmp_path / "tuned",
-                     "--optimizer", "adamw") == 0
+                     "--optimizer", "adamw", "--lovasz-weight", "0.5") == 0
     printed = capsys.readouterr().out
     assert "init from" in printed and "pointengine layout" in printed and "parameters loaded" in printed
-    assert load_train_state(tmp_path / "tuned").settings["lr"] == 2e-3  # adamw's default rate
+    settings = load_train_state(tmp_path / "tuned").settings
+    assert settings["lr"] == 2e-3  # adamw's default rate
+    assert settings["lovasz_weight"] == 0.5
+
+
+def test_negative_lovasz_weight_refused(dataset, config, tmp_path, capsys):
+    assert run_train("--config", config, "--data", dataset, "--lovasz-weight", "-1", "--out", tmp_path / "run") == 2
+    assert "lovasz_weight must be >= 0, got -1.0" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
 
 
 def test_config_needed_without_a_checkpoint(dataset, tmp_path, capsys):

@@ -66,7 +66,7 @@ def test_resume_equals_uninterrupted(tiny_config, dataset, tmp_path, architectur
         assert torch.equal(whole[name], parts[name]), name
 
 
-def _float64_gradients(settings, data, world):
+def _float64_gradients(settings, data, world, lovasz_weight=0.0):
     """The gradients of one training step on 4 scans (world.rank's share of them) of a float64 model."""
     from pointengine.models import build_model
     from pointengine.train.data import LabelledFrames
@@ -82,8 +82,14 @@ def _float64_gradients(settings, data, world):
     network = wrap_model(model, world, torch.device("cpu"))
     optimizer = torch.optim.SGD(model.parameters(), lr=0.0)
     scans = [frames.load_augmented(i, 0, 0) for i in shard([0, 1, 2, 2], world.rank, world.size)]
-    train_step(lambda t: network(t.replace_feats(t.feats.double())), optimizer, config, scans, world, torch.device("cpu"))
+    train_step(lambda t: network(t.replace_feats(t.feats.double())), optimizer, config, scans, world,
+               torch.device("cpu"), lovasz_weight=lovasz_weight)
     return {name: p.grad for name, p in model.named_parameters()}
+
+
+def _gradient_runs(settings, spvcnn_settings):
+    """The steps whose gradients two processes and one compare: name, settings, Lovász weight."""
+    return (("minkunet", settings, 0.0), ("spvcnn", spvcnn_settings, 0.0), ("minkunet_lovasz", settings, 1.0))
 
 
 def _one_rank(rank, world_size, init_file, settings, spvcnn_settings, data, out):
@@ -92,8 +98,8 @@ def _one_rank(rank, world_size, init_file, settings, spvcnn_settings, data, out)
     torch.distributed.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world_size)
     torch.set_num_threads(1)
     try:
-        for name, each in (("minkunet", settings), ("spvcnn", spvcnn_settings)):
-            gradients = _float64_gradients(each, data, World(rank, world_size))
+        for name, each, lovasz_weight in _gradient_runs(settings, spvcnn_settings):
+            gradients = _float64_gradients(each, data, World(rank, world_size), lovasz_weight)
             if rank == 0:
                 safetensors.torch.save_file(gradients, str(out.parent / f"two_gradients_{name}.safetensors"))
         train(settings, data, out, progress=False, log=quiet)
@@ -104,7 +110,8 @@ def _one_rank(rank, world_size, init_file, settings, spvcnn_settings, data, out)
 def test_two_processes_equal_one(tiny_config, dataset, tmp_path):
     """Global batch 2 over 2 gloo ranks (a scan each) = one process at batch 2: BatchNorm over the
     global batch, the loss over its labelled points. In float64 the gradients of a step on 4 scans (2 per
-    rank) agree to rounding, for MinkUNet and for SPVCNN (its point MLPs' BatchNorm1d too; no dropout);
+    rank) agree to rounding, for MinkUNet (also with the per-scan Lovász term) and for SPVCNN (its point
+    MLPs' BatchNorm1d too; no dropout);
     in float32, summation order differs between the two, and the runs stay within 1e-5, not bitwise, after
     one epoch (one step of the global batch): on this tiny set the difference grows fast, step by step
     (measured on an AVX2 EPYC, the one-process run with the fused BatchNorm kernel: 6e-8 after one,
@@ -117,13 +124,16 @@ def test_two_processes_equal_one(tiny_config, dataset, tmp_path):
     torch.multiprocessing.spawn(
         _one_rank, args=(2, tmp_path / "rendezvous", settings, spvcnn_settings, dataset, tmp_path / "two"), nprocs=2
     )
-    for name, each in (("minkunet", settings), ("spvcnn", spvcnn_settings)):
-        one_gradients = _float64_gradients(each, dataset, World())
+    single = {}
+    for name, each, lovasz_weight in _gradient_runs(settings, spvcnn_settings):
+        one_gradients = _float64_gradients(each, dataset, World(), lovasz_weight)
         two_gradients = safetensors.torch.load_file(str(tmp_path / f"two_gradients_{name}.safetensors"))
         assert one_gradients.keys() == two_gradients.keys()
         for key, grad in one_gradients.items():
             scale = max(1.0, float(grad.abs().max()))
             assert float((grad - two_gradients[key]).abs().max()) <= 1e-12 * scale, (name, key)
+        single[name] = one_gradients
+    assert any(not torch.equal(grad, single["minkunet_lovasz"][key]) for key, grad in single["minkunet"].items())
 
     train(settings, dataset, tmp_path / "one", progress=False, log=quiet)
     one, two = weights(tmp_path / "one" / WEIGHTS_FILE), weights(tmp_path / "two" / WEIGHTS_FILE)
@@ -253,3 +263,31 @@ def test_weighted_step_reports_torchs_weighted_cross_entropy(tiny_config, datase
     loss = train_step(model, optimizer, config, scans, World(), "cpu", weights)
     assert loss == pytest.approx(expected.item(), rel=1e-5)
     assert loss != pytest.approx(torch.nn.functional.cross_entropy(logits, target, ignore_index=IGNORE).item(), rel=1e-3)
+
+
+def test_lovasz_step_adds_the_mean_of_each_scans_lovasz_loss(tiny_config, dataset):
+    from pointengine.models import build_model
+    from pointengine.train.data import LabelledFrames, logit_targets
+    from pointengine.train.distributed import World
+    from pointengine.train.loop import IGNORE, collate, train_step
+    from pointengine.train.lovasz import lovasz_softmax
+
+    config = new_settings(tiny_config()).model_config()
+    frames = LabelledFrames(dataset, ["00", "01"], config.dataset)
+    scans = [frames.load(0), frames.load(2)]
+    torch.manual_seed(0)
+    model = build_model(config)
+    batch = collate(config, [s.points for s in scans], "cpu")
+    with torch.no_grad():
+        logits = model(batch.tensor).feats.index_select(0, batch.inverse)
+    targets = [logit_targets(s.labels, config.dataset, IGNORE) for s in scans]
+    target = torch.cat(targets)
+    per_scan = [lovasz_softmax(scan_logits[t != IGNORE], t[t != IGNORE])
+                for scan_logits, t in zip(logits.split(batch.point_counts), targets)]
+    cross_entropy = torch.nn.functional.cross_entropy(logits, target, ignore_index=IGNORE).item()
+    expected = cross_entropy + 4.0 * (per_scan[0] + per_scan[1]).item() / 2
+    whole_batch = cross_entropy + 4.0 * lovasz_softmax(logits[target != IGNORE], target[target != IGNORE]).item()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.0)
+    loss = train_step(model, optimizer, config, scans, World(), "cpu", lovasz_weight=4.0)
+    assert loss == pytest.approx(expected, rel=1e-5)
+    assert loss != pytest.approx(whole_batch, rel=1e-4)

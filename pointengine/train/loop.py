@@ -28,6 +28,7 @@ from ..tensor import sparse_collate
 from .data import LabelledFrames, class_weights, epoch_batches, logit_targets, shard
 from .distill import Distillation, load_teacher
 from .distributed import World, all_sum, init_world, rank_device, wrap_model
+from .lovasz import lovasz_softmax
 from .schedule import learning_rate
 from .settings import SGD_MOMENTUM, TrainSettings
 from .state import WEIGHTS_FILE, TrainState, load_train_state, save_train_state, weights_path
@@ -111,7 +112,8 @@ def train(
             torch.manual_seed(_step_seed(settings.seed, step))  # dropout masks
             scans_here = [train_frames.load_augmented(i, settings.seed, epoch)
                           for i in shard(batch, world.rank, world.size)]
-            loss = train_step(network, optimizer, config, scans_here, world, device, weights, distill)
+            loss = train_step(network, optimizer, config, scans_here, world, device, weights, distill,
+                              settings.lovasz_weight)
             step += 1
             loss_sum += loss
             scans += len(batch)
@@ -155,10 +157,11 @@ def collate(config, scans: list, device) -> VoxelizedBatch:
 
 
 def train_step(network, optimizer, config, scans: list, world: World, device, weights=None,
-               distill: Distillation | None = None) -> float:
+               distill: Distillation | None = None, lovasz_weight: float = 0.0) -> float:
     """One optimizer step on this rank's scans of a global batch; returns the global batch's mean loss
-    (weighted by `weights`, one per logit column, when given: data.class_weights). With `distill`, the
-    loss is (1 - w) x that + w x the mean over the batch's voxels of the teacher's divergence."""
+    (weighted by `weights`, one per logit column, when given: data.class_weights), plus `lovasz_weight`
+    x the mean over the batch's scans of their Lovász-softmax loss when that is > 0. With `distill`,
+    the loss is (1 - w) x that + w x the mean over the batch's voxels of the teacher's divergence."""
     batch = collate(config, [s.points for s in scans], device)
     target = logit_targets(torch.cat([s.labels for s in scans]), config.dataset, IGNORE).to(device)
     voxel_logits = network(batch.tensor).feats
@@ -171,6 +174,13 @@ def train_step(network, optimizer, config, scans: list, world: World, device, we
     # DDP averages gradients over ranks: times world.size makes it the global batch's (weighted) mean.
     loss = summed * world.size / total_weight
     reported = totals[0] / total_weight
+    if lovasz_weight > 0:
+        counts = batch.point_counts
+        lovasz = sum(lovasz_softmax(scan_logits[labelled], scan_target[labelled]) for scan_logits, scan_target, labelled
+                     in zip(logits.split(counts), target.split(counts), known.split(counts)))
+        lovasz_totals = all_sum(torch.stack([lovasz.detach(), torch.tensor(float(len(scans)), device=device)]), world)
+        loss = loss + lovasz_weight * lovasz * world.size / lovasz_totals[1]
+        reported = reported + lovasz_weight * lovasz_totals[0] / lovasz_totals[1]
     if distill is not None:
         divergence = distill.divergence_sum(batch.tensor, voxel_logits)
         voxels = torch.tensor(float(voxel_logits.shape[0]), dtype=divergence.dtype, device=device)

@@ -20,7 +20,8 @@ class TrainSettings:
     file changing); `class_balance`: the exponent p of the loss weight share^-p of each class
     (data.class_weights; 0: unweighted); `init`: the checkpoint the weights start from (None: seeded
     initialisation); `distill`: a teacher checkpoint whose softened predictions the model also learns,
-    that term taking `distill_weight` of the loss at `distill_temperature` (distill.py)."""
+    that term taking `distill_weight` of the loss at `distill_temperature` (distill.py); `lovasz_weight`:
+    the weight of the Lovász-softmax term added to the cross-entropy (lovasz.py; 0: none)."""
 
     config: dict
     train_sequences: tuple[str, ...] = ("00", "01", "02", "03", "04", "05", "06", "07", "09", "10")
@@ -37,6 +38,7 @@ class TrainSettings:
     distill: str | None = None
     distill_weight: float = 0.5
     distill_temperature: float = 2.0
+    lovasz_weight: float = 0.0
 
     def model_config(self) -> ModelConfig:
         return model_config_from_dict(self.config, self.config.get("name", "model"), "training settings")
@@ -104,7 +106,7 @@ def _checked(settings: TrainSettings) -> TrainSettings:
     for name in ("epochs", "batch_size"):
         if getattr(settings, name) < 1:
             raise ValueError(f"{name} must be >= 1, got {getattr(settings, name)}")
-    for name in ("lr", "weight_decay", "warmup_epochs", "class_balance"):
+    for name in ("lr", "weight_decay", "warmup_epochs", "class_balance", "lovasz_weight"):
         value = getattr(settings, name)
         if not value >= 0:
             raise ValueError(f"{name} must be >= 0, got {value}")
