@@ -242,52 +242,59 @@ def test_class_weights_follow_the_shares_of_the_training_points():
     assert int((weights != 0).sum()) == 3  # classes without points weigh nothing
 
 
-def test_weighted_step_reports_torchs_weighted_cross_entropy(tiny_config, dataset):
-    from pointengine.models import build_model
-    from pointengine.train.data import LabelledFrames, class_weights, logit_targets
-    from pointengine.train.distributed import World
-    from pointengine.train.loop import IGNORE, collate, train_step
+class StepOnTwoScans:
+    """An untrained model, two scans of the tiny set, their point logits before the step, the step's
+    targets (logit columns, IGNORE where unlabelled) and a step that leaves the weights alone."""
 
-    config = new_settings(tiny_config()).model_config()
-    frames = LabelledFrames(dataset, ["00", "01"], config.dataset)
-    weights = class_weights(frames.class_points, 0.5, config.dataset)
-    scans = [frames.load(0), frames.load(2)]
-    torch.manual_seed(0)
-    model = build_model(config)
-    batch = collate(config, [s.points for s in scans], "cpu")
-    with torch.no_grad():
-        logits = model(batch.tensor).feats.index_select(0, batch.inverse)
-    target = logit_targets(torch.cat([s.labels for s in scans]), config.dataset, IGNORE)
-    expected = torch.nn.functional.cross_entropy(logits, target, weight=weights, ignore_index=IGNORE)
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.0)
-    loss = train_step(model, optimizer, config, scans, World(), "cpu", weights)
+    def __init__(self, tiny_config, dataset):
+        from pointengine.models import build_model
+        from pointengine.train.data import LabelledFrames, logit_targets
+        from pointengine.train.loop import IGNORE, collate
+
+        self.config = new_settings(tiny_config()).model_config()
+        self.frames = LabelledFrames(dataset, ["00", "01"], self.config.dataset)
+        self.scans = [self.frames.load(0), self.frames.load(2)]
+        torch.manual_seed(0)
+        self.model = build_model(self.config)
+        batch = collate(self.config, [s.points for s in self.scans], "cpu")
+        with torch.no_grad():
+            self.logits = self.model(batch.tensor).feats.index_select(0, batch.inverse)
+        self.point_counts = batch.point_counts
+        self.targets = [logit_targets(s.labels, self.config.dataset, IGNORE) for s in self.scans]
+        self.target = torch.cat(self.targets)
+
+    def step(self, **options) -> float:
+        from pointengine.train.distributed import World
+        from pointengine.train.loop import train_step
+
+        optimizer = torch.optim.SGD(self.model.parameters(), lr=0.0)
+        return train_step(self.model, optimizer, self.config, self.scans, World(), "cpu", **options)
+
+
+def test_weighted_step_reports_torchs_weighted_cross_entropy(tiny_config, dataset):
+    from pointengine.train.data import class_weights
+    from pointengine.train.loop import IGNORE
+
+    run = StepOnTwoScans(tiny_config, dataset)
+    weights = class_weights(run.frames.class_points, 0.5, run.config.dataset)
+    expected = torch.nn.functional.cross_entropy(run.logits, run.target, weight=weights, ignore_index=IGNORE)
+    unweighted = torch.nn.functional.cross_entropy(run.logits, run.target, ignore_index=IGNORE)
+    loss = run.step(weights=weights)
     assert loss == pytest.approx(expected.item(), rel=1e-5)
-    assert loss != pytest.approx(torch.nn.functional.cross_entropy(logits, target, ignore_index=IGNORE).item(), rel=1e-3)
+    assert loss != pytest.approx(unweighted.item(), rel=1e-3)
 
 
 def test_lovasz_step_adds_the_mean_of_each_scans_lovasz_loss(tiny_config, dataset):
-    from pointengine.models import build_model
-    from pointengine.train.data import LabelledFrames, logit_targets
-    from pointengine.train.distributed import World
-    from pointengine.train.loop import IGNORE, collate, train_step
+    from pointengine.train.loop import IGNORE
     from pointengine.train.lovasz import lovasz_softmax
 
-    config = new_settings(tiny_config()).model_config()
-    frames = LabelledFrames(dataset, ["00", "01"], config.dataset)
-    scans = [frames.load(0), frames.load(2)]
-    torch.manual_seed(0)
-    model = build_model(config)
-    batch = collate(config, [s.points for s in scans], "cpu")
-    with torch.no_grad():
-        logits = model(batch.tensor).feats.index_select(0, batch.inverse)
-    targets = [logit_targets(s.labels, config.dataset, IGNORE) for s in scans]
-    target = torch.cat(targets)
+    run = StepOnTwoScans(tiny_config, dataset)
     per_scan = [lovasz_softmax(scan_logits[t != IGNORE], t[t != IGNORE])
-                for scan_logits, t in zip(logits.split(batch.point_counts), targets)]
-    cross_entropy = torch.nn.functional.cross_entropy(logits, target, ignore_index=IGNORE).item()
+                for scan_logits, t in zip(run.logits.split(run.point_counts), run.targets)]
+    cross_entropy = torch.nn.functional.cross_entropy(run.logits, run.target, ignore_index=IGNORE).item()
+    labelled = run.target != IGNORE
     expected = cross_entropy + 4.0 * (per_scan[0] + per_scan[1]).item() / 2
-    whole_batch = cross_entropy + 4.0 * lovasz_softmax(logits[target != IGNORE], target[target != IGNORE]).item()
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.0)
-    loss = train_step(model, optimizer, config, scans, World(), "cpu", lovasz_weight=4.0)
+    whole_batch = cross_entropy + 4.0 * lovasz_softmax(run.logits[labelled], run.target[labelled]).item()
+    loss = run.step(lovasz_weight=4.0)
     assert loss == pytest.approx(expected, rel=1e-5)
     assert loss != pytest.approx(whole_batch, rel=1e-4)
