@@ -23,7 +23,7 @@ def report(tmp_path_factory):
 
 
 def test_the_demo_scan_is_not_in_any_seed_0_synthetic_training_set():
-    seeds = {frame_seed(0, f"{sequence:02d}", frame) for sequence in range(16) for frame in range(5000)}
+    seeds = {frame_seed(0, f"{sequence:02d}", frame) for sequence in range(20) for frame in range(5000)}
     assert DEMO_SEED not in seeds
 
 
@@ -55,7 +55,7 @@ def test_report_counts_points_voxels_and_scores_against_an_independent_iou(repor
 
 
 def test_the_trained_model_labels_an_unseen_synthetic_scan_well(report):
-    # Floors well under what the shipped weights reach (README: "The demo model": 58.3 % and 66.6 %),
+    # Floors well under what the shipped weights reach (README: "The demo model": 61.4 % and 70.1 %),
     # so that a kernel or pipeline change that breaks inference shows here; untrained weights score ~1 %.
     assert report.synthetic.miou >= 0.35 and report.synthetic.miou_labelled >= 0.4
 
