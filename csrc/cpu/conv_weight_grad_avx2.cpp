@@ -77,10 +77,14 @@ PE_AVX2 __m256i first_lanes(int64_t count) {
 
 // Copies pairs [0, n) as weight_grad_offset_avx2 describes (conv_weight_grad_cpu.h).
 PE_AVX2 void pack_chunk(const float* feats, int64_t c_in, const float* grad, int64_t c_out, const int32_t* in_rows,
-                        const int32_t* out_rows, int64_t n, float* xs, float* g) {
+                        const int32_t* out_rows, int64_t n, int64_t available, float* xs, float* g) {
   const int64_t panels = (c_out + kGradPanel - 1) / kGradPanel, x_stride = grad_packed_row_stride(c_in);
   const __m256i x_tail = first_lanes(c_in % 8);
   for (int64_t p = 0; p < n; ++p) {
+    if (p % kGradPrefetchRows == 0) {
+      prefetch_block_inputs(feats, c_in * int64_t(sizeof(float)), in_rows, p, kGradPrefetchRows, available);
+      prefetch_block_inputs(grad, c_out * int64_t(sizeof(float)), out_rows, p, kGradPrefetchRows, available);
+    }
     const float* x = feats + int64_t(in_rows[p]) * c_in;
     float* xd = xs + p * x_stride;
     int64_t ci = 0;
@@ -105,7 +109,9 @@ void weight_grad_offset_avx2(const float* feats, int64_t c_in, const float* grad
                              float* g) {
   weight_grad_offset_loop<8>(
       c_in, c_out, n_pairs, acc, xs, g,
-      [&](int64_t p0, int64_t n) { pack_chunk(feats, c_in, grad, c_out, in_rows + p0, out_rows + p0, n, xs, g); },
+      [&](int64_t p0, int64_t n) {
+        pack_chunk(feats, c_in, grad, c_out, in_rows + p0, out_rows + p0, n, n_pairs - p0, xs, g);
+      },
       [](int nv, int m) { return kBlocks[nv][m - 1]; }, block_rows);
 }
 

@@ -7,6 +7,7 @@
 #include <cstdint>
 
 #include "conv_fused_cpu.h"
+#include "conv_tile.h"
 
 namespace pointengine {
 
@@ -22,6 +23,12 @@ at::Tensor conv_weight_grad_pairs_path(const at::Tensor& feats, const at::Tensor
 constexpr int64_t kGradPanel = 32;
 constexpr int64_t kGradChunkPairs = 128;
 
+// The packing asks for the feats and grad_out rows of pairs kPrefetchBlocks x kGradPrefetchRows (16)
+// ahead of the one it copies, kGradPrefetchRows at a time (prefetch_block_inputs, conv_tile.h): the rows
+// are scattered, and each copy otherwise waits on its rows' first loads. 1.2-2x faster on the
+// SemanticKITTI scan's layers (benchmarks/README.md, "The weight gradient's rows asked for ahead").
+constexpr int64_t kGradPrefetchRows = 8;
+
 // Row stride of the packed feats rows: C_in and 4 floats more, so that a stride of a large power of
 // two (64 or 128 channels) does not put the rows a block reads into the same few sets of the L1 cache.
 constexpr int64_t grad_packed_row_stride(int64_t c_in) { return c_in + 4; }
@@ -31,6 +38,7 @@ constexpr int64_t grad_packed_row_stride(int64_t c_in) { return c_in + 4; }
 // one fused multiply-add per pair: the two kernels give the same bits. Chunks of kGradChunkPairs pairs
 // are first copied so that the products read memory in order: the feats rows into xs (at
 // grad_packed_row_stride), the grad rows into g as panels of kGradPanel columns (zeros past C_out).
+// The copy of a chunk that starts at pair p0 also asks for rows of the pairs after it, up to n_pairs.
 void weight_grad_offset_avx2(const float* feats, int64_t c_in, const float* grad, int64_t c_out,
                              const int32_t* in_rows, const int32_t* out_rows, int64_t n, float* acc, float* xs,
                              float* g);
