@@ -1,7 +1,9 @@
 """BatchNorm + ReLU in training mode on the feature matrices of a MinkUNet cr 0.5 training step: the
 fused kernel (pointengine.nn.BatchNorm.forward_relu; forward, and forward + backward) against torch's
-batch norm followed by an in-place ReLU, the way the blocks ran before; timed round-robin in the same
-run (medians), with the error of each one's output and input gradient against torch's in float64.
+batch norm followed by an in-place ReLU, the way the blocks ran before; and the end of a residual
+block, relu(BN(x) + residual), forward + backward: the fused kernel taking the residual against it
+without one followed by the addition and the ReLU. Timed round-robin in the same run (medians), with
+the error of each one's output and input gradient against torch's in float64.
 
 The shapes are the rows and channels of the layers of one SemanticKITTI 00/000000 step at 0.05 m
 (rows of the real scan's stride 1, 2, 4, 8 levels; random values). Writes JSON lines to
@@ -34,6 +36,14 @@ def fused_forward(x, weight, bias):
     return _ops.batch_norm_train(x, weight, bias, 1e-5, True)[0]
 
 
+def fused_add_relu(residual):
+    return lambda x, weight, bias: (_ops.batch_norm_train(x, weight, bias, 1e-5, False)[0] + residual).relu_()
+
+
+def fused_with_residual(residual):
+    return lambda x, weight, bias: _ops.batch_norm_train(x, weight, bias, 1e-5, True, residual)[0]
+
+
 def forward_backward(forward, x, weight, bias, grad):
     inputs = [t.detach().requires_grad_() for t in (x, weight, bias)]
     forward(*inputs).backward(grad)
@@ -52,11 +62,16 @@ def main() -> None:
         x = torch.randn(rows, channels, generator=g) * 2 + 0.5
         weight, bias = torch.rand(channels, generator=g) + 0.5, torch.randn(channels, generator=g)
         grad = torch.randn(rows, channels, generator=g)
+        residual = torch.randn(rows, channels, generator=g).requires_grad_()  # the block's input: it takes a gradient
         runs = {
             "torch forward": lambda: torch_forward(x, weight, bias),
             "fused forward": lambda: fused_forward(x, weight, bias),
             "torch forward + backward": lambda: forward_backward(torch_forward, x, weight, bias, grad),
             "fused forward + backward": lambda: forward_backward(fused_forward, x, weight, bias, grad),
+            "fused, add, relu forward + backward": lambda: forward_backward(fused_add_relu(residual), x, weight, bias,
+                                                                             grad),
+            "fused with residual forward + backward": lambda: forward_backward(fused_with_residual(residual), x, weight,
+                                                                                bias, grad),
         }
         seconds = round_robin(runs, args.repeats, warmup=1)
         exact = [t.double() for t in (x, weight, bias, grad)]
@@ -73,13 +88,16 @@ def main() -> None:
         })
     print(f"{machine()}, {args.threads} threads, median of {args.repeats}")
     print("| rows x channels | torch forward | fused | speedup | torch fwd + bwd | fused | speedup | "
+          "+ residual: fused, add, relu fwd + bwd | fused with residual | speedup | "
           "output error torch, fused | input gradient error torch, fused |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in records:
         tf, ff = r["torch_forward_s"], r["fused_forward_s"]
         tb, fb = r["torch_forward_and_backward_s"], r["fused_forward_and_backward_s"]
+        ab, rb = r["fused,_add,_relu_forward_and_backward_s"], r["fused_with_residual_forward_and_backward_s"]
         print(f"| {r['rows']:,} x {r['channels']} | {tf * 1e3:.2f} ms | {ff * 1e3:.2f} ms | {tf / ff:.2f}x | "
               f"{tb * 1e3:.2f} ms | {fb * 1e3:.2f} ms | {tb / fb:.2f}x | "
+              f"{ab * 1e3:.2f} ms | {rb * 1e3:.2f} ms | {ab / rb:.2f}x | "
               f"{r['torch_forward_error']:.1e}, {r['fused_forward_error']:.1e} | "
               f"{r['torch_input_grad_error']:.1e}, {r['fused_input_grad_error']:.1e} |")
     append_results("bench_batch_norm", records)

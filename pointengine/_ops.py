@@ -182,11 +182,13 @@ def conv_weight_grad_pairs(feats: Tensor, grad_out: Tensor, in_rows: Tensor, out
     return _ops.conv_weight_grad_pairs(feats, grad_out, in_rows, out_rows, ptr)
 
 
-def batch_norm_train(x: Tensor, weight: Tensor, bias: Tensor, eps: float, relu: bool) -> tuple[Tensor, Tensor, Tensor]:
-    """(y, mean, var) of BatchNorm in training mode over the rows of CPU x [N > 1, C], then a ReLU if
-    `relu`: y = relu?((x - mean) / sqrt(var + eps) * weight + bias); mean and the biased variance per
-    channel, in float64 (not differentiable)."""
-    return _ops.batch_norm_train(x, weight, bias, eps, relu)
+def batch_norm_train(
+    x: Tensor, weight: Tensor, bias: Tensor, eps: float, relu: bool, residual: Tensor | None = None
+) -> tuple[Tensor, Tensor, Tensor]:
+    """(y, mean, var) of BatchNorm in training mode over the rows of CPU x [N > 1, C], plus `residual`
+    [N, C] when given, then a ReLU if `relu`: y = relu?((x - mean) / sqrt(var + eps) * weight + bias +
+    residual); mean and the biased variance per channel, in float64 (not differentiable)."""
+    return _ops.batch_norm_train(x, weight, bias, eps, relu, residual)
 
 
 # The tables a convolution's backward derives from its neighbour table (the transpose, the pair
@@ -386,17 +388,19 @@ torch.library.register_autograd(
 
 
 @torch.library.register_fake("pointengine::batch_norm_train")
-def _(x, weight, bias, eps, relu):
+def _(x, weight, bias, eps, relu, residual=None):
     return torch.empty_like(x), x.new_empty(x.shape[1], dtype=torch.float64), x.new_empty(x.shape[1], dtype=torch.float64)
 
 
 @torch.library.register_fake("pointengine::batch_norm_train_backward")
-def _(grad_y, x, y, mean, var, weight, eps, relu):
-    return torch.empty_like(x), weight.new_empty(weight.shape), weight.new_empty(weight.shape)
+def _(grad_y, x, y, mean, var, weight, eps, relu, masked_grad=False):
+    masked = torch.empty_like(x) if masked_grad else x.new_empty(0)
+    return torch.empty_like(x), weight.new_empty(weight.shape), weight.new_empty(weight.shape), masked
 
 
 def _batch_norm_train_setup(ctx, inputs, output):
-    x, weight, _, ctx.eps, ctx.relu = inputs
+    x, weight, _, ctx.eps, ctx.relu, residual = inputs
+    ctx.residual = residual is not None
     y, mean, var = output
     ctx.mark_non_differentiable(mean, var)
     ctx.save_for_backward(x, y if ctx.relu else None, mean, var, weight)
@@ -405,10 +409,15 @@ def _batch_norm_train_setup(ctx, inputs, output):
 def _batch_norm_train_backward(ctx, grad_y, grad_mean, grad_var):
     x, y, mean, var, weight = ctx.saved_tensors
     y = x if y is None else y  # not read without a ReLU
-    grad_x, grad_weight, grad_bias = _ops.batch_norm_train_backward(
-        grad_y.contiguous(), x, y, mean, var, weight, ctx.eps, ctx.relu
+    grad_y = grad_y.contiguous()
+    # The residual's gradient is what reaches the sum before the ReLU: the kernel writes it in its
+    # first pass.
+    masked_grad = ctx.residual and ctx.relu
+    grad_x, grad_weight, grad_bias, masked = _ops.batch_norm_train_backward(
+        grad_y, x, y, mean, var, weight, ctx.eps, ctx.relu, masked_grad
     )
-    return grad_x, grad_weight, grad_bias, None, None
+    grad_residual = (masked if ctx.relu else grad_y) if ctx.residual else None
+    return grad_x, grad_weight, grad_bias, None, None, grad_residual
 
 
 torch.library.register_autograd(

@@ -1,6 +1,6 @@
-"""The fused training BatchNorm (+ ReLU) kernel: its output, statistics and gradients against torch's
-batch norm in float64 (random rows, channel counts past the vector widths, a large mean against the
-spread, a ReLU or not); pointengine.nn.BatchNorm training through it keeps torch's running
+"""The fused training BatchNorm (+ residual, + ReLU) kernel: its output, statistics and gradients
+against torch's batch norm in float64 (random rows, channel counts past the vector widths, a large mean
+against the spread, a residual added or not, a ReLU or not); pointengine.nn.BatchNorm training through it keeps torch's running
 statistics; the same bits at 1 and 2 threads; the cases it leaves to torch."""
 
 import pytest
@@ -12,8 +12,10 @@ from pointengine.testing import RELATIVE_TOLERANCE, relative_error
 SHAPES = [(2, 1), (7, 3), (300, 17), (2500, 48), (1100, 130)]
 
 
-def torch_reference(x, weight, bias, eps, relu):
+def torch_reference(x, weight, bias, eps, relu, residual=None):
     out = torch.nn.functional.batch_norm(x, None, None, weight, bias, True, 0.0, eps)
+    if residual is not None:
+        out = out + residual
     return out.relu() if relu else out
 
 
@@ -29,13 +31,15 @@ def random_inputs(n, c, dtype, seed, offset=0.0):
 @pytest.mark.parametrize("relu", [False, True])
 @pytest.mark.parametrize("n, c", SHAPES)
 @pytest.mark.parametrize("offset", [0.0, 1e3])
-def test_output_statistics_and_gradients_match_torch(dtype, relu, n, c, offset):
+@pytest.mark.parametrize("with_residual", [False, True])
+def test_output_statistics_and_gradients_match_torch(dtype, relu, n, c, offset, with_residual):
     x, weight, bias, grad = random_inputs(n, c, dtype, n * 31 + c, offset)
-    inputs = [t.clone().requires_grad_() for t in (x, weight, bias)]
-    y, mean, var = _ops.batch_norm_train(*inputs, 1e-5, relu)
+    residual = torch.randn(n, c, generator=torch.Generator().manual_seed(n + c), dtype=torch.float64).to(dtype)
+    inputs = [t.clone().requires_grad_() for t in (x, weight, bias, residual)]
+    y, mean, var = _ops.batch_norm_train(*inputs[:3], 1e-5, relu, inputs[3] if with_residual else None)
     y.backward(grad)
-    reference = [t.double().requires_grad_() for t in (x, weight, bias)]
-    expected = torch_reference(*reference, 1e-5, relu)
+    reference = [t.double().requires_grad_() for t in (x, weight, bias, residual)]
+    expected = torch_reference(*reference[:3], 1e-5, relu, reference[3] if with_residual else None)
     expected.backward(grad.double())
     tolerance = RELATIVE_TOLERANCE[dtype] * (1 if offset == 0 else 1e3)  # float32 rows far from 0 round at 1e3
     assert y.dtype == dtype and mean.dtype == var.dtype == torch.float64
@@ -46,8 +50,17 @@ def test_output_statistics_and_gradients_match_torch(dtype, relu, n, c, offset):
     # it cancels to 0): its error is measured against that size.
     scale = (grad.double() * weight.double() / (var + 1e-5).sqrt()).abs().max()
     assert (inputs[0].grad.double() - reference[0].grad).abs().max() <= tolerance * scale
-    for got, want in zip(inputs[1:], reference[1:]):
+    for got, want in zip(inputs[1:3], reference[1:3]):
         assert relative_error(got.grad.double(), want.grad) <= tolerance
+    if with_residual:
+        # grad_y exactly where the ReLU passed, and torch's gradient wherever the output is clear of
+        # the ReLU's edge (float32 rounding may move outputs within 0.05 of it to the other side).
+        passed = y > 0 if relu else torch.ones_like(y, dtype=torch.bool)
+        assert torch.equal(inputs[3].grad, torch.where(passed, grad, torch.zeros_like(grad)))
+        clear = expected.detach().abs() > 0.05 if relu else torch.ones_like(passed)
+        assert torch.equal(inputs[3].grad.double()[clear], reference[3].grad[clear])
+    else:
+        assert inputs[3].grad is None
 
 
 def test_relu_gradient_is_zero_where_the_output_was_cut():
@@ -62,14 +75,16 @@ def test_relu_gradient_is_zero_where_the_output_was_cut():
     assert relative_error(x.grad, reference.grad) <= 1e-12
 
 
-@pytest.mark.parametrize("relu", [False, True])
-def test_same_bits_at_one_and_two_threads(relu, restore_threads):
+@pytest.mark.parametrize("relu, with_residual", [(False, False), (True, False), (True, True)])
+def test_same_bits_at_one_and_two_threads(relu, with_residual, restore_threads):
     x, weight, bias, grad = random_inputs(9000, 40, torch.float32, 2)
+    residual = x.flip(0) if with_residual else None
     results = []
     for threads in (1, 2):
         torch.set_num_threads(threads)
-        y, mean, var = _ops.batch_norm_train(x, weight, bias, 1e-5, relu)
-        results.append((y, mean, var, *torch.ops.pointengine.batch_norm_train_backward(grad, x, y, mean, var, weight, 1e-5, relu)))
+        y, mean, var = _ops.batch_norm_train(x, weight, bias, 1e-5, relu, residual)
+        backward = torch.ops.pointengine.batch_norm_train_backward(grad, x, y, mean, var, weight, 1e-5, relu, with_residual)
+        results.append((y, mean, var, *backward))
     assert all(torch.equal(a, b) for a, b in zip(*results))
 
 

@@ -56,16 +56,17 @@ def pair_list_args(feats, grad_out, nbr):
     return feats, grad_out, *torch.ops.pointengine.kernel_pairs(nbr)
 
 
-def batch_norm_args(dtype, relu: bool, requires_grad: bool):
+def batch_norm_args(dtype, relu: bool, requires_grad: bool, residual: bool = False):
     g = torch.Generator().manual_seed(0)
-    x, weight, bias = (torch.randn(*shape, generator=g, dtype=dtype) for shape in ((7, 3), (3,), (3,)))
-    return x.requires_grad_(requires_grad), weight.requires_grad_(requires_grad), bias, 1e-5, relu
+    x, weight, bias, r = (torch.randn(*shape, generator=g, dtype=dtype) for shape in ((7, 3), (3,), (3,), (7, 3)))
+    args = (x.requires_grad_(requires_grad), weight.requires_grad_(requires_grad), bias, 1e-5, relu)
+    return (*args, r.requires_grad_(requires_grad)) if residual else args
 
 
-def batch_norm_backward_args(dtype, relu: bool):
+def batch_norm_backward_args(dtype, relu: bool, masked_grad: bool = False):
     x, weight, bias, eps, _ = batch_norm_args(dtype, relu, False)
     y, mean, var = torch.ops.pointengine.batch_norm_train(x, weight, bias, eps, relu)
-    return torch.randn_like(x), x, y, mean, var, weight, eps, relu
+    return torch.randn_like(x), x, y, mean, var, weight, eps, relu, masked_grad
 
 
 def points(dtype) -> torch.Tensor:
@@ -173,10 +174,13 @@ CASES = {
         lambda: batch_norm_args(torch.float32, True, True),
         lambda: batch_norm_args(torch.float64, False, True),
         lambda: batch_norm_args(torch.float32, False, False),
+        lambda: batch_norm_args(torch.float32, True, True, residual=True),
+        lambda: batch_norm_args(torch.float64, False, True, residual=True),
     ],
     "batch_norm_train_backward": [
         lambda: batch_norm_backward_args(torch.float32, True),
         lambda: batch_norm_backward_args(torch.float64, False),
+        lambda: batch_norm_backward_args(torch.float32, True, masked_grad=True),
     ],
     "conv_weight_grad_pairs": [
         lambda: pair_list_args(*weight_grad_args(torch.float32)),

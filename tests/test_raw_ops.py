@@ -518,6 +518,18 @@ BAD_CALLS = {
         lambda: ops.batch_norm_train(BN_X, BN_VEC, BN_VEC, 0.0, False),
         r"batch_norm_train: eps must be positive, got 0",
     ),
+    "batch_norm_train residual rows": (
+        lambda: ops.batch_norm_train(BN_X, BN_VEC, BN_VEC, 1e-5, True, BN_X[:3]),
+        r"batch_norm_train: residual must have x's shape \[4, 3\], got \[3, 3\]",
+    ),
+    "batch_norm_train residual dtype": (
+        lambda: ops.batch_norm_train(BN_X, BN_VEC, BN_VEC, 1e-5, True, BN_X.double()),
+        r"batch_norm_train: residual must have dtype torch.float32, got torch.float64",
+    ),
+    "batch_norm_train_backward masked_grad without relu": (
+        lambda: ops.batch_norm_train_backward(BN_X, BN_X, *BN_STATS, BN_VEC, 1e-5, False, True),
+        r"batch_norm_train_backward: masked_grad needs relu",
+    ),
     "batch_norm_train_backward grad shape": (
         lambda: ops.batch_norm_train_backward(BN_X[:2], BN_X, *BN_STATS, BN_VEC, 1e-5, True),
         r"batch_norm_train_backward: grad_y must have x's shape \[4, 3\], got \[2, 3\]",

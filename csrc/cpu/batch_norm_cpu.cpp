@@ -1,5 +1,6 @@
 // BatchNorm in training mode over the rows of feats [N, C] (each row one sample), with an optional
-// ReLU after it, and its backward: what a training step runs after every convolution. torch's CPU
+// residual added and an optional ReLU after it, and its backward: what a training step runs after
+// every convolution (a residual block's second one adds its shortcut). torch's CPU
 // batch norm reads a [N, C] matrix a channel at a time (a stride of C floats), and the ReLU and its
 // backward are two more passes; here every pass reads whole rows, the forward is two passes (sums,
 // then normalise + ReLU) and the backward two (sums, then the input gradient).
@@ -12,6 +13,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <optional>
 #include <vector>
 
 #include "../common/checks.h"
@@ -51,10 +53,14 @@ PE_ROW_LOOP void add_shifted_sums(const T* __restrict x, const double* __restric
   }
 }
 
+// residual: a row of C to add before the ReLU, or nullptr.
 template <typename T>
 PE_ROW_LOOP void normalize_row(const T* __restrict x, const T* __restrict mean, const T* __restrict scale,
-                               const T* __restrict bias, int64_t c, bool relu, T* __restrict y) {
+                               const T* __restrict bias, const T* __restrict residual, int64_t c, bool relu,
+                               T* __restrict y) {
   for (int64_t j = 0; j < c; ++j) y[j] = (x[j] - mean[j]) * scale[j] + bias[j];
+  if (residual)
+    for (int64_t j = 0; j < c; ++j) y[j] += residual[j];
   if (relu)
     for (int64_t j = 0; j < c; ++j) y[j] = y[j] <= T(0) ? T(0) : y[j];  // NaN stays NaN, as torch's ReLU
 }
@@ -62,14 +68,17 @@ PE_ROW_LOOP void normalize_row(const T* __restrict x, const T* __restrict mean, 
 // In the backward rows, the gradient reaching the batch norm's output is zero where the ReLU cut it
 // (y <= 0; NaN passes); without a ReLU, y is not read. GCC vectorises the ReLU's select before the
 // widening to float64 only when comparisons may not trap (the results are the same: nothing here
-// reads the floating-point exception flags).
-template <bool Relu, typename T>
+// reads the floating-point exception flags). With KeepMasked, the sums pass also writes that
+// gradient (the residual's) to masked.
+template <bool Relu, bool KeepMasked, typename T>
 PE_ROW_LOOP __attribute__((optimize("no-trapping-math"))) void add_gradient_sums(
     const T* __restrict grad, const T* __restrict y, const T* __restrict x, const double* __restrict mean, int64_t c,
-    double* __restrict sum, double* __restrict sum_gx) {
+    double* __restrict sum, double* __restrict sum_gx, T* __restrict masked) {
   for (int64_t j = 0; j < c; ++j) {
     const T gj = grad[j], yj = y[j];  // both read first: a select the compiler vectorises, not a branch
-    const double g = double(Relu && yj <= T(0) ? T(0) : gj);
+    const T gm = Relu && yj <= T(0) ? T(0) : gj;
+    if constexpr (KeepMasked) masked[j] = gm;
+    const double g = double(gm);
     sum[j] += g;
     sum_gx[j] += g * (double(x[j]) - mean[j]);
   }
@@ -96,7 +105,8 @@ at::Tensor checked_channel_vector(const at::Tensor& t, const char* op, const cha
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> batch_norm_train_cpu(const at::Tensor& x_in, const at::Tensor& weight,
-                                                                     const at::Tensor& bias, double eps, bool relu) {
+                                                                     const at::Tensor& bias, double eps, bool relu,
+                                                                     const std::optional<at::Tensor>& residual_in) {
   constexpr const char* op = "batch_norm_train";
   check_float_matrix(x_in, op, "x", "[N, C]");
   TORCH_CHECK(x_in.size(0) > 1, op, ": training statistics need more than one row, got ", x_in.sizes());
@@ -104,7 +114,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> batch_norm_train_cpu(const at::Te
   const at::Tensor w_c = checked_channel_vector(weight, op, "weight", x_in.scalar_type(), c);
   const at::Tensor b_c = checked_channel_vector(bias, op, "bias", x_in.scalar_type(), c);
   TORCH_CHECK(eps > 0, op, ": eps must be positive, got ", eps);
-  const at::Tensor x = x_in.contiguous();
+  const bool has_residual = residual_in.has_value() && residual_in->defined();
+  if (has_residual) {
+    check_matrix(*residual_in, op, "residual", x_in.scalar_type(), c, "[N, C]");
+    TORCH_CHECK(residual_in->size(0) == n, op, ": residual must have x's shape ", x_in.sizes(), ", got ",
+                residual_in->sizes());
+  }
+  const at::Tensor x = x_in.contiguous(), residual = has_residual ? residual_in->contiguous() : at::Tensor();
   at::Tensor y = at::empty_like(x);
   at::Tensor mean = at::empty({c}, x.options().dtype(at::kDouble));
   at::Tensor var = at::empty({c}, x.options().dtype(at::kDouble));
@@ -129,18 +145,22 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> batch_norm_train_cpu(const at::Te
       scale[j] = scalar_t(s), mean_x[j] = scalar_t(m[j]);
     }
     scalar_t* yp = y.data_ptr<scalar_t>();
+    const scalar_t* rp = has_residual ? residual.data_ptr<scalar_t>() : nullptr;
     at::parallel_for(0, n, kChunkRows, [&](int64_t begin, int64_t end) {
       for (int64_t i = begin; i < end; ++i)
-        normalize_row(xp + i * c, mean_x.data(), scale.data(), b, c, relu, yp + i * c);
+        normalize_row(xp + i * c, mean_x.data(), scale.data(), b, rp ? rp + i * c : nullptr, c, relu, yp + i * c);
     });
   });
   return {y, mean, var};
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor> batch_norm_train_backward_cpu(
+// masked_grad (with relu): also returns grad_y with zeros where the ReLU cut it, the gradient of a
+// residual added before the ReLU; else the fourth result is empty.
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> batch_norm_train_backward_cpu(
     const at::Tensor& grad_y_in, const at::Tensor& x_in, const at::Tensor& y_in, const at::Tensor& mean,
-    const at::Tensor& var, const at::Tensor& weight, double eps, bool relu) {
+    const at::Tensor& var, const at::Tensor& weight, double eps, bool relu, bool masked_grad) {
   constexpr const char* op = "batch_norm_train_backward";
+  TORCH_CHECK(relu || !masked_grad, op, ": masked_grad needs relu (without one, the residual's gradient is grad_y)");
   check_float_matrix(x_in, op, "x", "[N, C]");
   const int64_t n = x_in.size(0), c = x_in.size(1);
   TORCH_CHECK(n > 1, op, ": training statistics need more than one row, got ", x_in.sizes());
@@ -157,17 +177,25 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> batch_norm_train_backward_cpu(
   const at::Tensor y = relu ? y_in.contiguous() : at::Tensor();
   at::Tensor grad_x = at::empty_like(x);
   at::Tensor grad_weight = at::empty({c}, x.options()), grad_bias = at::empty({c}, x.options());
+  at::Tensor masked = masked_grad ? at::empty_like(x) : at::empty({0}, x.options());
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "batch_norm_train_backward_cpu", [&] {
     const scalar_t* gp = grad_y.data_ptr<scalar_t>();
     const scalar_t* xp = x.data_ptr<scalar_t>();
     const scalar_t* yp = relu ? y.data_ptr<scalar_t>() : gp;  // y is read only with a ReLU
-    const auto sums_of_row = relu ? &add_gradient_sums<true, scalar_t> : &add_gradient_sums<false, scalar_t>;
-    const auto gradient_of_row = relu ? &input_gradient_row<true, scalar_t> : &input_gradient_row<false, scalar_t>;
+    scalar_t* mp = masked_grad ? masked.data_ptr<scalar_t>() : nullptr;
+    const auto sums_of_row = masked_grad ? &add_gradient_sums<true, true, scalar_t>
+                             : relu      ? &add_gradient_sums<true, false, scalar_t>
+                                         : &add_gradient_sums<false, false, scalar_t>;
     const double* m = mean_c.data_ptr<double>();
     std::vector<double> sums(2 * c, 0.0);  // sum of g, sum of g * (x - mean)
     sum_over_chunks(n, 2 * c, sums.data(), [&](int64_t begin, int64_t end, double* s) {
-      for (int64_t i = begin; i < end; ++i) sums_of_row(gp + i * c, yp + i * c, xp + i * c, m, c, s, s + c);
+      for (int64_t i = begin; i < end; ++i)
+        sums_of_row(gp + i * c, yp + i * c, xp + i * c, m, c, s, s + c, mp ? mp + i * c : nullptr);
     });
+    // With the masked gradient written, the input gradient reads it instead of grad_y and y.
+    if (masked_grad) gp = mp;
+    const auto gradient_of_row =
+        relu && !masked_grad ? &input_gradient_row<true, scalar_t> : &input_gradient_row<false, scalar_t>;
     // grad_x = w * invstd * (g - mean(g) - (x - mean) * invstd^2 * mean(g * (x - mean))),
     // as a * g + slope * (x - mean) + d per channel.
     const scalar_t* w = w_c.data_ptr<scalar_t>();
@@ -189,7 +217,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> batch_norm_train_backward_cpu(
       }
     });
   });
-  return {grad_x, grad_weight, grad_bias};
+  return {grad_x, grad_weight, grad_bias, masked};
 }
 
 }  // namespace

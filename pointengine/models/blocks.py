@@ -27,7 +27,8 @@ class ConvBlock(torch.nn.Sequential):
 
 class ResidualBlock(torch.nn.Module):
     """relu(BN(conv(relu(BN(conv(x))))) + shortcut(x)); the shortcut is a 1x1x1 conv + BN when the
-    channel count changes, else the identity. The first BatchNorm and ReLU run as one."""
+    channel count changes, else the identity. Each BatchNorm runs as one with what follows it (the
+    ReLU; the shortcut's addition and the ReLU)."""
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size=3):
         super().__init__()
@@ -45,8 +46,8 @@ class ResidualBlock(torch.nn.Module):
 
     def forward(self, input: SparseTensor) -> SparseTensor:
         conv1, norm1, _, conv2, norm2 = self.main
-        main = norm2(conv2(norm1.forward_relu(conv1(input))))
-        return main.replace_feats((main.feats + self.shortcut(input).feats).relu_())
+        main = conv2(norm1.forward_relu(conv1(input)))
+        return norm2.forward_add_relu(main, self.shortcut(input))
 
 
 class FusedResidualBlock(torch.nn.Module):

@@ -22,26 +22,36 @@ class BatchNorm(torch.nn.BatchNorm1d):
         the CPU runs the fused kernel."""
         return input.replace_feats(batch_norm_features(self, input.feats, relu=True))
 
+    def forward_add_relu(self, input: SparseTensor, residual: SparseTensor) -> SparseTensor:
+        """relu(self(input) + residual), the end of a residual block: in one pass over the feats, with
+        its backward, where a training step on the CPU runs the fused kernel."""
+        return input.replace_feats(batch_norm_features(self, input.feats, relu=True, residual=residual.feats))
 
-def batch_norm_features(module: torch.nn.BatchNorm1d, feats: Tensor, relu: bool = False) -> Tensor:
-    """`module` on feats [N, C], then a ReLU if `relu`. While training in a process group of several
+
+def batch_norm_features(
+    module: torch.nn.BatchNorm1d, feats: Tensor, relu: bool = False, residual: Tensor | None = None
+) -> Tensor:
+    """`module` on feats [N, C], plus `residual` [N, C] when given, then a ReLU if `relu`. While training in a process group of several
     ranks, the mean and variance are taken over the rows of every rank (torch.nn.SyncBatchNorm refuses
     CPU tensors), with autograd-aware all-reduces so the gradient flows across ranks as it would in
     one process. Training in one process on the CPU runs pointengine's fused kernel."""
     if module.training and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
         out = _global_batch_norm(module, feats)
-    elif _fused_kernel_applies(module, feats):
-        out, mean, var = _ops.batch_norm_train(feats, module.weight, module.bias, module.eps, relu)
+    elif _fused_kernel_applies(module, feats, residual):
+        out, mean, var = _ops.batch_norm_train(feats, module.weight, module.bias, module.eps, relu, residual)
         _update_running_stats(module, mean, var * (feats.shape[0] / (feats.shape[0] - 1)))
         return out
     else:
         out = torch.nn.BatchNorm1d.forward(module, feats)
+    if residual is not None:
+        out = out + residual
     return out.relu_() if relu else out
 
 
-def _fused_kernel_applies(module: torch.nn.BatchNorm1d, feats: Tensor) -> bool:
-    """Training statistics of CPU float rows [N > 1, C], weight and bias of the feats' dtype (other
-    cases, and tracing, keep torch's batch norm, with its errors)."""
+def _fused_kernel_applies(module: torch.nn.BatchNorm1d, feats: Tensor, residual: Tensor | None = None) -> bool:
+    """Training statistics of CPU float rows [N > 1, C], weight and bias of the feats' dtype, a residual
+    (if any) of the feats' shape and dtype (other cases, and tracing, keep torch's batch norm, with its
+    errors)."""
     return (
         module.training
         and module.affine
@@ -51,6 +61,8 @@ def _fused_kernel_applies(module: torch.nn.BatchNorm1d, feats: Tensor) -> bool:
         and feats.shape[0] > 1
         and feats.shape[1] == module.num_features
         and module.weight.dtype == feats.dtype
+        and (residual is None or (residual.shape == feats.shape and residual.dtype == feats.dtype
+                                  and residual.device == feats.device))
         and not tracing()
     )
 
