@@ -36,7 +36,7 @@ def fused_forward(x, weight, bias):
     return _ops.batch_norm_train(x, weight, bias, 1e-5, True)[0]
 
 
-def fused_add_relu(residual):
+def fused_then_add_relu(residual):
     return lambda x, weight, bias: (_ops.batch_norm_train(x, weight, bias, 1e-5, False)[0] + residual).relu_()
 
 
@@ -68,10 +68,10 @@ def main() -> None:
             "fused forward": lambda: fused_forward(x, weight, bias),
             "torch forward + backward": lambda: forward_backward(torch_forward, x, weight, bias, grad),
             "fused forward + backward": lambda: forward_backward(fused_forward, x, weight, bias, grad),
-            "fused, add, relu forward + backward": lambda: forward_backward(fused_add_relu(residual), x, weight, bias,
-                                                                             grad),
-            "fused with residual forward + backward": lambda: forward_backward(fused_with_residual(residual), x, weight,
-                                                                                bias, grad),
+            "residual added after forward + backward": lambda: forward_backward(
+                fused_then_add_relu(residual), x, weight, bias, grad),
+            "residual fused forward + backward": lambda: forward_backward(
+                fused_with_residual(residual), x, weight, bias, grad),
         }
         seconds = round_robin(runs, args.repeats, warmup=1)
         exact = [t.double() for t in (x, weight, bias, grad)]
@@ -94,7 +94,7 @@ def main() -> None:
     for r in records:
         tf, ff = r["torch_forward_s"], r["fused_forward_s"]
         tb, fb = r["torch_forward_and_backward_s"], r["fused_forward_and_backward_s"]
-        ab, rb = r["fused,_add,_relu_forward_and_backward_s"], r["fused_with_residual_forward_and_backward_s"]
+        ab, rb = r["residual_added_after_forward_and_backward_s"], r["residual_fused_forward_and_backward_s"]
         print(f"| {r['rows']:,} x {r['channels']} | {tf * 1e3:.2f} ms | {ff * 1e3:.2f} ms | {tf / ff:.2f}x | "
               f"{tb * 1e3:.2f} ms | {fb * 1e3:.2f} ms | {tb / fb:.2f}x | "
               f"{ab * 1e3:.2f} ms | {rb * 1e3:.2f} ms | {ab / rb:.2f}x | "

@@ -1,7 +1,8 @@
 """The fused training BatchNorm (+ residual, + ReLU) kernel: its output, statistics and gradients
 against torch's batch norm in float64 (random rows, channel counts past the vector widths, a large mean
-against the spread, a residual added or not, a ReLU or not); pointengine.nn.BatchNorm training through it keeps torch's running
-statistics; the same bits at 1 and 2 threads; the cases it leaves to torch."""
+against the spread, a residual added or not, a ReLU or not); pointengine.nn.BatchNorm training
+through it keeps torch's running statistics; the same bits at 1 and 2 threads; the cases it leaves
+to torch."""
 
 import pytest
 import torch
@@ -83,7 +84,8 @@ def test_same_bits_at_one_and_two_threads(relu, with_residual, restore_threads):
     for threads in (1, 2):
         torch.set_num_threads(threads)
         y, mean, var = _ops.batch_norm_train(x, weight, bias, 1e-5, relu, residual)
-        backward = torch.ops.pointengine.batch_norm_train_backward(grad, x, y, mean, var, weight, 1e-5, relu, with_residual)
+        backward = torch.ops.pointengine.batch_norm_train_backward(
+            grad, x, y, mean, var, weight, 1e-5, relu, with_residual)
         results.append((y, mean, var, *backward))
     assert all(torch.equal(a, b) for a, b in zip(*results))
 

@@ -95,6 +95,12 @@ PE_ROW_LOOP void input_gradient_row(const T* __restrict grad, const T* __restric
   }
 }
 
+// Checks that t is a matrix of x's shape and dtype.
+void check_shaped_like_x(const at::Tensor& t, const at::Tensor& x, const char* op, const char* arg) {
+  check_matrix(t, op, arg, x.scalar_type(), x.size(1), "[N, C]");
+  TORCH_CHECK(t.size(0) == x.size(0), op, ": ", arg, " must have x's shape ", x.sizes(), ", got ", t.sizes());
+}
+
 // t, checked to be a vector [C] of `dtype`, contiguous.
 at::Tensor checked_channel_vector(const at::Tensor& t, const char* op, const char* arg, at::ScalarType dtype,
                                   int64_t c) {
@@ -115,11 +121,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> batch_norm_train_cpu(const at::Te
   const at::Tensor b_c = checked_channel_vector(bias, op, "bias", x_in.scalar_type(), c);
   TORCH_CHECK(eps > 0, op, ": eps must be positive, got ", eps);
   const bool has_residual = residual_in.has_value() && residual_in->defined();
-  if (has_residual) {
-    check_matrix(*residual_in, op, "residual", x_in.scalar_type(), c, "[N, C]");
-    TORCH_CHECK(residual_in->size(0) == n, op, ": residual must have x's shape ", x_in.sizes(), ", got ",
-                residual_in->sizes());
-  }
+  if (has_residual) check_shaped_like_x(*residual_in, x_in, op, "residual");
   const at::Tensor x = x_in.contiguous(), residual = has_residual ? residual_in->contiguous() : at::Tensor();
   at::Tensor y = at::empty_like(x);
   at::Tensor mean = at::empty({c}, x.options().dtype(at::kDouble));
@@ -164,12 +166,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> batch_norm_train_back
   check_float_matrix(x_in, op, "x", "[N, C]");
   const int64_t n = x_in.size(0), c = x_in.size(1);
   TORCH_CHECK(n > 1, op, ": training statistics need more than one row, got ", x_in.sizes());
-  check_matrix(grad_y_in, op, "grad_y", x_in.scalar_type(), c, "[N, C]");
-  TORCH_CHECK(grad_y_in.size(0) == n, op, ": grad_y must have x's shape ", x_in.sizes(), ", got ", grad_y_in.sizes());
-  if (relu) {
-    check_matrix(y_in, op, "y", x_in.scalar_type(), c, "[N, C]");
-    TORCH_CHECK(y_in.size(0) == n, op, ": y must have x's shape ", x_in.sizes(), ", got ", y_in.sizes());
-  }
+  check_shaped_like_x(grad_y_in, x_in, op, "grad_y");
+  if (relu) check_shaped_like_x(y_in, x_in, op, "y");
   const at::Tensor mean_c = checked_channel_vector(mean, op, "mean", at::kDouble, c);
   const at::Tensor var_c = checked_channel_vector(var, op, "var", at::kDouble, c);
   const at::Tensor w_c = checked_channel_vector(weight, op, "weight", x_in.scalar_type(), c);

@@ -81,10 +81,7 @@ PE_AVX2 void pack_chunk(const float* feats, int64_t c_in, const float* grad, int
   const int64_t panels = (c_out + kGradPanel - 1) / kGradPanel, x_stride = grad_packed_row_stride(c_in);
   const __m256i x_tail = first_lanes(c_in % 8);
   for (int64_t p = 0; p < n; ++p) {
-    if (p % kGradPrefetchRows == 0) {
-      prefetch_block_inputs(feats, c_in * int64_t(sizeof(float)), in_rows, p, kGradPrefetchRows, available);
-      prefetch_block_inputs(grad, c_out * int64_t(sizeof(float)), out_rows, p, kGradPrefetchRows, available);
-    }
+    prefetch_pair_rows(feats, c_in, grad, c_out, in_rows, out_rows, p, available);
     const float* x = feats + int64_t(in_rows[p]) * c_in;
     float* xd = xs + p * x_stride;
     int64_t ci = 0;

@@ -57,10 +57,7 @@ PE_AVX512 void pack_chunk(const float* feats, int64_t c_in, const float* grad, i
   const auto first = [](int64_t count) { return __mmask16((uint32_t(1) << std::min<int64_t>(count, 16)) - 1); };
   const __mmask16 x_tail = first(c_in % 16);
   for (int64_t p = 0; p < n; ++p) {
-    if (p % kGradPrefetchRows == 0) {
-      prefetch_block_inputs(feats, c_in * int64_t(sizeof(float)), in_rows, p, kGradPrefetchRows, available);
-      prefetch_block_inputs(grad, c_out * int64_t(sizeof(float)), out_rows, p, kGradPrefetchRows, available);
-    }
+    prefetch_pair_rows(feats, c_in, grad, c_out, in_rows, out_rows, p, available);
     const float* x = feats + int64_t(in_rows[p]) * c_in;
     float* xd = xs + p * x_stride;
     int64_t ci = 0;

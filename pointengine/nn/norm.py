@@ -31,10 +31,11 @@ class BatchNorm(torch.nn.BatchNorm1d):
 def batch_norm_features(
     module: torch.nn.BatchNorm1d, feats: Tensor, relu: bool = False, residual: Tensor | None = None
 ) -> Tensor:
-    """`module` on feats [N, C], plus `residual` [N, C] when given, then a ReLU if `relu`. While training in a process group of several
-    ranks, the mean and variance are taken over the rows of every rank (torch.nn.SyncBatchNorm refuses
-    CPU tensors), with autograd-aware all-reduces so the gradient flows across ranks as it would in
-    one process. Training in one process on the CPU runs pointengine's fused kernel."""
+    """`module` on feats [N, C], plus `residual` [N, C] when given, then a ReLU if `relu`. While
+    training in a process group of several ranks, the mean and variance are taken over the rows of
+    every rank (torch.nn.SyncBatchNorm refuses CPU tensors), with autograd-aware all-reduces so the
+    gradient flows across ranks as it would in one process. Training in one process on the CPU runs
+    pointengine's fused kernel."""
     if module.training and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
         out = _global_batch_norm(module, feats)
     elif _fused_kernel_applies(module, feats, residual):
