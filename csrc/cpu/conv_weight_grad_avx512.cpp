@@ -80,7 +80,7 @@ void weight_grad_offset_avx512(const float* feats, int64_t c_in, const float* gr
                                const int32_t* in_rows, const int32_t* out_rows, int64_t n_pairs, float* acc,
                                float* xs, float* g) {
   weight_grad_offset_loop<16>(
-      c_in, c_out, n_pairs, acc, xs, g,
+      feats, c_in, grad, c_out, in_rows, out_rows, n_pairs, acc, xs, g,
       [&](int64_t p0, int64_t n) {
         pack_chunk(feats, c_in, grad, c_out, in_rows + p0, out_rows + p0, n, n_pairs - p0, xs, g);
       },
