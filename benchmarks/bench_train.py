@@ -30,7 +30,8 @@ from pointengine.models import build_model, load_model_config
 from pointengine.segment import voxelize_scans
 from pointengine.train.augment import augment
 from pointengine.train.distributed import World
-from pointengine.train.loop import train_step
+from pointengine.train.loop import build_optimizer, train_step
+from pointengine.train.settings import TrainSettings
 
 CONFIGS = ("minkunet_cr0.5", "spvcnn_cr0.5")
 GOAL = 3.0
@@ -51,7 +52,7 @@ def measure(name: str, steps: int, threads: int) -> dict:
     config = load_model_config(name)
     torch.manual_seed(0)
     model = build_model(config)
-    optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9, nesterov=True, weight_decay=1e-4)
+    optimizer = build_optimizer(TrainSettings(config.to_dict(), lr=1e-3), model)  # the train command's SGD
     world = World()
     steps_taken = itertools.count()
 

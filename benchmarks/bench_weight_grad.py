@@ -28,7 +28,7 @@ from pointengine.functional import kmap as km
 from pointengine.functional import voxelize_points
 from pointengine.testing import gather_matmul_weight_grad, relative_error
 
-LAYERS = (("subm3 16->32", 3, 1, 16, 32), ("subm3 32->32", 3, 1, 32, 32), ("subm3 64->64", 3, 1, 64, 64),
+LAYERS = (("subm3 16->32", 3, 1, 16, 32), ("subm3 32->32", 3, 1, 32, 32), ("subm3 48->48", 3, 1, 48, 48), ("subm3 64->64", 3, 1, 64, 64),
           ("subm3 128->128", 3, 1, 128, 128), ("down2 32->64", 2, 2, 32, 64))
 
 

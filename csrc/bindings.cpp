@@ -33,8 +33,9 @@ TORCH_LIBRARY(pointengine, m) {
       "batch_norm_train(Tensor x, Tensor weight, Tensor bias, float eps, bool relu, Tensor? residual=None) -> "
       "(Tensor y, Tensor mean, Tensor var)");
   m.def(
-      "batch_norm_train_backward(Tensor grad_y, Tensor x, Tensor y, Tensor mean, Tensor var, Tensor weight, float eps, "
-      "bool relu, bool masked_grad=False) -> (Tensor grad_x, Tensor grad_weight, Tensor grad_bias, Tensor grad_masked)");
+      "batch_norm_train_backward(Tensor grad_y, Tensor x, Tensor? y, Tensor mean, Tensor var, Tensor weight, "
+      "float eps, bool relu, bool masked_grad=False, Tensor? bias=None) -> "
+      "(Tensor grad_x, Tensor grad_weight, Tensor grad_bias, Tensor grad_masked)");
   m.def("conv_weight_grad_pairs(Tensor feats, Tensor grad_out, Tensor in_rows, Tensor out_rows, Tensor ptr) -> Tensor");
   m.def("point_scatter_mean(Tensor feats, Tensor index, SymInt n_voxels) -> Tensor");
   m.def(

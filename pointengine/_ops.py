@@ -393,28 +393,30 @@ def _(x, weight, bias, eps, relu, residual=None):
 
 
 @torch.library.register_fake("pointengine::batch_norm_train_backward")
-def _(grad_y, x, y, mean, var, weight, eps, relu, masked_grad=False):
+def _(grad_y, x, y, mean, var, weight, eps, relu, masked_grad=False, bias=None):
     masked = torch.empty_like(x) if masked_grad else x.new_empty(0)
     return torch.empty_like(x), weight.new_empty(weight.shape), weight.new_empty(weight.shape), masked
 
 
 def _batch_norm_train_setup(ctx, inputs, output):
-    x, weight, _, ctx.eps, ctx.relu, residual = inputs
+    x, weight, bias, ctx.eps, ctx.relu, residual = inputs
     ctx.residual = residual is not None
     y, mean, var = output
     ctx.mark_non_differentiable(mean, var)
-    ctx.save_for_backward(x, y if ctx.relu else None, mean, var, weight)
+    # A ReLU's mask is read from y after a residual; without one the kernel recomputes it from x and
+    # bias, and reads a row less per element.
+    masked_by_y = ctx.relu and ctx.residual
+    ctx.save_for_backward(x, y if masked_by_y else None, mean, var, weight, bias if ctx.relu else None)
 
 
 def _batch_norm_train_backward(ctx, grad_y, grad_mean, grad_var):
-    x, y, mean, var, weight = ctx.saved_tensors
-    y = x if y is None else y  # not read without a ReLU
+    x, y, mean, var, weight, bias = ctx.saved_tensors
     grad_y = grad_y.contiguous()
     # The residual's gradient is what reaches the sum before the ReLU: the kernel writes it in its
     # first pass.
     masked_grad = ctx.residual and ctx.relu
     grad_x, grad_weight, grad_bias, masked = _ops.batch_norm_train_backward(
-        grad_y, x, y, mean, var, weight, ctx.eps, ctx.relu, masked_grad
+        grad_y, x, y, mean, var, weight, ctx.eps, ctx.relu, masked_grad, bias
     )
     grad_residual = (masked if ctx.relu else grad_y) if ctx.residual else None
     return grad_x, grad_weight, grad_bias, None, None, grad_residual

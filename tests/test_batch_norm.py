@@ -76,6 +76,21 @@ def test_relu_gradient_is_zero_where_the_output_was_cut():
     assert relative_error(x.grad, reference.grad) <= 1e-12
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_relu_mask_recomputed_from_x_is_the_outputs(dtype):
+    """Given bias instead of y, the backward recomputes the ReLU's mask from x: the gradients are
+    those read from y bit for bit, with outputs at the ReLU's edge too (a constant column whose
+    normalized value is its bias, 0)."""
+    x, weight, bias, grad = random_inputs(5000, 37, dtype, 3)
+    x[:, 5], bias[5] = 1.5, 0.0
+    y, mean, var = _ops.batch_norm_train(x, weight, bias, 1e-5, True)
+    assert 0.3 < (y > 0).double().mean() < 0.7 and (y[:, 5] == 0).all()
+    backward = torch.ops.pointengine.batch_norm_train_backward
+    from_y = backward(grad, x, y, mean, var, weight, 1e-5, True)
+    from_x = backward(grad, x, None, mean, var, weight, 1e-5, True, False, bias)
+    assert all(torch.equal(a, b) for a, b in zip(from_y, from_x))
+
+
 @pytest.mark.parametrize("relu, with_residual", [(False, False), (True, False), (True, True)])
 def test_same_bits_at_one_and_two_threads(relu, with_residual, restore_threads):
     x, weight, bias, grad = random_inputs(9000, 40, torch.float32, 2)
@@ -84,8 +99,10 @@ def test_same_bits_at_one_and_two_threads(relu, with_residual, restore_threads):
     for threads in (1, 2):
         torch.set_num_threads(threads)
         y, mean, var = _ops.batch_norm_train(x, weight, bias, 1e-5, relu, residual)
+        # the ReLU's mask read from y after a residual, recomputed from x without one (as autograd does)
+        y_read, bias_read = (y, None) if with_residual else (None, bias)
         backward = torch.ops.pointengine.batch_norm_train_backward(
-            grad, x, y, mean, var, weight, 1e-5, relu, with_residual)
+            grad, x, y_read, mean, var, weight, 1e-5, relu, with_residual, bias_read)
         results.append((y, mean, var, *backward))
     assert all(torch.equal(a, b) for a, b in zip(*results))
 

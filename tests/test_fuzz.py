@@ -232,6 +232,8 @@ def batch_norm_call(draw, op: str):
         return op, lambda: ops.batch_norm_train(x, weight, bias, eps, relu)
     stats = shapes([c]).flatmap(lambda shape: float_tensors(shape, mostly(st.just(torch.float64), FUZZ_DTYPES)))
     grad, y, mean, var = draw(rows), draw(rows), draw(stats), draw(stats)
+    if draw(st.booleans()):  # the ReLU's mask recomputed from x and bias instead of read from y
+        return op, lambda: ops.batch_norm_train_backward(grad, x, None, mean, var.abs(), weight, eps, relu, False, bias)
     return op, lambda: ops.batch_norm_train_backward(grad, x, y, mean, var.abs(), weight, eps, relu)
 
 

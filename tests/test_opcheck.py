@@ -63,9 +63,12 @@ def batch_norm_args(dtype, relu: bool, requires_grad: bool, residual: bool = Fal
     return (*args, r.requires_grad_(requires_grad)) if residual else args
 
 
-def batch_norm_backward_args(dtype, relu: bool, masked_grad: bool = False):
+def batch_norm_backward_args(dtype, relu: bool, masked_grad: bool = False, mask_from_x: bool = False):
+    """mask_from_x: y left out, bias given (the ReLU's mask recomputed from x)."""
     x, weight, bias, eps, _ = batch_norm_args(dtype, relu, False)
     y, mean, var = torch.ops.pointengine.batch_norm_train(x, weight, bias, eps, relu)
+    if mask_from_x:
+        return torch.randn_like(x), x, None, mean, var, weight, eps, relu, masked_grad, bias
     return torch.randn_like(x), x, y, mean, var, weight, eps, relu, masked_grad
 
 
@@ -181,6 +184,7 @@ CASES = {
         lambda: batch_norm_backward_args(torch.float32, True),
         lambda: batch_norm_backward_args(torch.float64, False),
         lambda: batch_norm_backward_args(torch.float32, True, masked_grad=True),
+        lambda: batch_norm_backward_args(torch.float64, True, mask_from_x=True),
     ],
     "conv_weight_grad_pairs": [
         lambda: pair_list_args(*weight_grad_args(torch.float32)),

@@ -538,6 +538,18 @@ BAD_CALLS = {
         lambda: ops.batch_norm_train_backward(BN_X, BN_X, BN_X[:, :2], *BN_STATS[1:], BN_VEC, 1e-5, True),
         r"batch_norm_train_backward: y must have shape \[N, C\], got \[4, 2\]",
     ),
+    "batch_norm_train_backward relu without y or bias": (
+        lambda: ops.batch_norm_train_backward(BN_X, BN_X, None, *BN_STATS[1:], BN_VEC, 1e-5, True),
+        r"batch_norm_train_backward: a ReLU's mask needs y \(the forward's output\) or bias",
+    ),
+    "batch_norm_train_backward masked_grad without y": (
+        lambda: ops.batch_norm_train_backward(BN_X, BN_X, None, *BN_STATS[1:], BN_VEC, 1e-5, True, True, BN_VEC),
+        r"batch_norm_train_backward: masked_grad needs y",
+    ),
+    "batch_norm_train_backward bias length": (
+        lambda: ops.batch_norm_train_backward(BN_X, BN_X, None, *BN_STATS[1:], BN_VEC, 1e-5, True, False, BN_VEC[:2]),
+        r"batch_norm_train_backward: bias must be a vector of C = 3 entries, got \[2\]",
+    ),
     "batch_norm_train_backward mean dtype": (
         lambda: ops.batch_norm_train_backward(BN_X, BN_X, BN_STATS[0], BN_STATS[1].float(), BN_STATS[2], BN_VEC, 1e-5, True),
         r"batch_norm_train_backward: mean must have dtype torch.float64, got torch.float32",
