@@ -20,7 +20,7 @@ PATHS = {
     **{path: lambda *args, path=path: _C.conv_weight_grad_on(*args, path) for path in _C.cpu_paths()},
     "pairs": lambda feats, grad_out, nbr: _ops.conv_weight_grad_pairs(feats, grad_out, *_ops.kernel_pairs(nbr)),
 }
-CHANNELS = [(1, 1), (3, 7), (5, 9), (8, 33), (33, 40), (17, 64), (14, 24), (20, 48)]
+CHANNELS = [(1, 1), (3, 7), (5, 9), (8, 33), (33, 40), (17, 64), (14, 24), (20, 48), (9, 100), (6, 130)]
 
 
 def brute_force(feats, grad_out, nbr):

@@ -40,9 +40,9 @@ inline void prefetch_pair_rows(const float* feats, int64_t c_in, const float* gr
 
 // Asks for the feats and grad_out rows of pairs [begin, end) to come into the L2 cache. The loop below
 // spreads the next chunk's rows over the products of the current chunk, which keep the multiply-add
-// units busy and leave loads to spare, so that the next copy finds its rows near: 1.2-1.3x faster
-// from 16 to 64 channels at 2 threads (benchmarks/README.md, "The next chunk's rows asked for during
-// the products").
+// units busy and leave loads to spare, so that the next copy finds its rows near: 0.85-0.98x the time
+// on the SemanticKITTI scan's layers (1 thread; benchmarks/README.md, "The next chunk's rows asked for
+// during the products").
 inline void prefetch_pairs_l2(const float* feats, int64_t c_in, const float* grad, int64_t c_out,
                               const int32_t* in_rows, const int32_t* out_rows, int64_t begin, int64_t end) {
   for (int64_t p = begin; p < end; ++p) {
