@@ -29,19 +29,24 @@ def cmd_info(args) -> int:
     return 0
 
 
+VIEWS_HELP = ("test-time augmentation: average each point's class probabilities over the scan turned about z "
+              "by 360/N degrees N times (N passes of the model; default 1)")
+
+
 def cmd_demo(args) -> int:
     import torch
 
     if args.threads:
         torch.set_num_threads(args.threads)
     with warnings.catch_warnings(record=True):  # said below, in the command's own words
-        r = run_demo(args.seed, args.model, args.checkpoint, args.repeats, args.out, args.real_data)
-    print(f"{r.model} on an unseen synthetic 64-beam scan (seed {args.seed}), {torch.get_num_threads()} threads")
+        r = run_demo(args.seed, args.model, args.checkpoint, args.repeats, args.out, args.real_data, args.views)
+    views = f", {args.views} views (the scan turned about z, probabilities averaged)" if args.views > 1 else ""
+    print(f"{r.model} on an unseen synthetic 64-beam scan (seed {args.seed}), {torch.get_num_threads()} threads{views}")
     print(f"points   {r.synthetic.points:,}")
     print(f"voxels   {r.synthetic.voxels:,}")
-    print(f"MACs     {r.macs / 1e9:.1f} G")
-    print(f"latency  {r.latency_s * 1e3:.0f} ms end to end (voxelize, kernel maps, network, labels per point; "
-          f"median of {args.repeats})")
+    print(f"MACs     {r.macs / 1e9:.1f} G" + (" per view" if args.views > 1 else ""))
+    print(f"latency  {r.latency_s * 1e3:.0f} ms end to end (voxelize, kernel maps, network, labels per point"
+          f"{', every view' if args.views > 1 else ''}; median of {args.repeats})")
     total = r.map_s + r.conv_s + r.other_s
     print(f"profile  kernel maps {r.map_s * 1e3:.0f} ms ({100 * r.map_s / total:.0f}%), "
           f"convolutions {r.conv_s * 1e3:.0f} ms ({100 * r.conv_s / total:.0f}%), "
@@ -74,7 +79,7 @@ def cmd_segment(args) -> int:
         torch.set_num_threads(args.threads)
     jobs, fmt = plan_jobs(args.paths, args.out, args.format)
     with warnings.catch_warnings(record=True):  # said below, in the command's own words
-        seg = Segmenter(args.config, args.checkpoint)
+        seg = Segmenter(args.config, args.checkpoint, views=args.views)
     if not seg.trained:
         print(f"note: {seg.config.name!r} has no trained weights yet: the labels are meaningless "
               "(give --checkpoint to use trained weights)", file=sys.stderr)
@@ -162,6 +167,7 @@ def parser() -> argparse.ArgumentParser:
     demo.add_argument("--model", default="demo", help="zoo name or YAML path (default: the trained demo model)")
     demo.add_argument("--checkpoint", default=None, help="weights (default: the ones shipped with --model)")
     demo.add_argument("--repeats", type=int, default=3, help="timed passes")
+    demo.add_argument("--views", type=int, default=1, help=VIEWS_HELP)
     demo.add_argument("--out", default="demo_output", help="folder for the picture (default ./demo_output)")
     demo.add_argument("--real-data", default=str(REAL_DATA), metavar="ROOT",
                       help=f"SemanticKITTI root whose sequence 00 is scored when present (default {REAL_DATA})")
@@ -184,6 +190,7 @@ def parser() -> argparse.ArgumentParser:
                      help="label: SemanticKITTI .label (uint32 raw ids); npy: the same ids as a numpy array")
     seg.add_argument("--png", action="store_true", help="also write a bird's-eye-view picture per scan")
     seg.add_argument("--ply", action="store_true", help="also write a point cloud coloured by class per scan")
+    seg.add_argument("--views", type=int, default=1, help=VIEWS_HELP)
     seg.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's)")
     seg.set_defaults(run=cmd_segment)
 

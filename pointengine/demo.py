@@ -84,10 +84,11 @@ def evaluate(seg: Segmenter, scans: list[LidarScan], name: str) -> tuple[Evaluat
 
 
 def run_demo(seed: int = DEMO_SEED, model: str = "demo", checkpoint=None, repeats: int = 3,
-             out: str | Path = "demo_output", real_data: str | Path | None = REAL_DATA) -> DemoReport:
+             out: str | Path = "demo_output", real_data: str | Path | None = REAL_DATA, views: int = 1) -> DemoReport:
     """`model`: zoo name or YAML path, its shipped weights unless `checkpoint` is given (untrained
-    weights warn). `real_data`: a SemanticKITTI root whose sequence 00 is scored too when present."""
-    seg = Segmenter(model, checkpoint)
+    weights warn). `real_data`: a SemanticKITTI root whose sequence 00 is scored too when present.
+    `views`: Segmenter's test-time augmentation (1: none)."""
+    seg = Segmenter(model, checkpoint, views=views)
     scan = generate_scan(seed)
     synthetic, (predicted,) = evaluate(seg, [scan], f"synthetic seed {seed}")
 

@@ -4,6 +4,7 @@ instead of voxelizing their own way."""
 
 from __future__ import annotations
 
+import math
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,11 +40,18 @@ class Segmenter:
     the checkpoint's own config, or the zoo's "demo" entry. `checkpoint`: a path or a state dict in
     any layout `pointengine.models.load_checkpoint` reads (our safetensors files, TorchSparse/SPVNAS,
     MinkowskiEngine, spconv); by default the weights that ship with the config. Without either the
-    weights are untrained (seeded), `trained` is False and a warning says so.
+    weights are untrained (seeded), `trained` is False and a warning says so. `views` > 1: test-time
+    augmentation, each point's class the highest of its class probabilities averaged over the scan
+    turned about z by 2 pi k / views, k = 0 .. views - 1 (views passes of the model).
     """
 
-    def __init__(self, config: str | Path | ModelConfig | None = None, checkpoint=None, device="cpu"):
+    def __init__(self, config: str | Path | ModelConfig | None = None, checkpoint=None, device="cpu",
+                 views: int = 1):
         from .models.checkpoint import checkpoint_config, load_checkpoint
+
+        if isinstance(views, bool) or not isinstance(views, int) or views < 1:
+            raise ValueError(f"views must be a positive integer, got {views!r}")
+        self.views = views
 
         saved_config = checkpoint_config(checkpoint) if isinstance(checkpoint, (str, Path)) else None
         if config is None and saved_config is not None:
@@ -85,16 +93,45 @@ class Segmenter:
     def __call__(self, points, return_logits: bool = False):
         """Training ids (int64 [N], index `class_names`) of every point of a scan; for a list of scans, a
         list. With return_logits, (labels, logits [N, num_classes]) per scan, logits in the order of
-        `config.dataset.predicted_classes`."""
+        `config.dataset.predicted_classes` (with views > 1, the log of the averaged probabilities)."""
         single = not isinstance(points, (list, tuple))
-        batch = self.voxelize([points] if single else list(points))
-        voxel_logits = self.model(batch.tensor).feats
-        results = list(point_labels(self.config, batch, voxel_logits).split(batch.point_counts))
-        if return_logits:
-            logits = voxel_logits.float().cpu().index_select(0, batch.inverse)
-            results = list(zip(results, logits.split(batch.point_counts)))
+        scans = [points] if single else list(points)
+        if self.views > 1:
+            labels, logits = self._averaged_views(scans)
+            results = list(zip(labels, logits)) if return_logits else labels
+        else:
+            batch = self.voxelize(scans)
+            voxel_logits = self.model(batch.tensor).feats
+            results = list(point_labels(self.config, batch, voxel_logits).split(batch.point_counts))
+            if return_logits:
+                logits = voxel_logits.float().cpu().index_select(0, batch.inverse)
+                results = list(zip(results, logits.split(batch.point_counts)))
         release_free_memory()  # a long run of scans holds its memory flat
         return results[0] if single else results
+
+    def _averaged_views(self, scans: list) -> tuple[list[Tensor], list[Tensor]]:
+        """Labels and log mean probabilities of each scan's points over the turned views."""
+        columns = [_as_tensor(scan, "points" if len(scans) == 1 else f"scan {i}") for i, scan in enumerate(scans)]
+        total = None
+        for k in range(self.views):
+            batch = self.voxelize([turned_about_z(c, 2 * math.pi * k / self.views) for c in columns])
+            probabilities = self.model(batch.tensor).feats.float().softmax(1).cpu().index_select(0, batch.inverse)
+            total = probabilities if total is None else total + probabilities
+        mean = total / self.views
+        predicted = torch.tensor(self.config.dataset.predicted_classes)
+        labels = predicted.index_select(0, _ops.row_argmax(mean))
+        counts = [c.shape[0] for c in columns]
+        return list(labels.split(counts)), list(mean.log().split(counts))
+
+
+def turned_about_z(points: Tensor, angle: float) -> Tensor:
+    """A copy of points [N, >= 3] with x and y turned by `angle` (radians) about the z axis."""
+    out = points.clone()
+    cos, sin = math.cos(angle), math.sin(angle)
+    x, y = points[:, 0].double(), points[:, 1].double()
+    out[:, 0] = (cos * x - sin * y).to(points.dtype)
+    out[:, 1] = (sin * x + cos * y).to(points.dtype)
+    return out
 
 
 def point_labels(config: ModelConfig, batch: VoxelizedBatch, voxel_logits: Tensor) -> Tensor:

@@ -59,6 +59,17 @@ def test_untrained_model_says_so_and_the_default_is_trained(tmp_path, capsys):
     assert "no trained weights" not in capsys.readouterr().err
 
 
+def test_views_label_as_segmenter_does_and_zero_is_refused(tmp_path, capsys):
+    scan = scan_file(tmp_path)
+    assert main(["segment", str(scan), "--views", "3", "--out", str(tmp_path / "pred.label")]) == 0
+    raw, _ = read_labels(tmp_path / "pred.label")
+    labels = Segmenter("demo", views=3)(np.fromfile(scan, "<f4").reshape(-1, 4))
+    assert torch.equal(load_dataset_config("semantickitti").map_labels(raw), labels)
+    capsys.readouterr()
+    assert main(["segment", str(scan), "--views", "0", "--out", str(tmp_path / "zero.label")]) == 2
+    assert "views must be a positive integer, got 0" in capsys.readouterr().err
+
+
 def test_folder_and_glob_keep_relative_paths(tmp_path, capsys):
     for seq in ("00", "01"):
         scan_file(tmp_path / "in" / seq / "velodyne", "000000.bin", seed=int(seq))

@@ -1,6 +1,7 @@
 """The demo: the shipped demo model labels an unseen synthetic scan well, its report counts what it
 says, the picture is written, and the real scans are scored when ../shared/data is here."""
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -80,6 +81,19 @@ def test_cli_prints_per_class_iou_and_the_picture(tmp_path, capsys):
     assert "IoU per class" in out and "mIoU" in out and "road" in out
     assert f"picture  {tmp_path / f'synthetic_seed{DEMO_SEED}.png'}" in out
     assert "no real scans at" in out and "no trained weights" not in out
+
+
+def test_cli_views_say_so_and_score_the_averaged_labels(tmp_path, capsys):
+    assert main(["demo", "--views", "2", "--repeats", "1", "--out", str(tmp_path),
+                 "--real-data", str(tmp_path / "none")]) == 0
+    out = capsys.readouterr().out
+    assert "2 views (the scan turned about z, probabilities averaged)" in out and "MACs     3.1 G per view" in out
+    scan = generate_scan(DEMO_SEED)
+    predicted, truth = Segmenter(views=2)(scan.points), scan.labels
+    names = load_dataset_config("semantickitti").classes
+    car = names.index("car")
+    iou = ((predicted == car) & (truth == car)).sum() / ((predicted == car) | (truth == car)).sum()
+    assert re.search(rf"^car +{100 * float(iou):.1f}$", out, re.MULTILINE)
 
 
 def test_synthetic_command_writes_what_write_synthetic_dataset_writes(tmp_path, capsys):

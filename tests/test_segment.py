@@ -140,3 +140,30 @@ def test_channels_sharing_xyz_are_the_points_reduced_once(reduce, columns):
     reference = voxelize_points(torch.cat([points[:, :3], points[:, :4]], 1), 0.1, reduce)
     assert torch.equal(batch.tensor.coords, reference.coords) and torch.equal(batch.inverse, reference.inverse)
     assert torch.equal(batch.tensor.feats, reference.feats[:, 3:])
+
+
+def test_views_average_the_probabilities_of_turned_scans():
+    """views=4 against its definition, computed here: each view's points turned about z with a numpy
+    rotation matrix (float64), labelled one at a time, the class probabilities averaged per point."""
+    scan = generate_scan(3, beams=16, azimuth_steps=512).points
+    plain, averaged = Segmenter("demo"), Segmenter("demo", views=4)
+    total = 0
+    for k in range(4):
+        angle = 2 * np.pi * k / 4
+        rotation = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
+        turned = scan.clone()
+        turned[:, :2] = torch.from_numpy(scan[:, :2].double().numpy() @ rotation.T).float()
+        total = total + plain(turned, return_logits=True)[1].softmax(1)
+    labels, logits = averaged(scan, return_logits=True)
+    torch.testing.assert_close(logits.exp(), total / 4, rtol=1e-5, atol=1e-6)
+    expected = torch.tensor(plain.config.dataset.predicted_classes)[(total / 4).argmax(1)]
+    assert (labels == expected).float().mean() > 0.999  # equal but where two classes tie to rounding
+    assert torch.equal(Segmenter("demo", views=1)(scan), plain(scan))
+    batch = averaged([scan, scan[:500]])
+    assert torch.equal(batch[0], labels) and torch.equal(batch[1], averaged(scan[:500]))
+
+
+@pytest.mark.parametrize("views", [0, -2, 1.5, True])
+def test_views_must_be_a_positive_integer(views):
+    with pytest.raises(ValueError, match="views must be a positive integer"):
+        Segmenter("demo", views=views)
