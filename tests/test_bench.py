@@ -16,7 +16,9 @@ import safetensors.torch
 import torch
 import yaml
 
+from pointengine import Segmenter
 from pointengine.cli import main
+from pointengine.datasets import load_dataset_config, read_labels
 from pointengine.datasets.synthetic import write_synthetic_nuscenes
 from pointengine.evaluate import BenchSettings, run_benchmark
 from pointengine.evaluate.timing import BINS_PER_DECADE, StageTimes
@@ -206,6 +208,24 @@ def test_two_processes_give_one_process_confusion_matrix(tiny_dataset, tiny_conf
     assert len(files) == 3
     for name in files:
         assert (tmp_path / "two" / name).read_bytes() == (tmp_path / "one" / name).read_bytes()
+
+
+def test_views_give_segmenters_labels(tiny_dataset, tmp_path):
+    """--views 2 with the trained demo model: the saved predictions are Segmenter(views=2)'s labels of
+    each scan (which differ from one view's on 8-10 % of these points)."""
+    run_benchmark(BenchSettings("semantickitti", tiny_dataset, ("all",), config="demo", progress=False,
+                                save_predictions=tmp_path / "pred", views=2))
+    seg, plain = Segmenter("demo", views=2), Segmenter("demo")
+    scans = sorted(tiny_dataset.rglob("velodyne/*.bin"))
+    saved = sorted((tmp_path / "pred").rglob("*.label"))
+    assert len(scans) == len(saved) == 3
+    for scan, prediction in zip(scans, saved):
+        assert (scan.parent.parent.name, scan.stem) == (prediction.parent.parent.name, prediction.stem)
+        raw, _ = read_labels(prediction)
+        points = np.fromfile(scan, "<f4").reshape(-1, 4)
+        expected = seg(points)
+        assert torch.equal(load_dataset_config("semantickitti").map_labels(raw), expected)
+        assert not torch.equal(expected, plain(points))
 
 
 def test_latency_percentiles_from_the_histogram():

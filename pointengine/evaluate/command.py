@@ -42,6 +42,9 @@ def add_bench_parser(sub) -> None:
                        help="processes that read and voxelize the next scans while the model runs (default 0: "
                        "all in this process)")
     bench.add_argument("--warmup", type=int, default=1, help="untimed forwards of the first scan (default 1)")
+    bench.add_argument("--views", type=int, default=1,
+                       help="test-time augmentation: class probabilities averaged over the scan turned about z "
+                            "by 360/N degrees N times (default 1)")
     bench.add_argument("--device", default="cpu", help="cpu or cuda[:i] (default cpu)")
     bench.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's)")
     bench.set_defaults(run=cmd_bench)
@@ -60,6 +63,7 @@ def cmd_bench(args) -> int:
         checkpoint=args.checkpoint, limit=args.limit,
         save_predictions=None if args.save_predictions is None else Path(args.save_predictions),
         version=args.version, device=args.device, workers=args.workers, warmup=args.warmup, skip_bad=args.skip_bad,
+        views=args.views,
     )
     result = run_benchmark(settings)
     if torch.distributed.is_initialized() and torch.distributed.get_rank() > 0:

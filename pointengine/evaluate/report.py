@@ -87,7 +87,8 @@ def markdown(result: BenchResult) -> str:
     head = (f"**{result.model}**{'' if result.trained else ' (untrained weights)'} on {settings.dataset} "
             f"{' '.join(settings.split)}: {result.scans} scans ({result.points:,} points, {result.labelled_scans} "
             f"labelled), {settings.device}, {result.processes} process{'es' if result.processes > 1 else ''} x "
-            f"{result.threads} thread{'s' if result.threads > 1 else ''}, {machine_name(settings.device)}")
+            f"{result.threads} thread{'s' if result.threads > 1 else ''}, {machine_name(settings.device)}"
+            + (f", {settings.views} views (the scans turned about z)" if settings.views > 1 else ""))
     lines = [head, "", "| class | IoU % |", "|---|---:|"]
     for name, iou, present in zip(result.classes, scores.class_iou.tolist(), scores.present.tolist()):
         if not math.isnan(iou):

@@ -38,7 +38,8 @@ class BenchSettings:
     """What to run: `split` is [NAME] of an official split (e.g. ["val"]), ["all"], or sequence (scene)
     names; `limit` keeps the split's first scans; `version` picks nuScenes tables; `workers` DataLoader
     processes read and voxelize ahead; `warmup` untimed forwards of the first scan; `skip_bad` leaves
-    bad scans out (each reported) instead of stopping."""
+    bad scans out (each reported) instead of stopping; `views` > 1: Segmenter's test-time augmentation
+    (every view voxelized in the model's stage, which then also maps the labels back)."""
 
     dataset: str
     root: Path
@@ -53,6 +54,7 @@ class BenchSettings:
     warmup: int = 1
     skip_bad: bool = False
     progress: bool = True
+    views: int = 1
 
 
 @dataclass(frozen=True)
@@ -108,7 +110,7 @@ def run_benchmark(settings: BenchSettings) -> BenchResult:
     device = rank_device(torch.device(settings.device))
     config = settings.config or (None if settings.checkpoint else layout.default_config)
     with warnings.catch_warnings(record=True):  # `trained` says it; the command prints a note
-        seg = Segmenter(config, settings.checkpoint, device)
+        seg = Segmenter(config, settings.checkpoint, device, views=settings.views)
     dataset = seg.config.dataset
     if dataset.point_columns != layout.point_columns:
         raise ValueError(
@@ -153,12 +155,16 @@ def _run_batch(seg: Segmenter, batch: ScanBatch, tensor: SparseTensor, settings:
     dataset, device = seg.config.dataset, tensor.feats.device
     stages |= {"load": sum(item.seconds for item in batch.scans), "voxelize": batch.voxelize_seconds}
     begin = _now(device)
-    with torch.no_grad():
-        logits = seg.model(tensor).feats
-    stages["model"] = _now(device) - begin
-    begin = _now(device)
-    labels = point_labels(seg.config, batch.voxels, logits).split(batch.voxels.point_counts)
-    stages["map"] = time.perf_counter() - begin
+    if seg.views > 1:
+        labels = seg([item.scan.points for item in batch.scans])
+        stages["model"], stages["map"] = _now(device) - begin, 0.0
+    else:
+        with torch.no_grad():
+            logits = seg.model(tensor).feats
+        stages["model"] = _now(device) - begin
+        begin = _now(device)
+        labels = point_labels(seg.config, batch.voxels, logits).split(batch.voxels.point_counts)
+        stages["map"] = time.perf_counter() - begin
     begin = time.perf_counter()
     for item, scan_labels in zip(batch.scans, labels):
         if item.scan.labels is not None:
