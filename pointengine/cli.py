@@ -18,7 +18,7 @@ from pathlib import Path
 from . import __version__
 from .demo import DEMO_SEED, REAL_DATA, run_demo
 from .profile_command import add_profile_command
-from .evaluate.command import add_bench_parser
+from .evaluate.command import VIEWS_HELP, add_bench_parser
 from .compress.command import add_compress_command
 
 
@@ -27,10 +27,6 @@ def cmd_info(args) -> int:
 
     print("\n".join(build_info().lines()))
     return 0
-
-
-VIEWS_HELP = ("test-time augmentation: average each point's class probabilities over the scan turned about z "
-              "by 360/N degrees N times (N passes of the model; default 1)")
 
 
 def cmd_demo(args) -> int:

@@ -97,7 +97,7 @@ class Segmenter:
         single = not isinstance(points, (list, tuple))
         scans = [points] if single else list(points)
         if self.views > 1:
-            labels, logits = self._averaged_views(scans)
+            labels, logits = self.averaged_views(scans)
             results = list(zip(labels, logits)) if return_logits else labels
         else:
             batch = self.voxelize(scans)
@@ -109,19 +109,23 @@ class Segmenter:
         release_free_memory()  # a long run of scans holds its memory flat
         return results[0] if single else results
 
-    def _averaged_views(self, scans: list) -> tuple[list[Tensor], list[Tensor]]:
-        """Labels and log mean probabilities of each scan's points over the turned views."""
+    @torch.no_grad()
+    def averaged_views(self, scans: list, unturned: VoxelizedBatch | None = None) -> tuple[list[Tensor], list[Tensor]]:
+        """Labels and log mean probabilities of each scan's points over the `views` turned views (the
+        first is the scans as they are: `unturned`, their voxelize() on this segmenter's device, when
+        the caller has it already)."""
         columns = [_as_tensor(scan, "points" if len(scans) == 1 else f"scan {i}") for i, scan in enumerate(scans)]
         total = None
         for k in range(self.views):
-            batch = self.voxelize([turned_about_z(c, 2 * math.pi * k / self.views) for c in columns])
+            if k == 0:
+                batch = unturned if unturned is not None else self.voxelize(columns)
+            else:
+                batch = self.voxelize([turned_about_z(c, 2 * math.pi * k / self.views) for c in columns])
             probabilities = self.model(batch.tensor).feats.float().softmax(1).cpu().index_select(0, batch.inverse)
             total = probabilities if total is None else total + probabilities
         mean = total / self.views
-        predicted = torch.tensor(self.config.dataset.predicted_classes)
-        labels = predicted.index_select(0, _ops.row_argmax(mean))
         counts = [c.shape[0] for c in columns]
-        return list(labels.split(counts)), list(mean.log().split(counts))
+        return list(best_classes(self.config, mean).split(counts)), list(mean.log().split(counts))
 
 
 def turned_about_z(points: Tensor, angle: float) -> Tensor:
@@ -138,11 +142,16 @@ def point_labels(config: ModelConfig, batch: VoxelizedBatch, voxel_logits: Tenso
     """Training ids (int64, on the CPU) of every point of the batch's scans, in order: each voxel's
     highest logit, carried to its points (the same as each point's highest logit, for a fraction of
     the work: voxels are fewer than points and the logits leave the device once per voxel)."""
-    predicted = torch.tensor(config.dataset.predicted_classes, device=voxel_logits.device)
+    return best_classes(config, voxel_logits).cpu().index_select(0, batch.inverse)
+
+
+def best_classes(config: ModelConfig, scores: Tensor) -> Tensor:
+    """The training id of each row's highest score (rows of `config.dataset.predicted_classes`)."""
+    predicted = torch.tensor(config.dataset.predicted_classes, device=scores.device)
     # row_argmax and max(1).indices give argmax(1) (the first of equal maxima) at 0.2x and 0.6x its time
     # on a CPU for rows of 17-20 classes
-    best = _ops.row_argmax(voxel_logits) if voxel_logits.device.type == "cpu" else voxel_logits.max(1).indices
-    return predicted.index_select(0, best).cpu().index_select(0, batch.inverse)
+    best = _ops.row_argmax(scores) if scores.device.type == "cpu" else scores.max(1).indices
+    return predicted.index_select(0, best)
 
 
 def voxelize_scans(config: ModelConfig, scans: list, device="cpu") -> VoxelizedBatch:

@@ -7,6 +7,10 @@ from pathlib import Path
 
 from .layouts import LAYOUTS
 
+# Segmenter's `views`, in the words of every command that takes --views (bench, segment, demo).
+VIEWS_HELP = ("test-time augmentation: average each point's class probabilities over the scan turned about z "
+              "by 360/N degrees N times (N passes of the model; default 1)")
+
 
 def add_bench_parser(sub) -> None:
     bench = sub.add_parser(
@@ -42,9 +46,7 @@ def add_bench_parser(sub) -> None:
                        help="processes that read and voxelize the next scans while the model runs (default 0: "
                        "all in this process)")
     bench.add_argument("--warmup", type=int, default=1, help="untimed forwards of the first scan (default 1)")
-    bench.add_argument("--views", type=int, default=1,
-                       help="test-time augmentation: class probabilities averaged over the scan turned about z "
-                            "by 360/N degrees N times (default 1)")
+    bench.add_argument("--views", type=int, default=1, help=VIEWS_HELP)
     bench.add_argument("--device", default="cpu", help="cpu or cuda[:i] (default cpu)")
     bench.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's)")
     bench.set_defaults(run=cmd_bench)

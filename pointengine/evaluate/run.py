@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 from ..datasets.frames import Skipped
 from ..datasets.metrics import Scores, confusion_matrix
-from ..segment import Segmenter, point_labels
+from ..segment import Segmenter, VoxelizedBatch, point_labels
 from ..tensor import SparseTensor
 from ..train.data import shard
 from ..train.distributed import World, all_lists, all_max, all_sum, init_world, rank_device
@@ -39,7 +39,7 @@ class BenchSettings:
     names; `limit` keeps the split's first scans; `version` picks nuScenes tables; `workers` DataLoader
     processes read and voxelize ahead; `warmup` untimed forwards of the first scan; `skip_bad` leaves
     bad scans out (each reported) instead of stopping; `views` > 1: Segmenter's test-time augmentation
-    (every view voxelized in the model's stage, which then also maps the labels back)."""
+    (the turned views voxelized in the model's stage, which then also maps the labels back)."""
 
     dataset: str
     root: Path
@@ -156,7 +156,8 @@ def _run_batch(seg: Segmenter, batch: ScanBatch, tensor: SparseTensor, settings:
     stages |= {"load": sum(item.seconds for item in batch.scans), "voxelize": batch.voxelize_seconds}
     begin = _now(device)
     if seg.views > 1:
-        labels = seg([item.scan.points for item in batch.scans])
+        unturned = VoxelizedBatch(tensor, batch.voxels.inverse, batch.voxels.point_counts)
+        labels, _ = seg.averaged_views([item.scan.points for item in batch.scans], unturned)
         stages["model"], stages["map"] = _now(device) - begin, 0.0
     else:
         with torch.no_grad():
