@@ -25,8 +25,11 @@ TORCH_LIBRARY(pointengine, m) {
       "bool transposed, bool submanifold) -> Tensor");
   m.def("kernel_pairs(Tensor nbr) -> (Tensor in_rows, Tensor out_rows, Tensor ptr)");
   m.def("transpose_table(Tensor nbr, SymInt n_rows) -> Tensor");
-  m.def("conv_fused(Tensor feats, Tensor weight, Tensor nbr) -> Tensor");
-  m.def("conv_fused_epilogue(Tensor feats, Tensor weight, Tensor nbr, Tensor? bias, Tensor? residual, bool relu) -> Tensor");
+  m.def("tile_pairs(Tensor nbr, SymInt n_in) -> (Tensor pairs, Tensor ptr)");
+  m.def("conv_fused(Tensor feats, Tensor weight, Tensor nbr, Tensor? tile_pairs=None, Tensor? tile_ptr=None) -> Tensor");
+  m.def(
+      "conv_fused_epilogue(Tensor feats, Tensor weight, Tensor nbr, Tensor? bias, Tensor? residual, bool relu, "
+      "Tensor? tile_pairs=None, Tensor? tile_ptr=None) -> Tensor");
   m.def("conv_implicit_gemm(Tensor feats, Tensor weight, Tensor nbr, Tensor? order=None) -> Tensor");
   m.def("conv_weight_grad(Tensor feats, Tensor grad_out, Tensor nbr) -> Tensor");
   m.def(
@@ -92,15 +95,21 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
     return names;
   }, "The float32 conv_fused paths this CPU runs, best last.");
   m.def("conv_fused_on", [](const at::Tensor& feats, const at::Tensor& weight, const at::Tensor& nbr,
-                            const std::string& path) {
-    return pointengine::conv_fused_path(feats, weight, nbr, pointengine::cpu_path_named(path));
-  }, "conv_fused on a named path of cpu_paths(), for tests and benchmarks.");
+                            const std::string& path, const c10::optional<at::Tensor>& tile_pairs,
+                            const c10::optional<at::Tensor>& tile_ptr) {
+    return pointengine::conv_fused_path(feats, weight, nbr, pointengine::cpu_path_named(path), {tile_pairs, tile_ptr});
+  }, "conv_fused on a named path of cpu_paths(), for tests and benchmarks.", pybind11::arg("feats"),
+  pybind11::arg("weight"), pybind11::arg("nbr"), pybind11::arg("path"), pybind11::arg("tile_pairs") = pybind11::none(),
+  pybind11::arg("tile_ptr") = pybind11::none());
   m.def("conv_fused_epilogue_on", [](const at::Tensor& feats, const at::Tensor& weight, const at::Tensor& nbr,
                                      const c10::optional<at::Tensor>& bias, const c10::optional<at::Tensor>& residual,
-                                     bool relu, const std::string& path) {
+                                     bool relu, const std::string& path, const c10::optional<at::Tensor>& tile_pairs,
+                                     const c10::optional<at::Tensor>& tile_ptr) {
     return pointengine::conv_fused_epilogue_path(feats, weight, nbr, bias, residual, relu,
-                                                 pointengine::cpu_path_named(path));
-  }, "conv_fused_epilogue on a named path of cpu_paths(), for tests.");
+                                                 pointengine::cpu_path_named(path), {tile_pairs, tile_ptr});
+  }, "conv_fused_epilogue on a named path of cpu_paths(), for tests.", pybind11::arg("feats"), pybind11::arg("weight"),
+  pybind11::arg("nbr"), pybind11::arg("bias"), pybind11::arg("residual"), pybind11::arg("relu"), pybind11::arg("path"),
+  pybind11::arg("tile_pairs") = pybind11::none(), pybind11::arg("tile_ptr") = pybind11::none());
   m.def("conv_weight_grad_portable", [](const at::Tensor& feats, const at::Tensor& grad_out, const at::Tensor& nbr) {
     return pointengine::conv_weight_grad_path(feats, grad_out, nbr, pointengine::CpuPath::kPortable);
   }, "conv_weight_grad on the portable path whatever the CPU, for tests.");

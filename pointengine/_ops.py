@@ -70,17 +70,25 @@ def kernel_pairs(nbr: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     return _ops.kernel_pairs(nbr)
 
 
-def conv_fused(feats: Tensor, weight: Tensor, nbr: Tensor) -> Tensor:
-    """Output-stationary convolution: out[o] = sum_k feats[nbr[o, k]] @ weight[k]."""
-    return _ops.conv_fused(feats, weight, nbr)
+def tile_pairs(nbr: Tensor, n_in: int) -> tuple[Tensor, Tensor]:
+    """(pairs int32 [2, P], ptr int64 [T * K + 1]): the CPU table nbr [N_out, K]'s pairs (on n_in input
+    rows) compacted tile by tile as conv_fused's CPU kernels read them, for the layers sharing a map."""
+    return _ops.tile_pairs(nbr, n_in)
+
+
+def conv_fused(feats: Tensor, weight: Tensor, nbr: Tensor, tiles: tuple[Tensor, Tensor] | None = None) -> Tensor:
+    """Output-stationary convolution: out[o] = sum_k feats[nbr[o, k]] @ weight[k]. `tiles`: the table's
+    tile_pairs, which the CPU kernels then read instead of compacting the table (the same result)."""
+    return _ops.conv_fused(feats, weight, nbr, *(tiles or (None, None)))
 
 
 def conv_fused_epilogue(
-    feats: Tensor, weight: Tensor, nbr: Tensor, bias: Tensor | None, residual: Tensor | None, relu: bool
+    feats: Tensor, weight: Tensor, nbr: Tensor, bias: Tensor | None, residual: Tensor | None, relu: bool,
+    tiles: tuple[Tensor, Tensor] | None = None,
 ) -> Tensor:
     """relu?(conv_fused(feats, weight, nbr) + bias + residual) in one pass over the output tiles (bias
-    [C_out] and residual [N_out, C_out] optional)."""
-    return _ops.conv_fused_epilogue(feats, weight, nbr, bias, residual, relu)
+    [C_out] and residual [N_out, C_out] optional; `tiles` as for conv_fused)."""
+    return _ops.conv_fused_epilogue(feats, weight, nbr, bias, residual, relu, *(tiles or (None, None)))
 
 
 def conv_implicit_gemm(feats: Tensor, weight: Tensor, nbr: Tensor, order: Tensor | None = None) -> Tensor:
@@ -295,13 +303,25 @@ def _(nbr):
     return nbr.new_empty(pairs), nbr.new_empty(pairs), nbr.new_empty(nbr.shape[1] + 1, dtype=torch.int64)
 
 
+# Output rows per tile of the CPU kernels (kTileRows, csrc/cpu/conv_tile.h): tile_pairs makes a list per
+# tile and offset.
+_TILE_ROWS = 128
+
+
+@torch.library.register_fake("pointengine::tile_pairs")
+def _(nbr, n_in):
+    pairs = torch.library.get_ctx().new_dynamic_size()
+    tiles = (nbr.shape[0] + _TILE_ROWS - 1) // _TILE_ROWS
+    return nbr.new_empty(2, pairs), nbr.new_empty(tiles * nbr.shape[1] + 1, dtype=torch.int64)
+
+
 @torch.library.register_fake("pointengine::conv_fused")
-def _(feats, weight, nbr):
+def _(feats, weight, nbr, tile_pairs=None, tile_ptr=None):
     return feats.new_empty(nbr.shape[0], weight.shape[2])
 
 
 @torch.library.register_fake("pointengine::conv_fused_epilogue")
-def _(feats, weight, nbr, bias, residual, relu):
+def _(feats, weight, nbr, bias, residual, relu, tile_pairs=None, tile_ptr=None):
     return feats.new_empty(nbr.shape[0], weight.shape[2])
 
 
@@ -332,21 +352,29 @@ def _(x, scale, zero):
 
 
 def _conv_fused_setup(ctx, inputs, output):
-    feats, weight, nbr = inputs[:3]  # conv_implicit_gemm's order does not change the result
-    ctx.save_for_backward(feats, weight, nbr)
+    ctx.save_for_backward(*inputs)  # feats, weight, nbr, tile_pairs, tile_ptr
+
+
+def _conv_implicit_gemm_setup(ctx, inputs, output):
+    feats, weight, nbr, _ = inputs  # the row order does not change the result
+    ctx.save_for_backward(feats, weight, nbr, None, None)
 
 
 def _conv_fused_backward(ctx, grad_out):
-    return _conv_grads(ctx, *ctx.saved_tensors, grad_out.contiguous())
+    feats, weight, nbr, *tiles = ctx.saved_tensors
+    return *_conv_grads(ctx, feats, weight, nbr, tiles, grad_out.contiguous()), None, None
 
 
-def _conv_grads(ctx, feats: Tensor, weight: Tensor, nbr: Tensor, grad_out: Tensor) -> tuple:
-    """(grad feats, grad weight, None for nbr) of out = sum_k feats[nbr[:, k]] @ weight[k]."""
+def _conv_grads(ctx, feats: Tensor, weight: Tensor, nbr: Tensor, tiles: list, grad_out: Tensor) -> tuple:
+    """(grad feats, grad weight, None for nbr) of out = sum_k feats[nbr[:, k]] @ weight[k]; `tiles`: the
+    table's tile_pairs given to the forward, or Nones."""
     grad_feats = grad_weight = None
     if ctx.needs_input_grad[0]:
-        # The adjoint reads the same pairs from the input side, with each W[k] transposed.
+        # The adjoint reads the same pairs from the input side, with each W[k] transposed: a mirrored
+        # table is its own adjoint's, and so are its tile lists.
         if _is_mirrored(nbr):
-            grad_feats = conv_fused(grad_out, weight.flip(0).transpose(1, 2).contiguous(), nbr)
+            lists = tuple(tiles) if tiles[0] is not None else None
+            grad_feats = conv_fused(grad_out, weight.flip(0).transpose(1, 2).contiguous(), nbr, lists)
         else:
             grad_feats = conv_fused(grad_out, weight.transpose(1, 2).contiguous(), _transposed(nbr, feats.shape[0]))
     if ctx.needs_input_grad[1]:
@@ -359,23 +387,23 @@ def _conv_grads(ctx, feats: Tensor, weight: Tensor, nbr: Tensor, grad_out: Tenso
 
 
 def _conv_fused_epilogue_setup(ctx, inputs, output):
-    feats, weight, nbr, _, _, relu = inputs
+    feats, weight, nbr, _, _, relu, *tiles = inputs
     ctx.relu = relu
-    ctx.save_for_backward(feats, weight, nbr, output if relu else None)
+    ctx.save_for_backward(feats, weight, nbr, output if relu else None, *(tiles + [None, None])[:2])
 
 
 def _conv_fused_epilogue_backward(ctx, grad_out):
-    feats, weight, nbr, output = ctx.saved_tensors
+    feats, weight, nbr, output, *tiles = ctx.saved_tensors
     if ctx.relu:
         grad_out = grad_out * (output > 0)
     grad_out = grad_out.contiguous()
     grad_bias = grad_out.sum(0) if ctx.needs_input_grad[3] else None
     grad_residual = grad_out if ctx.needs_input_grad[4] else None
-    return *_conv_grads(ctx, feats, weight, nbr, grad_out), grad_bias, grad_residual, None
+    return *_conv_grads(ctx, feats, weight, nbr, tiles, grad_out), grad_bias, grad_residual, None, None, None
 
 
 def _conv_implicit_gemm_backward(ctx, grad_out):
-    return *_conv_fused_backward(ctx, grad_out), None
+    return *_conv_fused_backward(ctx, grad_out)[:3], None
 
 
 torch.library.register_autograd("pointengine::conv_fused", _conv_fused_backward, setup_context=_conv_fused_setup)
@@ -383,7 +411,7 @@ torch.library.register_autograd(
     "pointengine::conv_fused_epilogue", _conv_fused_epilogue_backward, setup_context=_conv_fused_epilogue_setup
 )
 torch.library.register_autograd(
-    "pointengine::conv_implicit_gemm", _conv_implicit_gemm_backward, setup_context=_conv_fused_setup
+    "pointengine::conv_implicit_gemm", _conv_implicit_gemm_backward, setup_context=_conv_implicit_gemm_setup
 )
 
 

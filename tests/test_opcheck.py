@@ -39,6 +39,15 @@ def conv_args(dtype, requires_grad: bool):
     return feats, weight, neighbours(2)
 
 
+def tiled_conv_args(dtype, requires_grad: bool):
+    """conv_args with a mirrored 3x3x3 table and its tile lists."""
+    g = torch.Generator().manual_seed(2)
+    nbr = neighbours()
+    feats = torch.randn(6, 3, generator=g, dtype=dtype, requires_grad=requires_grad)
+    weight = torch.randn(27, 3, 2, generator=g, dtype=dtype, requires_grad=requires_grad)
+    return feats, weight, nbr, *_ops.tile_pairs(nbr, 6)
+
+
 def epilogue_args(dtype, requires_grad: bool):
     """(bias, residual) for conv_args's output [6, 2]."""
     g = torch.Generator().manual_seed(1)
@@ -152,6 +161,10 @@ CASES = {
         lambda: (neighbours(),),
         lambda: (torch.full((4, 8), -1, dtype=torch.int32),),
     ],
+    "tile_pairs": [
+        lambda: (neighbours(), sites().shape[0]),
+        lambda: (torch.full((4, 8), -1, dtype=torch.int32), 6),
+    ],
     "transpose_table": [
         lambda: (neighbours(), sites().shape[0]),
         lambda: (torch.full((4, 8), -1, dtype=torch.int32), 6),
@@ -159,8 +172,11 @@ CASES = {
     "conv_fused": [
         lambda: conv_args(torch.float32, False),
         lambda: conv_args(torch.float64, True),
+        lambda: tiled_conv_args(torch.float64, True),
     ],
     "conv_fused_epilogue": [
+        lambda: (*tiled_conv_args(torch.float64, True)[:3], *epilogue_args(torch.float64, True), True,
+                 *tiled_conv_args(torch.float64, True)[3:]),
         lambda: (*conv_args(torch.float32, False), None, None, True),
         lambda: (*conv_args(torch.float64, True), *epilogue_args(torch.float64, True), True),
         lambda: (*conv_args(torch.float64, True), None, epilogue_args(torch.float64, True)[1], False),

@@ -57,7 +57,7 @@ bool conv_portable(const uint16_t* feats, const uint16_t* weight, const int32_t*
     float* acc = out.accumulators(row_begin, ws);
     std::fill(acc, acc + n_rows * c_out, 0.f);
     for (int64_t k = 0; k < kvol; ++k)
-      for (int64_t j = k * pairs.slots; j < k * pairs.slots + pairs.count[k]; ++j) {
+      for (int64_t j = pairs.start[k]; j < pairs.start[k] + pairs.count[k]; ++j) {
         const uint16_t* x = feats + int64_t(pairs.inputs[j]) * c_in;
         float* a = acc + int64_t(pairs.rows[j]) * c_out;
         for (int64_t p = 0; p < n_pairs; ++p) {

@@ -18,6 +18,7 @@
 #include "conv_fused_cpu.h"
 #include "conv_tile.h"
 #include "tile_loop.h"
+#include "tile_pairs_cpu.h"
 
 namespace pointengine {
 namespace {
@@ -28,16 +29,16 @@ struct Shape {
 
 // Each returns false when the table names a row past the inputs.
 template <typename scalar_t>
-bool conv_portable(const scalar_t* feats, const scalar_t* weight, const int32_t* nbr, const Shape& shape,
+bool conv_portable(const scalar_t* feats, const scalar_t* weight, const PairSource& source, const Shape& shape,
                    const Epilogue<scalar_t>& epilogue, scalar_t* out) {
   const int64_t kvol = shape.kvol, c_in = shape.c_in, c_out = shape.c_out;
   return for_each_tile(shape.n_out, kvol, [&](int64_t row_begin, int64_t n_rows, TileWorkspace& ws) {
-    const TilePairs pairs = ws.pairs();
-    const bool valid = compact_tile(nbr, kvol, shape.n_in, row_begin, n_rows, pairs);
+    TilePairs pairs;
+    const bool valid = source.tile(row_begin, n_rows, ws, false, pairs);
     scalar_t* acc = out + row_begin * c_out;
     std::fill(acc, acc + n_rows * c_out, scalar_t(0));
     for (int64_t k = 0; k < kvol; ++k)
-      for (int64_t j = k * pairs.slots; j < k * pairs.slots + pairs.count[k]; ++j) {
+      for (int64_t j = pairs.start[k]; j < pairs.start[k] + pairs.count[k]; ++j) {
         const scalar_t* x = feats + int64_t(pairs.inputs[j]) * c_in;
         scalar_t* a = acc + int64_t(pairs.rows[j]) * c_out;
         for (int64_t ci = 0; ci < c_in; ++ci) {
@@ -51,7 +52,7 @@ bool conv_portable(const scalar_t* feats, const scalar_t* weight, const int32_t*
   });
 }
 
-bool conv_avx2(const float* feats, const float* weight, const int32_t* nbr, const Shape& shape,
+bool conv_avx2(const float* feats, const float* weight, const PairSource& source, const Shape& shape,
                const Epilogue<float>& epilogue, float* out) {
   const int64_t kvol = shape.kvol, c_in = shape.c_in, c_out = shape.c_out;
   std::vector<float> packed(packed_weight_numel(kvol, c_in, c_out));
@@ -61,8 +62,8 @@ bool conv_avx2(const float* feats, const float* weight, const int32_t* nbr, cons
   const int64_t c_out_pad = (c_out + 7) / 8 * 8;
   const bool in_place = c_out_pad == c_out;
   return for_each_tile(shape.n_out, kvol, [&](int64_t row_begin, int64_t n_rows, TileWorkspace& ws) {
-    const TilePairs pairs = ws.pairs();
-    const bool valid = compact_tile_avx2(nbr, kvol, shape.n_in, row_begin, n_rows, pairs);
+    TilePairs pairs;
+    const bool valid = source.tile(row_begin, n_rows, ws, true, pairs);
     float* acc = in_place ? out + row_begin * c_out : ws.padded_tile(c_out_pad);
     std::fill(acc, acc + n_rows * c_out_pad, 0.f);
     conv_tile_avx2(feats, packed.data(), kvol, c_in, c_out, pairs, acc, c_out_pad);
@@ -72,14 +73,14 @@ bool conv_avx2(const float* feats, const float* weight, const int32_t* nbr, cons
 }
 
 // The AVX-512 kernel masks each row's last vector: it accumulates in the output rows themselves.
-bool conv_avx512(const float* feats, const float* weight, const int32_t* nbr, const Shape& shape,
+bool conv_avx512(const float* feats, const float* weight, const PairSource& source, const Shape& shape,
                  const Epilogue<float>& epilogue, float* out) {
   const int64_t kvol = shape.kvol, c_in = shape.c_in, c_out = shape.c_out;
   std::vector<float> packed(packed_weight_numel_avx512(kvol, c_in, c_out));
   pack_weight_avx512(weight, kvol, c_in, c_out, packed.data());
   return for_each_tile(shape.n_out, kvol, [&](int64_t row_begin, int64_t n_rows, TileWorkspace& ws) {
-    const TilePairs pairs = ws.pairs();
-    const bool valid = compact_tile_avx2(nbr, kvol, shape.n_in, row_begin, n_rows, pairs);
+    TilePairs pairs;
+    const bool valid = source.tile(row_begin, n_rows, ws, true, pairs);
     float* acc = out + row_begin * c_out;
     std::fill(acc, acc + n_rows * c_out, 0.f);
     conv_tile_avx512(feats, packed.data(), kvol, c_in, c_out, pairs, acc, c_out);
@@ -125,36 +126,40 @@ CpuPath cpu_path_named(const std::string& name) {
 namespace {
 
 template <typename scalar_t>
-bool run_conv(const scalar_t* feats, const scalar_t* weight, const int32_t* nbr, const Shape& shape,
+bool run_conv(const scalar_t* feats, const scalar_t* weight, const PairSource& source, const Shape& shape,
               const Epilogue<scalar_t>& epilogue, scalar_t* out, CpuPath /*path*/) {
-  return conv_portable(feats, weight, nbr, shape, epilogue, out);
+  return conv_portable(feats, weight, source, shape, epilogue, out);
 }
 
-bool run_conv(const float* feats, const float* weight, const int32_t* nbr, const Shape& shape,
+bool run_conv(const float* feats, const float* weight, const PairSource& source, const Shape& shape,
               const Epilogue<float>& epilogue, float* out, CpuPath path) {
   switch (path) {
-    case CpuPath::kAvx512: return conv_avx512(feats, weight, nbr, shape, epilogue, out);
-    case CpuPath::kAvx2: return conv_avx2(feats, weight, nbr, shape, epilogue, out);
-    default: return conv_portable(feats, weight, nbr, shape, epilogue, out);
+    case CpuPath::kAvx512: return conv_avx512(feats, weight, source, shape, epilogue, out);
+    case CpuPath::kAvx2: return conv_avx2(feats, weight, source, shape, epilogue, out);
+    default: return conv_portable(feats, weight, source, shape, epilogue, out);
   }
 }
 
 at::Tensor conv_with_epilogue(const at::Tensor& feats_in, const at::Tensor& weight_in, const at::Tensor& nbr_in,
                               const c10::optional<at::Tensor>& bias_in, const c10::optional<at::Tensor>& residual_in,
-                              bool relu, CpuPath path, const char* op) {
+                              bool relu, const TileListArgs& tiles, CpuPath path, const char* op) {
   check_float_matrix(feats_in, op, "feats", "[N_in, C_in]");
   check_conv_operands(feats_in, weight_in, nbr_in, op);
   const at::Tensor feats = feats_in.contiguous(), weight = weight_in.contiguous(), nbr = nbr_in.contiguous();
   const Shape shape{feats.size(0), nbr.size(0), nbr.size(1), weight.size(1), weight.size(2)};
   const at::Tensor bias = checked_bias(bias_in, op, feats.scalar_type(), shape.c_out);
   const at::Tensor residual = checked_residual(residual_in, op, feats.scalar_type(), shape.n_out, shape.c_out);
+  TORCH_CHECK(tiles.pairs.has_value() == tiles.ptr.has_value(), op, ": tile_pairs and tile_ptr come together");
+  TileLists lists{};
+  if (tiles.pairs.has_value()) lists = checked_tile_lists(*tiles.pairs, *tiles.ptr, nbr, shape.n_in, op);
+  const PairSource source{nbr.data_ptr<int32_t>(), shape.kvol, shape.n_in, tiles.pairs.has_value() ? &lists : nullptr};
   at::Tensor out = at::empty({shape.n_out, shape.c_out}, feats.options());
   bool valid;
   AT_DISPATCH_FLOATING_TYPES(feats.scalar_type(), "conv_fused_cpu", [&] {
     const Epilogue<scalar_t> epilogue{bias.defined() ? bias.data_ptr<scalar_t>() : nullptr,
                                       residual.defined() ? residual.data_ptr<scalar_t>() : nullptr, relu};
-    valid = run_conv(feats.data_ptr<scalar_t>(), weight.data_ptr<scalar_t>(), nbr.data_ptr<int32_t>(), shape,
-                     epilogue, out.data_ptr<scalar_t>(), path);
+    valid = run_conv(feats.data_ptr<scalar_t>(), weight.data_ptr<scalar_t>(), source, shape, epilogue,
+                     out.data_ptr<scalar_t>(), path);
   });
   TORCH_CHECK(valid, op, ": nbr holds a row index >= the number of feats rows (", shape.n_in, ")");
   return out;
@@ -162,22 +167,25 @@ at::Tensor conv_with_epilogue(const at::Tensor& feats_in, const at::Tensor& weig
 
 }  // namespace
 
-at::Tensor conv_fused_path(const at::Tensor& feats, const at::Tensor& weight, const at::Tensor& nbr, CpuPath path) {
-  return conv_with_epilogue(feats, weight, nbr, c10::nullopt, c10::nullopt, false, path, "conv_fused");
+at::Tensor conv_fused_path(const at::Tensor& feats, const at::Tensor& weight, const at::Tensor& nbr, CpuPath path,
+                           const TileListArgs& tiles) {
+  return conv_with_epilogue(feats, weight, nbr, c10::nullopt, c10::nullopt, false, tiles, path, "conv_fused");
 }
 
 at::Tensor conv_fused_epilogue_path(const at::Tensor& feats, const at::Tensor& weight, const at::Tensor& nbr,
                                     const c10::optional<at::Tensor>& bias, const c10::optional<at::Tensor>& residual,
-                                    bool relu, CpuPath path) {
-  return conv_with_epilogue(feats, weight, nbr, bias, residual, relu, path, "conv_fused_epilogue");
+                                    bool relu, CpuPath path, const TileListArgs& tiles) {
+  return conv_with_epilogue(feats, weight, nbr, bias, residual, relu, tiles, path, "conv_fused_epilogue");
 }
 
 const char* conv_fused_isa() { return cpu_path_name(best_cpu_path()); }
 
 namespace {
 
-at::Tensor conv_fused_cpu(const at::Tensor& feats, const at::Tensor& weight, const at::Tensor& nbr) {
-  return conv_fused_path(feats, weight, nbr, preferred_cpu_path(weight.dim() == 3 ? weight.size(2) : 0));
+at::Tensor conv_fused_cpu(const at::Tensor& feats, const at::Tensor& weight, const at::Tensor& nbr,
+                          const c10::optional<at::Tensor>& tile_pairs, const c10::optional<at::Tensor>& tile_ptr) {
+  return conv_fused_path(feats, weight, nbr, preferred_cpu_path(weight.dim() == 3 ? weight.size(2) : 0),
+                         {tile_pairs, tile_ptr});
 }
 
 // conv_implicit_gemm is the GPU's tensor-core kernel; its row order only arranges the GPU's tiles,
@@ -189,14 +197,15 @@ at::Tensor conv_implicit_gemm_cpu(const at::Tensor& feats, const at::Tensor& wei
     TORCH_CHECK(order->dim() == 1 && order->size(0) == nbr.size(0), "conv_implicit_gemm: order must have one entry "
                 "per nbr row (", nbr.size(0), "), got ", order->sizes());
   }
-  return conv_fused_cpu(feats, weight, nbr);
+  return conv_fused_cpu(feats, weight, nbr, c10::nullopt, c10::nullopt);
 }
 
 at::Tensor conv_fused_epilogue_cpu(const at::Tensor& feats, const at::Tensor& weight, const at::Tensor& nbr,
                                    const c10::optional<at::Tensor>& bias, const c10::optional<at::Tensor>& residual,
-                                   bool relu) {
+                                   bool relu, const c10::optional<at::Tensor>& tile_pairs,
+                                   const c10::optional<at::Tensor>& tile_ptr) {
   return conv_fused_epilogue_path(feats, weight, nbr, bias, residual, relu,
-                                  preferred_cpu_path(weight.dim() == 3 ? weight.size(2) : 0));
+                                  preferred_cpu_path(weight.dim() == 3 ? weight.size(2) : 0), {tile_pairs, tile_ptr});
 }
 
 }  // namespace

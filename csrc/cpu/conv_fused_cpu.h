@@ -19,13 +19,20 @@ CpuPath cpu_path_named(const std::string& name);
 // except AVX2 for AVX-512 at 8 or fewer columns (see conv_fused_cpu.cpp).
 CpuPath preferred_cpu_path(int64_t c_out);
 
+// The pair lists of the table made beforehand (tile_pairs_cpu.h), or neither: the kernel compacts the
+// table tile by tile.
+struct TileListArgs {
+  c10::optional<at::Tensor> pairs, ptr;
+};
+
 // The conv_fused op on a given path (tests cover every path the CPU has).
-at::Tensor conv_fused_path(const at::Tensor& feats, const at::Tensor& weight, const at::Tensor& nbr, CpuPath path);
+at::Tensor conv_fused_path(const at::Tensor& feats, const at::Tensor& weight, const at::Tensor& nbr, CpuPath path,
+                           const TileListArgs& tiles = {});
 
 // The conv_fused_epilogue op, with the same choice of path.
 at::Tensor conv_fused_epilogue_path(const at::Tensor& feats, const at::Tensor& weight, const at::Tensor& nbr,
                                     const c10::optional<at::Tensor>& bias, const c10::optional<at::Tensor>& residual,
-                                    bool relu, CpuPath path);
+                                    bool relu, CpuPath path, const TileListArgs& tiles = {});
 
 // FLOP/s of float32 fused multiply-adds in registers on every torch thread, on best_cpu_path(), over
 // about `seconds` (fma_peak_cpu.cpp).

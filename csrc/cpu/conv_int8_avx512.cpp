@@ -79,8 +79,8 @@ void conv_int8_tile_avx512_vnni(const uint8_t* q, int64_t q_stride, const int8_t
     const int nv = int(std::min<int64_t>(kPanelVectors, (c_pad - col) / 16)), mr = block_rows(nv);
     for (int64_t k = 0; k < kvol; ++k) {
       if (col == 0) prefetch_share(out, k, kvol);
-      const int32_t* rows = pairs.rows + k * pairs.slots;
-      const int32_t* inputs = pairs.inputs + k * pairs.slots;
+      const int32_t* rows = pairs.rows + pairs.start[k];
+      const int32_t* inputs = pairs.inputs + pairs.start[k];
       const int8_t* w = packed + k * groups * w_stride + col * 4;
       for (int64_t p = 0; p < pairs.count[k]; p += mr) {
         const int m = int(std::min<int64_t>(mr, pairs.count[k] - p));

@@ -38,7 +38,7 @@ bool conv_int8_portable(const Int8Conv& conv, const Int8Epilogue& epilogue, floa
     int32_t* acc = ws.int32_tile(c_out);
     std::fill(acc, acc + n_rows * c_out, 0);
     for (int64_t k = 0; k < kvol; ++k)
-      for (int64_t j = k * pairs.slots; j < k * pairs.slots + pairs.count[k]; ++j) {
+      for (int64_t j = pairs.start[k]; j < pairs.start[k] + pairs.count[k]; ++j) {
         const uint8_t* x = conv.q + int64_t(pairs.inputs[j]) * c_in;
         int32_t* a = acc + int64_t(pairs.rows[j]) * c_out;
         for (int64_t ci = 0; ci < c_in; ++ci) {

@@ -12,13 +12,16 @@ namespace pointengine {
 // stay in L1/L2. Measured on the SemanticKITTI scan: 64 and 128 tie, 256 and 512 are 5-15% slower.
 constexpr int64_t kTileRows = 128;
 
-// The pairs of one tile grouped by offset: offset k connects tile row rows[k * slots + j] with
-// input row inputs[k * slots + j] for j < count[k], rows ascending; slots >= the tile's rows.
+// The pairs of one tile grouped by offset: offset k connects tile row rows[start[k] + j] with input
+// row inputs[start[k] + j] for j < count[k], rows ascending. Compaction into a workspace writes
+// offset k's list at start[k] = k * slots (slots >= the tile's rows); lists made beforehand
+// (tile_pairs_cpu.cpp) lie back to back.
 struct TilePairs {
   int32_t* rows;
   int32_t* inputs;
   int32_t* count;
   int64_t slots;
+  const int64_t* start;
 };
 
 // Appends the pair (tile row r, input i) to offset k's list; false, and nothing appended, when i

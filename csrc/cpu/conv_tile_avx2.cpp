@@ -133,8 +133,8 @@ void conv_tile_avx2(const float* feats, const float* packed, int64_t kvol, int64
     const int nv = panel_vectors(c_out_pad, col), mr = block_rows(nv);
     const float* panel = packed + kvol * c_in * col;
     for (int64_t k = 0; k < kvol; ++k) {
-      const int32_t* rows = pairs.rows + k * pairs.slots;
-      const int32_t* inputs = pairs.inputs + k * pairs.slots;
+      const int32_t* rows = pairs.rows + pairs.start[k];
+      const int32_t* inputs = pairs.inputs + pairs.start[k];
       const float* w = panel + k * c_in * 8 * nv;
       for (int64_t g = 0; g < pairs.count[k]; g += mr) {
         const int m = int(std::min<int64_t>(mr, pairs.count[k] - g));

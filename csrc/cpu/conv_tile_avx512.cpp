@@ -89,8 +89,8 @@ void conv_tile_avx512(const float* feats, const float* packed, int64_t kvol, int
     }
     const float* panel = packed + kvol * c_in * col;
     for (int64_t k = 0; k < kvol; ++k) {
-      const int32_t* rows = pairs.rows + k * pairs.slots;
-      const int32_t* inputs = pairs.inputs + k * pairs.slots;
+      const int32_t* rows = pairs.rows + pairs.start[k];
+      const int32_t* inputs = pairs.inputs + pairs.start[k];
       const float* w = panel + k * c_in * 16 * nv;
       for (int64_t g = 0; g < pairs.count[k]; g += mr) {
         const int m = int(std::min<int64_t>(mr, pairs.count[k] - g));

@@ -108,8 +108,8 @@ void conv_tile_avx512_bf16(const uint16_t* feats, const uint16_t* packed, int64_
     }
     const uint16_t* panel = packed + kvol * n_pairs * col * 2;
     for (int64_t k = 0; k < kvol; ++k) {
-      const int32_t* rows = pairs.rows + k * pairs.slots;
-      const int32_t* inputs = pairs.inputs + k * pairs.slots;
+      const int32_t* rows = pairs.rows + pairs.start[k];
+      const int32_t* inputs = pairs.inputs + pairs.start[k];
       const uint16_t* w = panel + k * n_pairs * 32 * nv;
       for (int64_t g = 0; g < pairs.count[k]; g += mr) {
         const int m = int(std::min<int64_t>(mr, pairs.count[k] - g));

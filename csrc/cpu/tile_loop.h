@@ -8,6 +8,7 @@
 #include <memory>
 
 #include "conv_tile.h"
+#include "tile_pairs_cpu.h"
 
 namespace pointengine {
 
@@ -18,12 +19,16 @@ namespace pointengine {
 struct TileWorkspace {
   int64_t slots;
   std::unique_ptr<int32_t[]> rows, inputs, count;
+  std::unique_ptr<int64_t[]> start;  // k * slots
   std::unique_ptr<float[]> tile;  // the padded accumulator tile of the AVX2 float path, when needed
   std::unique_ptr<int32_t[]> int_tile;  // the int32 accumulator tile of conv_int8
 
   TileWorkspace(int64_t kvol, int64_t slots)
-      : slots(slots), rows(new int32_t[kvol * slots]), inputs(new int32_t[kvol * slots]), count(new int32_t[kvol]) {}
-  TilePairs pairs() { return {rows.get(), inputs.get(), count.get(), slots}; }
+      : slots(slots), rows(new int32_t[kvol * slots]), inputs(new int32_t[kvol * slots]), count(new int32_t[kvol]),
+        start(new int64_t[kvol]) {
+    for (int64_t k = 0; k < kvol; ++k) start[k] = k * slots;
+  }
+  TilePairs pairs() { return {rows.get(), inputs.get(), count.get(), slots, start.get()}; }
   float* padded_tile(int64_t columns) {
     if (!tile) tile.reset(new float[slots * columns]);
     return tile.get();
@@ -53,5 +58,30 @@ bool for_each_tile(int64_t n_rows, int64_t kvol, const TileFn& tile_fn) {
   });
   return valid.load();
 }
+
+// Where the tiles of a convolution find their pairs: compacted from the neighbour table nbr [N_out, K]
+// tile by tile, or, when `lists` is set, in lists made beforehand by tile_pairs (tile_pairs_cpu.h: one
+// set per kernel map, shared by the layers that read it), which the op checked.
+struct PairSource {
+  const int32_t* nbr;
+  int64_t kvol, n_in;
+  const TileLists* lists = nullptr;
+
+  // The pairs of the tile of n_rows rows at row_begin (a multiple of kTileRows), in ws when compacted
+  // (with compact_tile_avx2 when `vector`, else compact_tile); false when the table names a row past
+  // the inputs (those entries are left out).
+  bool tile(int64_t row_begin, int64_t n_rows, TileWorkspace& ws, bool vector, TilePairs& pairs) const {
+    pairs = ws.pairs();
+    if (lists == nullptr)
+      return vector ? compact_tile_avx2(nbr, kvol, n_in, row_begin, n_rows, pairs)
+                    : compact_tile(nbr, kvol, n_in, row_begin, n_rows, pairs);
+    const int64_t* ptr = lists->ptr + row_begin / kTileRows * kvol;
+    for (int64_t k = 0; k < kvol; ++k) pairs.count[k] = int32_t(ptr[k + 1] - ptr[k]);
+    pairs.rows = lists->rows;
+    pairs.inputs = lists->inputs;
+    pairs.start = ptr;
+    return true;
+  }
+};
 
 }  // namespace pointengine

@@ -100,11 +100,26 @@ at::Tensor conv_gathered_gemm_cuda(const at::Tensor& feats_in, const at::Tensor&
 
 namespace {
 
+// The pair lists of tile_pairs are the CPU kernels' form of a map; the GPU reads the table.
+void check_no_tile_lists(const c10::optional<at::Tensor>& tile_pairs, const c10::optional<at::Tensor>& tile_ptr,
+                         const char* op) {
+  TORCH_CHECK(!tile_pairs.has_value() && !tile_ptr.has_value(), op,
+              ": tile_pairs / tile_ptr are lists for the CPU kernels; on CUDA give the table alone");
+}
+
+at::Tensor conv_fused_cuda(const at::Tensor& feats, const at::Tensor& weight, const at::Tensor& nbr,
+                           const c10::optional<at::Tensor>& tile_pairs, const c10::optional<at::Tensor>& tile_ptr) {
+  check_no_tile_lists(tile_pairs, tile_ptr, "conv_fused");
+  return conv_gathered_gemm_cuda(feats, weight, nbr);
+}
+
 // The epilogue as separate passes after the GEMM (on the CPU it runs in the tile pass).
 at::Tensor conv_fused_epilogue_cuda(const at::Tensor& feats, const at::Tensor& weight, const at::Tensor& nbr,
                                     const c10::optional<at::Tensor>& bias, const c10::optional<at::Tensor>& residual,
-                                    bool relu) {
+                                    bool relu, const c10::optional<at::Tensor>& tile_pairs,
+                                    const c10::optional<at::Tensor>& tile_ptr) {
   const char* op = "conv_fused_epilogue";
+  check_no_tile_lists(tile_pairs, tile_ptr, op);
   at::Tensor out = conv_gathered_gemm_cuda(feats, weight, nbr);
   const c10::cuda::CUDAGuard guard(feats.device());
   if (bias.has_value()) {
@@ -162,7 +177,7 @@ at::Tensor linear_cuda(const at::Tensor& input_in, const at::Tensor& weight_in, 
 }  // namespace
 
 TORCH_LIBRARY_IMPL(pointengine, CUDA, m) {
-  m.impl("conv_fused", &conv_gathered_gemm_cuda);
+  m.impl("conv_fused", &conv_fused_cuda);
   m.impl("conv_fused_epilogue", &conv_fused_epilogue_cuda);
   m.impl("conv_weight_grad", &conv_weight_grad_cuda);
   m.impl("linear", &linear_cuda);

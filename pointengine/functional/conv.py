@@ -76,7 +76,7 @@ def conv_kernel_map(input: SparseTensor, kernel_size, stride, dilation, transpos
 
 def apply_kernel_map(feats: Tensor, weight: Tensor, kmap: km.KernelMap, dataflow: str) -> Tensor:
     if dataflow == "fused":
-        return _ops.conv_fused(feats, weight, kmap.nbr)
+        return _ops.conv_fused(feats, weight, kmap.nbr, kmap.cpu_tiles(feats))
     if dataflow == "gather_scatter":
         return gather_gemm_scatter(feats, weight, kmap)
     if dataflow == "implicit_gemm":
@@ -86,9 +86,12 @@ def apply_kernel_map(feats: Tensor, weight: Tensor, kmap: km.KernelMap, dataflow
 
 def prepare_kernel_map(kmap: km.KernelMap, dataflow: str, device: torch.device) -> None:
     """Builds the form of `kmap` that `dataflow` reads besides the neighbour table (cached on the map
-    and shared by its layers), so that a profile can count it as map work: the per-offset pair lists
-    of "gather_scatter", the row order of "implicit_gemm" on CUDA."""
-    if dataflow == "gather_scatter":
+    and shared by its layers), so that a profile can count it as map work: the tile lists of a shared
+    map for "fused" on the CPU, the per-offset pair lists of "gather_scatter", the row order of
+    "implicit_gemm" on CUDA."""
+    if dataflow == "fused" and device.type == "cpu" and kmap.shared:
+        kmap.tile_lists  # noqa: B018  (a cached property: built here, read by conv_fused)
+    elif dataflow == "gather_scatter":
         kmap.pairs  # noqa: B018  (a cached property: built here, read by gather_gemm_scatter)
     elif dataflow == "implicit_gemm" and device.type == "cuda":
         kmap.row_order  # noqa: B018  (a cached property: built here, read by conv_implicit_gemm)
@@ -168,7 +171,8 @@ def conv3d(
         check_residual(residual, kmap.nbr.shape[0], weight)
         dataflow = resolve_dataflow(dataflow, input.feats, weight)
         if dataflow == "fused" and (bias is not None or residual is not None or relu):
-            feats = _ops.conv_fused_epilogue(input.feats.contiguous(), weight, kmap.nbr, bias, residual, relu)
+            feats = _ops.conv_fused_epilogue(input.feats.contiguous(), weight, kmap.nbr, bias, residual, relu,
+                                             kmap.cpu_tiles(input.feats))
         else:
             feats = epilogue(apply_kernel_map(input.feats.contiguous(), weight, kmap, dataflow), bias, residual, relu)
         coordinate_map = kmap.out_map

@@ -71,11 +71,14 @@ class KernelMap:
     transposed) through a weak reference: those maps are cached on a map that their output leads back
     to, and strong references both ways would make cycles that only the garbage collector frees, so
     memory would climb between its runs. The tensors of a network keep every level alive (`levels`).
+    `shared`: the map of every submanifold layer of a level (odd kernels), whose pairs the CPU's fused
+    kernels read from `tile_lists`, made once, instead of compacting the table in each layer.
     """
 
     nbr: Tensor
     n_in: int
     output: CoordinateMap | weakref.ReferenceType
+    shared: bool = False
 
     @property
     def out_map(self) -> CoordinateMap:
@@ -107,6 +110,18 @@ class KernelMap:
     @cached_property
     def pairs(self) -> KernelPairs:
         return KernelPairs(*_ops.kernel_pairs(self.nbr))
+
+    @cached_property
+    def tile_lists(self) -> tuple[Tensor, Tensor]:
+        """The table's pairs compacted tile by tile (_ops.tile_pairs), on the CPU."""
+        return _ops.tile_pairs(self.nbr, self.n_in)
+
+    def cpu_tiles(self, feats: Tensor) -> tuple[Tensor, Tensor] | None:
+        """What a fused kernel reading this map with `feats` takes besides the table: the tile lists of
+        a shared map on the CPU, outside torch.compile and export (whose graphs hold the table alone)."""
+        if self.shared and feats.device.type == "cpu" and not tracing():
+            return self.tile_lists
+        return None
 
     @cached_property
     def row_order(self) -> Tensor:
@@ -154,7 +169,7 @@ def submanifold_map(cmap: CoordinateMap, kernel_size, dilation=1) -> KernelMap:
         nbr = _lookup(cmap, cmap.coords, offsets, (1, 1, 1), transposed=False, submanifold=odd)
         if odd:
             _ops.mark_mirrored(nbr)
-        return KernelMap(nbr, cmap.num_rows, weakref.ref(cmap))
+        return KernelMap(nbr, cmap.num_rows, weakref.ref(cmap), shared=odd)
 
     return cmap.kernel_map(key, build)
 
