@@ -2,7 +2,8 @@
 both with bias + ReLU, on one 3x3x3 submanifold layer of the first real SemanticKITTI scan (0.05 m
 voxels; `--synthetic` for the seeded synthetic scan), at 2 threads and at 1.
 
-Timed, with the kernel map built beforehand, each variant once per round (common.round_robin), medians:
+Timed, with the kernel map and its tile lists (KernelMap.tile_lists, which every submanifold layer of a
+model reads) built beforehand, each variant once per round (common.round_robin), medians:
 - fp32 on a named path: `_C.conv_fused_epilogue_on(feats, weight, nbr, bias, None, True, path)`;
 - int8 on a named path, float32 output and requantized uint8 output: `_C.conv_int8_on(...)`;
 - quantize_u7 of the float32 input (the cost of entering int8 from float).
@@ -36,11 +37,12 @@ def kernel_map(synthetic: bool):
     name, points = ("synthetic/seed0", generate_scan(seed=0).points) if synthetic else (
         f"kitti/00/{scans[0].stem}", read_points(scans[0]))
     voxels = voxelize_points(points, 0.05)
-    return name, km.submanifold_map(SparseTensor(voxels.feats, voxels.coords).coordinate_map, 3).nbr
+    return name, km.submanifold_map(SparseTensor(voxels.feats, voxels.coords).coordinate_map, 3)
 
 
-def time_layer(nbr, channels: int, repeats: int) -> dict:
+def time_layer(kmap: km.KernelMap, channels: int, repeats: int) -> dict:
     """Median ms of every variant this CPU runs at C_in = C_out = channels."""
+    nbr, lists = kmap.nbr, kmap.tile_lists
     gen = torch.Generator().manual_seed(channels)
     n = nbr.shape[0]
     feats = torch.randn(n, channels, generator=gen)
@@ -53,11 +55,12 @@ def time_layer(nbr, channels: int, repeats: int) -> dict:
     runs = {}
     for path in _C.cpu_paths():
         if path != "portable":
-            runs[f"fp32 {path}"] = lambda p=path: _C.conv_fused_epilogue_on(feats, weight, nbr, bias, None, True, p)
+            runs[f"fp32 {path}"] = lambda p=path: _C.conv_fused_epilogue_on(feats, weight, nbr, bias, None, True, p,
+                                                                            *lists)
     for path in _C.int8_paths():
         if path != "portable":
-            runs[f"int8 {path}"] = lambda p=path: _C.conv_int8_on(*int8_args, None, 0, p)
-            runs[f"int8->u8 {path}"] = lambda p=path: _C.conv_int8_on(*int8_args, 0.05, 10, p)
+            runs[f"int8 {path}"] = lambda p=path: _C.conv_int8_on(*int8_args, None, 0, p, *lists)
+            runs[f"int8->u8 {path}"] = lambda p=path: _C.conv_int8_on(*int8_args, 0.05, 10, p, *lists)
     runs["quantize_u7"] = lambda: _ops.quantize_u7(feats, 0.05, 64)
     return {name: t * 1e3 for name, t in round_robin(runs, repeats, warmup=1).items()}
 
@@ -78,14 +81,15 @@ def main() -> None:
     parser.add_argument("--channels", type=int, nargs="+", default=list(CHANNELS))
     parser.add_argument("--synthetic", action="store_true", help="the synthetic scan instead of the real one")
     args = parser.parse_args()
-    scan, nbr = kernel_map(args.synthetic)
+    scan, kmap = kernel_map(args.synthetic)
+    nbr = kmap.nbr
     pairs = int((nbr >= 0).sum())
     load_before = os.getloadavg()[0]
     records = []
     for threads in args.threads:
         torch.set_num_threads(threads)
         for channels in args.channels:
-            ms = time_layer(nbr, channels, args.repeats)
+            ms = time_layer(kmap, channels, args.repeats)
             record = {"bench": "int8", "scan": scan, "sites": nbr.shape[0], "pairs": pairs, "c_in": channels,
                       "c_out": channels, "threads": threads, "ms": ms, "fp32_over_int8": ratios(ms),
                       "int8_default_path": _C.int8_paths()[-1], "load_before": load_before,

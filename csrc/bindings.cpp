@@ -52,10 +52,11 @@ TORCH_LIBRARY(pointengine, m) {
   // bfloat16 inference convolution (conv_bf16_cpu.cpp).
   m.def(
       "conv_bf16(Tensor feats, Tensor weight, Tensor nbr, Tensor? bias, Tensor? residual, bool relu, "
-      "bool bf16_out=False) -> Tensor");
+      "bool bf16_out=False, Tensor? tile_pairs=None, Tensor? tile_ptr=None) -> Tensor");
   m.def(
       "conv_int8(Tensor q_feats, float in_scale, int in_zero, Tensor weight, Tensor weight_scale, Tensor nbr, "
-      "Tensor? bias, Tensor? residual, bool relu, float? out_scale=None, int out_zero=0) -> Tensor");
+      "Tensor? bias, Tensor? residual, bool relu, float? out_scale=None, int out_zero=0, Tensor? tile_pairs=None, "
+      "Tensor? tile_ptr=None) -> Tensor");
   m.def("quantize_u7(Tensor x, float scale, int zero) -> Tensor");
 }
 
@@ -125,10 +126,15 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("conv_int8_on", [](const at::Tensor& q_feats, double in_scale, int64_t in_zero, const at::Tensor& weight,
                            const at::Tensor& weight_scale, const at::Tensor& nbr, const c10::optional<at::Tensor>& bias,
                            const c10::optional<at::Tensor>& residual, bool relu, c10::optional<double> out_scale,
-                           int64_t out_zero, const std::string& path) {
+                           int64_t out_zero, const std::string& path, const c10::optional<at::Tensor>& tile_pairs,
+                           const c10::optional<at::Tensor>& tile_ptr) {
     return pointengine::conv_int8_path(q_feats, in_scale, in_zero, weight, weight_scale, nbr, bias, residual, relu,
-                                       out_scale, out_zero, pointengine::int8_path_named(path));
-  }, "conv_int8 on a named path of int8_paths(), for tests and benchmarks.");
+                                       out_scale, out_zero, pointengine::int8_path_named(path), {tile_pairs, tile_ptr});
+  }, "conv_int8 on a named path of int8_paths(), for tests and benchmarks.", pybind11::arg("q_feats"),
+  pybind11::arg("in_scale"), pybind11::arg("in_zero"), pybind11::arg("weight"), pybind11::arg("weight_scale"),
+  pybind11::arg("nbr"), pybind11::arg("bias"), pybind11::arg("residual"), pybind11::arg("relu"),
+  pybind11::arg("out_scale"), pybind11::arg("out_zero"), pybind11::arg("path"),
+  pybind11::arg("tile_pairs") = pybind11::none(), pybind11::arg("tile_ptr") = pybind11::none());
   m.def("trilinear_gather_portable", [](const at::Tensor& feats, const at::Tensor& index, const at::Tensor& weights,
                                         const c10::optional<at::Tensor>& base) {
     return pointengine::trilinear_gather_path(feats, index, weights, base, /*allow_avx2=*/false);
@@ -140,8 +146,12 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("bf16_paths", &pointengine::bf16_paths, "The conv_bf16 paths this CPU runs, portable first.");
   m.def("conv_bf16_on", [](const at::Tensor& feats, const at::Tensor& weight, const at::Tensor& nbr,
                            const c10::optional<at::Tensor>& bias, const c10::optional<at::Tensor>& residual, bool relu,
-                           bool bf16_out, const std::string& path) {
+                           bool bf16_out, const std::string& path, const c10::optional<at::Tensor>& tile_pairs,
+                           const c10::optional<at::Tensor>& tile_ptr) {
     return pointengine::conv_bf16_path(feats, weight, nbr, bias, residual, relu, bf16_out,
-                                       pointengine::bf16_path_named(path));
-  }, "conv_bf16 on a named path of bf16_paths(), for tests and benchmarks.");
+                                       pointengine::bf16_path_named(path), {tile_pairs, tile_ptr});
+  }, "conv_bf16 on a named path of bf16_paths(), for tests and benchmarks.", pybind11::arg("feats"),
+  pybind11::arg("weight"), pybind11::arg("nbr"), pybind11::arg("bias"), pybind11::arg("residual"),
+  pybind11::arg("relu"), pybind11::arg("bf16_out"), pybind11::arg("path"),
+  pybind11::arg("tile_pairs") = pybind11::none(), pybind11::arg("tile_ptr") = pybind11::none());
 }

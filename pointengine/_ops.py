@@ -146,6 +146,7 @@ def conv_int8(
     relu: bool,
     out_scale: float | None = None,
     out_zero: int = 0,
+    tiles: tuple[Tensor, Tensor] | None = None,
 ) -> Tensor:
     """Inference convolution on 7-bit activations and 8-bit weights (csrc/cpu/conv_int8_cpu.cpp).
     q_feats uint8 [N_in, C_in] in [0, 127] stands for in_scale * (q_feats - in_zero); weight int8
@@ -153,9 +154,10 @@ def conv_int8(
     exact int32 sums, times in_scale * weight_scale, plus bias [C_out] and residual [N_out, C_out]
     (float32, optional), through a ReLU when relu: float32 [N_out, C_out]; with out_scale, requantized to
     uint8 clamp(round(v / out_scale) + out_zero, 0, 127) (ties to even), what the next int8 layer reads.
-    No autograd."""
+    `tiles`: the table's tile_pairs, as for conv_fused. No autograd."""
     return _ops.conv_int8(
-        q_feats, in_scale, in_zero, weight, weight_scale, nbr, bias, residual, relu, out_scale, out_zero
+        q_feats, in_scale, in_zero, weight, weight_scale, nbr, bias, residual, relu, out_scale, out_zero,
+        *(tiles or (None, None)),
     )
 
 
@@ -341,7 +343,8 @@ def _(feats, grad_out, in_rows, out_rows, ptr):
 
 
 @torch.library.register_fake("pointengine::conv_int8")
-def _(q_feats, in_scale, in_zero, weight, weight_scale, nbr, bias, residual, relu, out_scale=None, out_zero=0):
+def _(q_feats, in_scale, in_zero, weight, weight_scale, nbr, bias, residual, relu, out_scale=None, out_zero=0,
+      tile_pairs=None, tile_ptr=None):
     dtype = torch.float32 if out_scale is None else torch.uint8
     return q_feats.new_empty(nbr.shape[0], weight.shape[2], dtype=dtype)
 
@@ -585,14 +588,16 @@ def conv_bf16(
     residual: Tensor | None,
     relu: bool,
     bf16_out: bool = False,
+    tiles: tuple[Tensor, Tensor] | None = None,
 ) -> Tensor:
     """Inference convolution in bfloat16: relu?(sum_k feats[nbr[:, k]] @ weight[k] + bias + residual) with
     feats [N_in, C_in] and weight [K, C_in, C_out] bfloat16, summed in float32 as AVX512_BF16's vdpbf16ps
     sums (offset, then input-channel pair); bias [C_out] and residual [N_out, C_out] float32, optional.
-    float32 [N_out, C_out], or bfloat16 (rounded to nearest even) when bf16_out. No autograd."""
-    return _ops.conv_bf16(feats, weight, nbr, bias, residual, relu, bf16_out)
+    float32 [N_out, C_out], or bfloat16 (rounded to nearest even) when bf16_out. `tiles`: the table's
+    tile_pairs, as for conv_fused. No autograd."""
+    return _ops.conv_bf16(feats, weight, nbr, bias, residual, relu, bf16_out, *(tiles or (None, None)))
 
 
 @torch.library.register_fake("pointengine::conv_bf16")
-def _(feats, weight, nbr, bias, residual, relu, bf16_out=False):
+def _(feats, weight, nbr, bias, residual, relu, bf16_out=False, tile_pairs=None, tile_ptr=None):
     return feats.new_empty(nbr.shape[0], weight.shape[2], dtype=torch.bfloat16 if bf16_out else torch.float32)

@@ -229,6 +229,7 @@ CASES = {
     "conv_int8": [
         lambda: int8_args(),
         lambda: (*int8_args()[:7], torch.randn(6, 2), False, 0.05, 3),
+        lambda: (*int8_args(), None, 0, *_ops.tile_pairs(neighbours(2), 6)),
     ],
     "quantize_u7": [
         lambda: (torch.randn(5, 3), 0.1, 7),
@@ -242,6 +243,7 @@ CASES = {
     "conv_bf16": [
         lambda: bf16_conv_args(epilogue=False, bf16_out=False),
         lambda: bf16_conv_args(epilogue=True, bf16_out=True),
+        lambda: (*bf16_conv_args(epilogue=True, bf16_out=False), *_ops.tile_pairs(neighbours(2), 6)),
     ],
 }
 

@@ -1,7 +1,7 @@
 """tile_pairs: a neighbour table's pairs compacted tile by tile once per kernel map, against lists built
-here by brute force from the table; conv_fused and conv_fused_epilogue reading them give the bits of
-the kernel compacting the table itself, on every CPU path, forward and backward; bad lists are refused
-with a message, never read."""
+here by brute force from the table; conv_fused, conv_fused_epilogue, conv_int8 and conv_bf16 reading
+them give the bits of the kernels compacting the table themselves, on every CPU path (forward, and the
+float layer's backward); bad lists are refused with a message, never read."""
 
 import pytest
 import torch
@@ -73,6 +73,30 @@ def test_conv_reading_lists_equals_conv_compacting(path, dtype, c_in, c_out):
                        _C.conv_fused_epilogue_on(feats, weight, kmap.nbr, bias, residual, True, path))
 
 
+@pytest.mark.parametrize("path", _C.int8_paths())
+@pytest.mark.parametrize("c_in, c_out", [(3, 7), (16, 16), (64, 64), (24, 100)])
+def test_int8_conv_reading_lists_equals_int8_conv_compacting(path, c_in, c_out):
+    g = torch.Generator().manual_seed(c_in * 100 + c_out)
+    kmap = shared_map(400, g)
+    q = torch.randint(0, 128, (kmap.n_in, c_in), generator=g, dtype=torch.uint8)
+    weight = torch.randint(-127, 128, (27, c_in, c_out), generator=g).to(torch.int8)
+    scale, bias = torch.rand(c_out, generator=g) + 0.01, torch.randn(c_out, generator=g)
+    for out_scale in (None, 0.05):
+        args = (q, 0.1, 5, weight, scale, kmap.nbr, bias, None, True, out_scale, 3, path)
+        assert torch.equal(_C.conv_int8_on(*args, *kmap.tile_lists), _C.conv_int8_on(*args))
+
+
+@pytest.mark.parametrize("path", _C.bf16_paths())
+@pytest.mark.parametrize("c_in, c_out", [(3, 7), (32, 48)])
+def test_bf16_conv_reading_lists_equals_bf16_conv_compacting(path, c_in, c_out):
+    g = torch.Generator().manual_seed(c_in * 100 + c_out)
+    kmap = shared_map(400, g)
+    feats = torch.randn(kmap.n_in, c_in, generator=g).bfloat16()
+    weight = torch.randn(27, c_in, c_out, generator=g).bfloat16()
+    args = (feats, weight, kmap.nbr, torch.randn(c_out, generator=g), None, True, False, path)
+    assert torch.equal(_C.conv_bf16_on(*args, *kmap.tile_lists), _C.conv_bf16_on(*args))
+
+
 @pytest.mark.parametrize("relu", [False, True])
 def test_layer_reads_the_lists_and_its_gradients_agree(relu):
     """conv3d on a submanifold map passes the map's lists (forward, and the input gradient through the
@@ -131,3 +155,9 @@ def test_refuses_lists_that_do_not_fit(case):
         torch.ops.pointengine.conv_fused(feats, weight, kmap.nbr, pairs, ptr)
     with pytest.raises(RuntimeError, match=f"conv_fused_epilogue: {message}"):
         torch.ops.pointengine.conv_fused_epilogue(feats, weight, kmap.nbr, None, None, True, pairs, ptr)
+    q, weight_int8 = torch.zeros(kmap.n_in, 4, dtype=torch.uint8), torch.ones(27, 4, 5, dtype=torch.int8)
+    with pytest.raises(RuntimeError, match=f"conv_int8: {message}"):
+        torch.ops.pointengine.conv_int8(q, 0.1, 0, weight_int8, torch.ones(5), kmap.nbr, None, None, True, None, 0,
+                                        pairs, ptr)
+    with pytest.raises(RuntimeError, match=f"conv_bf16: {message}"):
+        torch.ops.pointengine.conv_bf16(feats.bfloat16(), weight.bfloat16(), kmap.nbr, None, None, True, False, pairs, ptr)

@@ -43,7 +43,7 @@ struct Output {
 };
 
 // Each returns false when the table names a row past the inputs.
-bool conv_portable(const uint16_t* feats, const uint16_t* weight, const int32_t* nbr, const Shape& shape,
+bool conv_portable(const uint16_t* feats, const uint16_t* weight, const PairSource& source, const Shape& shape,
                    const Epilogue<float>& epilogue, const Output& out) {
   const int64_t kvol = shape.kvol, c_in = shape.c_in, c_out = shape.c_out, n_pairs = (c_in + 1) / 2;
   // The weight as float32 (denormals read as zero), with the zero channel that pads an odd C_in.
@@ -52,8 +52,8 @@ bool conv_portable(const uint16_t* feats, const uint16_t* weight, const int32_t*
     for (int64_t i = 0; i < c_in * c_out; ++i)
       w[k * n_pairs * 2 * c_out + i] = bf16_value(weight[k * c_in * c_out + i]);
   return for_each_tile(shape.n_out, kvol, [&](int64_t row_begin, int64_t n_rows, TileWorkspace& ws) {
-    const TilePairs pairs = ws.pairs();
-    const bool valid = compact_tile(nbr, kvol, shape.n_in, row_begin, n_rows, pairs);
+    TilePairs pairs;
+    const bool valid = source.tile(row_begin, n_rows, ws, false, pairs);
     float* acc = out.accumulators(row_begin, ws);
     std::fill(acc, acc + n_rows * c_out, 0.f);
     for (int64_t k = 0; k < kvol; ++k)
@@ -72,14 +72,14 @@ bool conv_portable(const uint16_t* feats, const uint16_t* weight, const int32_t*
   });
 }
 
-bool conv_avx512_bf16(const uint16_t* feats, const uint16_t* weight, const int32_t* nbr, const Shape& shape,
+bool conv_avx512_bf16(const uint16_t* feats, const uint16_t* weight, const PairSource& source, const Shape& shape,
                       const Epilogue<float>& epilogue, const Output& out) {
   const int64_t kvol = shape.kvol, c_in = shape.c_in, c_out = shape.c_out;
   std::vector<uint16_t> packed(packed_weight_numel_bf16(kvol, c_in, c_out));
   pack_weight_bf16(weight, kvol, c_in, c_out, packed.data());
   return for_each_tile(shape.n_out, kvol, [&](int64_t row_begin, int64_t n_rows, TileWorkspace& ws) {
-    const TilePairs pairs = ws.pairs();
-    const bool valid = compact_tile_avx2(nbr, kvol, shape.n_in, row_begin, n_rows, pairs);
+    TilePairs pairs;
+    const bool valid = source.tile(row_begin, n_rows, ws, true, pairs);
     float* acc = out.accumulators(row_begin, ws);
     std::fill(acc, acc + n_rows * c_out, 0.f);
     conv_tile_avx512_bf16(feats, packed.data(), kvol, c_in, c_out, pairs, acc, c_out);
@@ -116,7 +116,7 @@ Bf16Path bf16_path_named(const std::string& name) {
 
 at::Tensor conv_bf16_path(const at::Tensor& feats_in, const at::Tensor& weight_in, const at::Tensor& nbr_in,
                           const c10::optional<at::Tensor>& bias_in, const c10::optional<at::Tensor>& residual_in,
-                          bool relu, bool bf16_out, Bf16Path path) {
+                          bool relu, bool bf16_out, Bf16Path path, const TileListArgs& tiles) {
   const char* op = "conv_bf16";
   check_matrix(feats_in, op, "feats", at::kBFloat16, -1, "[N_in, C_in]");
   check_conv_operands(feats_in, weight_in, nbr_in, op);
@@ -135,9 +135,11 @@ at::Tensor conv_bf16_path(const at::Tensor& feats_in, const at::Tensor& weight_i
   else output.f32 = out.data_ptr<float>();
   const auto* x = reinterpret_cast<const uint16_t*>(feats.data_ptr<c10::BFloat16>());
   const auto* w = reinterpret_cast<const uint16_t*>(weight.data_ptr<c10::BFloat16>());
-  const bool valid = path == Bf16Path::kAvx512Bf16
-                         ? conv_avx512_bf16(x, w, nbr.data_ptr<int32_t>(), shape, epilogue, output)
-                         : conv_portable(x, w, nbr.data_ptr<int32_t>(), shape, epilogue, output);
+  TileLists lists;
+  const PairSource source{nbr.data_ptr<int32_t>(), shape.kvol, shape.n_in,
+                          given_tile_lists(tiles, nbr, shape.n_in, op, lists)};
+  const bool valid = path == Bf16Path::kAvx512Bf16 ? conv_avx512_bf16(x, w, source, shape, epilogue, output)
+                                                   : conv_portable(x, w, source, shape, epilogue, output);
   TORCH_CHECK(valid, op, ": nbr holds a row index >= the number of feats rows (", shape.n_in, ")");
   return out;
 }
@@ -146,8 +148,9 @@ namespace {
 
 at::Tensor conv_bf16_cpu(const at::Tensor& feats, const at::Tensor& weight, const at::Tensor& nbr,
                          const c10::optional<at::Tensor>& bias, const c10::optional<at::Tensor>& residual, bool relu,
-                         bool bf16_out) {
-  return conv_bf16_path(feats, weight, nbr, bias, residual, relu, bf16_out, best_path());
+                         bool bf16_out, const c10::optional<at::Tensor>& tile_pairs,
+                         const c10::optional<at::Tensor>& tile_ptr) {
+  return conv_bf16_path(feats, weight, nbr, bias, residual, relu, bf16_out, best_path(), {tile_pairs, tile_ptr});
 }
 
 }  // namespace

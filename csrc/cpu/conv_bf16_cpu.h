@@ -5,6 +5,8 @@
 #include <string>
 #include <vector>
 
+#include "tile_pairs_cpu.h"
+
 namespace pointengine {
 
 // Portable: scalar fmaf steps; AVX512_BF16: vdpbf16ps. The two give the same bits (conv_tile_bf16.h).
@@ -18,6 +20,6 @@ Bf16Path bf16_path_named(const std::string& name);
 // The conv_bf16 op on a given path.
 at::Tensor conv_bf16_path(const at::Tensor& feats, const at::Tensor& weight, const at::Tensor& nbr,
                           const c10::optional<at::Tensor>& bias, const c10::optional<at::Tensor>& residual, bool relu,
-                          bool bf16_out, Bf16Path path);
+                          bool bf16_out, Bf16Path path, const TileListArgs& tiles = {});
 
 }  // namespace pointengine

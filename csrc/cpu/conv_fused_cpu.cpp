@@ -149,10 +149,9 @@ at::Tensor conv_with_epilogue(const at::Tensor& feats_in, const at::Tensor& weig
   const Shape shape{feats.size(0), nbr.size(0), nbr.size(1), weight.size(1), weight.size(2)};
   const at::Tensor bias = checked_bias(bias_in, op, feats.scalar_type(), shape.c_out);
   const at::Tensor residual = checked_residual(residual_in, op, feats.scalar_type(), shape.n_out, shape.c_out);
-  TORCH_CHECK(tiles.pairs.has_value() == tiles.ptr.has_value(), op, ": tile_pairs and tile_ptr come together");
-  TileLists lists{};
-  if (tiles.pairs.has_value()) lists = checked_tile_lists(*tiles.pairs, *tiles.ptr, nbr, shape.n_in, op);
-  const PairSource source{nbr.data_ptr<int32_t>(), shape.kvol, shape.n_in, tiles.pairs.has_value() ? &lists : nullptr};
+  TileLists lists;
+  const PairSource source{nbr.data_ptr<int32_t>(), shape.kvol, shape.n_in,
+                          given_tile_lists(tiles, nbr, shape.n_in, op, lists)};
   at::Tensor out = at::empty({shape.n_out, shape.c_out}, feats.options());
   bool valid;
   AT_DISPATCH_FLOATING_TYPES(feats.scalar_type(), "conv_fused_cpu", [&] {

@@ -4,6 +4,8 @@
 
 #include <string>
 
+#include "tile_pairs_cpu.h"
+
 namespace pointengine {
 
 // The float32 kernels, in the order the fused convolution prefers them; float64 is always portable.
@@ -18,12 +20,6 @@ CpuPath cpu_path_named(const std::string& name);
 // The path the registered float32 ops take for a result of c_out columns: the best this CPU runs,
 // except AVX2 for AVX-512 at 8 or fewer columns (see conv_fused_cpu.cpp).
 CpuPath preferred_cpu_path(int64_t c_out);
-
-// The pair lists of the table made beforehand (tile_pairs_cpu.h), or neither: the kernel compacts the
-// table tile by tile.
-struct TileListArgs {
-  c10::optional<at::Tensor> pairs, ptr;
-};
 
 // The conv_fused op on a given path (tests cover every path the CPU has).
 at::Tensor conv_fused_path(const at::Tensor& feats, const at::Tensor& weight, const at::Tensor& nbr, CpuPath path,

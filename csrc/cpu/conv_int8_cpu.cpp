@@ -25,7 +25,7 @@ constexpr const char* kOp = "conv_int8";
 struct Int8Conv {
   const uint8_t* q;     // [n_in, c_in]
   const int8_t* weight;  // [kvol, c_in, c_out]
-  const int32_t* nbr;    // [n_out, kvol]
+  PairSource pairs;      // of the table [n_out, kvol]
   int64_t n_in, n_out, kvol, c_in, c_out;
   int32_t in_zero;
 };
@@ -33,8 +33,8 @@ struct Int8Conv {
 bool conv_int8_portable(const Int8Conv& conv, const Int8Epilogue& epilogue, float* out_float, uint8_t* out_u7) {
   const int64_t kvol = conv.kvol, c_in = conv.c_in, c_out = conv.c_out;
   return for_each_tile(conv.n_out, kvol, [&](int64_t row_begin, int64_t n_rows, TileWorkspace& ws) {
-    const TilePairs pairs = ws.pairs();
-    const bool valid = compact_tile(conv.nbr, kvol, conv.n_in, row_begin, n_rows, pairs);
+    TilePairs pairs;
+    const bool valid = conv.pairs.tile(row_begin, n_rows, ws, false, pairs);
     int32_t* acc = ws.int32_tile(c_out);
     std::fill(acc, acc + n_rows * c_out, 0);
     for (int64_t k = 0; k < kvol; ++k)
@@ -82,8 +82,8 @@ bool conv_int8_vector(const Int8Conv& conv, const Int8Epilogue& epilogue, Int8Pa
   }
   const auto kernel = vnni ? conv_int8_tile_avx512_vnni : conv_int8_tile_avx2;
   return for_each_tile(conv.n_out, kvol, [&](int64_t row_begin, int64_t n_rows, TileWorkspace& ws) {
-    const TilePairs pairs = ws.pairs();
-    const bool valid = compact_tile_avx2(conv.nbr, kvol, conv.n_in, row_begin, n_rows, pairs);
+    TilePairs pairs;
+    const bool valid = conv.pairs.tile(row_begin, n_rows, ws, true, pairs);
     int32_t* acc = ws.int32_tile(c_pad);
     std::fill(acc, acc + n_rows * c_pad, 0);
     const OutputBytes out = out_float ? OutputBytes{reinterpret_cast<char*>(out_float + row_begin * conv.c_out),
@@ -163,7 +163,7 @@ Int8Path int8_path_named(const std::string& name) {
 at::Tensor conv_int8_path(const at::Tensor& q_feats, double in_scale, int64_t in_zero, const at::Tensor& weight,
                           const at::Tensor& weight_scale, const at::Tensor& nbr, const c10::optional<at::Tensor>& bias,
                           const c10::optional<at::Tensor>& residual, bool relu, c10::optional<double> out_scale,
-                          int64_t out_zero, Int8Path path) {
+                          int64_t out_zero, Int8Path path, const TileListArgs& tiles) {
   check_matrix(q_feats, kOp, "q_feats", at::kByte, -1, "[N_in, C_in]");
   check_kernel_tensor(weight, kOp, "weight", at::kChar);
   check_matrix(nbr, kOp, "nbr", at::kInt, -1, "[N_out, K]");
@@ -204,8 +204,9 @@ at::Tensor conv_int8_path(const at::Tensor& q_feats, double in_scale, int64_t in
   }
   epilogue.scale = scale.data();
 
-  const Int8Conv conv{q.data_ptr<uint8_t>(), w.data_ptr<int8_t>(), table.data_ptr<int32_t>(), q.size(0), n_out, kvol,
-                      c_in, c_out, zero};
+  TileLists lists;
+  const PairSource pairs{table.data_ptr<int32_t>(), kvol, q.size(0), given_tile_lists(tiles, table, q.size(0), kOp, lists)};
+  const Int8Conv conv{q.data_ptr<uint8_t>(), w.data_ptr<int8_t>(), pairs, q.size(0), n_out, kvol, c_in, c_out, zero};
   at::Tensor out = at::empty({n_out, c_out}, requantize ? at::kByte : at::kFloat);
   float* out_float = requantize ? nullptr : out.data_ptr<float>();
   uint8_t* out_u7 = requantize ? out.data_ptr<uint8_t>() : nullptr;
@@ -220,12 +221,13 @@ namespace {
 at::Tensor conv_int8_cpu(const at::Tensor& q_feats, double in_scale, int64_t in_zero, const at::Tensor& weight,
                          const at::Tensor& weight_scale, const at::Tensor& nbr, const c10::optional<at::Tensor>& bias,
                          const c10::optional<at::Tensor>& residual, bool relu, c10::optional<double> out_scale,
-                         int64_t out_zero) {
+                         int64_t out_zero, const c10::optional<at::Tensor>& tile_pairs,
+                         const c10::optional<at::Tensor>& tile_ptr) {
   // The best path at every width: unlike the float32 op's AVX-512 path, VNNI does not lose to AVX2 at 8
   // or fewer columns (on the real scan, 3x3x3, 4 -> 4 up to 32 -> 8 the two tie within 2%, both bound
   // by compacting the tiles; at 16 columns VNNI is 10-20% faster).
   return conv_int8_path(q_feats, in_scale, in_zero, weight, weight_scale, nbr, bias, residual, relu, out_scale,
-                        out_zero, best_int8_path());
+                        out_zero, best_int8_path(), {tile_pairs, tile_ptr});
 }
 
 }  // namespace

@@ -5,6 +5,8 @@
 #include <string>
 #include <vector>
 
+#include "tile_pairs_cpu.h"
+
 namespace pointengine {
 
 // The int8 kernels, in the order the op prefers them.
@@ -20,6 +22,6 @@ Int8Path int8_path_named(const std::string& name);
 at::Tensor conv_int8_path(const at::Tensor& q_feats, double in_scale, int64_t in_zero, const at::Tensor& weight,
                           const at::Tensor& weight_scale, const at::Tensor& nbr, const c10::optional<at::Tensor>& bias,
                           const c10::optional<at::Tensor>& residual, bool relu, c10::optional<double> out_scale,
-                          int64_t out_zero, Int8Path path);
+                          int64_t out_zero, Int8Path path, const TileListArgs& tiles = {});
 
 }  // namespace pointengine

@@ -118,6 +118,14 @@ TileLists checked_tile_lists(const at::Tensor& pairs, const at::Tensor& ptr, con
   return {const_cast<int32_t*>(rows), const_cast<int32_t*>(inputs), bounds};
 }
 
+const TileLists* given_tile_lists(const TileListArgs& args, const at::Tensor& nbr, int64_t n_in, const char* op,
+                                  TileLists& lists) {
+  TORCH_CHECK(args.pairs.has_value() == args.ptr.has_value(), op, ": tile_pairs and tile_ptr come together");
+  if (!args.pairs.has_value()) return nullptr;
+  lists = checked_tile_lists(*args.pairs, *args.ptr, nbr, n_in, op);
+  return &lists;
+}
+
 namespace {
 
 std::tuple<at::Tensor, at::Tensor> tile_pairs_op(const at::Tensor& nbr, int64_t n_in) { return tile_pairs_cpu(nbr, n_in); }

@@ -18,6 +18,12 @@ struct TileLists {
   const int64_t* ptr;
 };
 
+// The lists an op is given beside its table (tile_pairs and tile_ptr), or neither: the kernel then
+// compacts the table tile by tile.
+struct TileListArgs {
+  c10::optional<at::Tensor> pairs, ptr;
+};
+
 // The lists of the table nbr [N_out, K] (-1: no pair) on n_in input rows: pairs int32 [2, P] (tile
 // rows, then input rows) and ptr int64 [T * K + 1], T = ceil(N_out / kTileRows).
 std::tuple<at::Tensor, at::Tensor> tile_pairs_cpu(const at::Tensor& nbr, int64_t n_in);
@@ -26,5 +32,10 @@ std::tuple<at::Tensor, at::Tensor> tile_pairs_cpu(const at::Tensor& nbr, int64_t
 // every row in range, rows ascending in each list: nothing a kernel reads can lie outside a buffer).
 TileLists checked_tile_lists(const at::Tensor& pairs, const at::Tensor& ptr, const at::Tensor& nbr, int64_t n_in,
                              const char* op);
+
+// The view of `args` (checked as above) for a PairSource, or nullptr when the op was given no lists;
+// `lists` holds it.
+const TileLists* given_tile_lists(const TileListArgs& args, const at::Tensor& nbr, int64_t n_in, const char* op,
+                                  TileLists& lists);
 
 }  // namespace pointengine

@@ -41,16 +41,17 @@ class _LowPrecisionConv3d(torch.nn.Module):
         if F.is_pointwise(self.kernel_size[0] * self.kernel_size[1] * self.kernel_size[2], self.stride, self.generative):
             # Each site reads itself: the one-offset table of a 1x1x1 conv.
             nbr = torch.arange(input.feats.shape[0], dtype=torch.int32, device=input.feats.device)[:, None]
-            coordinate_map, out_stride = input.coordinate_map, input.stride
+            tiles, coordinate_map, out_stride = None, input.coordinate_map, input.stride
         else:
             kmap, out_stride = F.conv_kernel_map(
                 input, self.kernel_size, self.stride, self.dilation, self.transposed, self.generative, self.sites
             )
-            nbr, coordinate_map = kmap.nbr, kmap.out_map
-        feats = self.compute(input.feats, nbr, None if residual is None else residual.feats)
+            nbr, tiles, coordinate_map = kmap.nbr, kmap.cpu_tiles(input.feats), kmap.out_map
+        feats = self.compute(input.feats, nbr, tiles, None if residual is None else residual.feats)
         return SparseTensor.derived(feats, coordinate_map, out_stride, input.levels)
 
-    def compute(self, feats: Tensor, nbr: Tensor, residual: Tensor | None) -> Tensor:
+    def compute(self, feats: Tensor, nbr: Tensor, tiles: tuple[Tensor, Tensor] | None, residual: Tensor | None) -> Tensor:
+        """The output features from the input's, the map's table and tile lists (KernelMap.cpu_tiles)."""
         raise NotImplementedError
 
     def extra_repr(self) -> str:
@@ -85,12 +86,12 @@ class Int8Conv3d(_LowPrecisionConv3d):
         # epilogue then writes those codes (uint8) instead of float32 features.
         self.output_quantization: tuple[float, int] | None = None
 
-    def compute(self, feats: Tensor, nbr: Tensor, residual: Tensor | None) -> Tensor:
+    def compute(self, feats: Tensor, nbr: Tensor, tiles: tuple[Tensor, Tensor] | None, residual: Tensor | None) -> Tensor:
         codes = feats if feats.dtype == torch.uint8 else _ops.quantize_u7(feats, self.input_scale, self.input_zero)
         out_scale, out_zero = self.output_quantization or (None, 0)
         return _ops.conv_int8(
             codes, self.input_scale, self.input_zero, self.weight, self.weight_scale, nbr, self.bias, residual, self.relu,
-            out_scale, out_zero,
+            out_scale, out_zero, tiles,
         )
 
     # The activation quantization travels with the state dict (in a checkpoint's metadata).
@@ -117,9 +118,9 @@ class BFloat16Conv3d(_LowPrecisionConv3d):
         self.register_buffer("bias", bias)
         self.bfloat16_output = False  # True when this layer feeds one bfloat16 layer only
 
-    def compute(self, feats: Tensor, nbr: Tensor, residual: Tensor | None) -> Tensor:
+    def compute(self, feats: Tensor, nbr: Tensor, tiles: tuple[Tensor, Tensor] | None, residual: Tensor | None) -> Tensor:
         return _ops.conv_bf16(
-            feats.to(torch.bfloat16), self.weight, nbr, self.bias, residual, self.relu, self.bfloat16_output
+            feats.to(torch.bfloat16), self.weight, nbr, self.bias, residual, self.relu, self.bfloat16_output, tiles
         )
 
     def get_extra_state(self) -> dict:
