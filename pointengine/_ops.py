@@ -355,7 +355,7 @@ def _(x, scale, zero):
 
 
 def _conv_fused_setup(ctx, inputs, output):
-    ctx.save_for_backward(*inputs)  # feats, weight, nbr, tile_pairs, tile_ptr
+    ctx.save_for_backward(*inputs)  # feats, weight, nbr, tile_pairs, tile_ptr (defaults filled in)
 
 
 def _conv_implicit_gemm_setup(ctx, inputs, output):
@@ -390,9 +390,9 @@ def _conv_grads(ctx, feats: Tensor, weight: Tensor, nbr: Tensor, tiles: list, gr
 
 
 def _conv_fused_epilogue_setup(ctx, inputs, output):
-    feats, weight, nbr, _, _, relu, *tiles = inputs
+    feats, weight, nbr, _, _, relu, tile_pairs, tile_ptr = inputs  # defaults filled in
     ctx.relu = relu
-    ctx.save_for_backward(feats, weight, nbr, output if relu else None, *(tiles + [None, None])[:2])
+    ctx.save_for_backward(feats, weight, nbr, output if relu else None, tile_pairs, tile_ptr)
 
 
 def _conv_fused_epilogue_backward(ctx, grad_out):

@@ -126,12 +126,6 @@ const TileLists* given_tile_lists(const TileListArgs& args, const at::Tensor& nb
   return &lists;
 }
 
-namespace {
-
-std::tuple<at::Tensor, at::Tensor> tile_pairs_op(const at::Tensor& nbr, int64_t n_in) { return tile_pairs_cpu(nbr, n_in); }
-
-}  // namespace
-
-TORCH_LIBRARY_IMPL(pointengine, CPU, m) { m.impl("tile_pairs", &tile_pairs_op); }
+TORCH_LIBRARY_IMPL(pointengine, CPU, m) { m.impl("tile_pairs", &tile_pairs_cpu); }
 
 }  // namespace pointengine
