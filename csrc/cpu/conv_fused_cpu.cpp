@@ -2,7 +2,8 @@
 // conv_fused_epilogue, which adds a bias and a residual and applies a ReLU in the same tile pass
 // (the folded Conv-BN-ReLU and residual blocks of pointengine.optimize).
 // Output rows are cut into fixed tiles of kTileRows; for each tile the present neighbours of every
-// offset are compacted (conv_tile.h) and accumulated into the tile's rows, which stay in cache.
+// offset are compacted (conv_tile.h), or read from the map's lists made once (tile_pairs_cpu.h), and
+// accumulated into the tile's rows, which stay in cache.
 // Every output element sums its terms in one order (offset, then input channel) whatever the tile
 // or thread that computes it: no atomics, bitwise reproducible for any thread count. float32 runs
 // the AVX2 + FMA kernel when the CPU has it, any other case the portable loop below; the two paths
