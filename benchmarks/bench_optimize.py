@@ -17,20 +17,12 @@ JSON lines go to benchmarks/results/bench_optimize.jsonl; a markdown table is pr
 import argparse
 
 import torch
-from common import KITTI_SCANS, append_results, machine, round_robin
+from common import append_results, machine, named_scans, round_robin
 
 import pointengine as pe
-from pointengine.datasets import generate_scan, read_points
 from pointengine.testing import randomize_batchnorm, relative_error
 
 CONFIGS = ("demo", "minkunet_cr1.0")
-
-
-def scans(count: int) -> list[tuple[str, torch.Tensor]]:
-    paths = sorted(KITTI_SCANS.glob("*.bin"))[:count]
-    if not paths:
-        return [("synthetic/seed0", generate_scan(seed=0).points)]
-    return [(f"kitti/00/{path.stem}", read_points(path)) for path in paths]
 
 
 def randomize_affine(model: torch.nn.Module) -> None:
@@ -80,7 +72,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=1)
     args = parser.parse_args()
-    points_of = scans(args.scans)
+    points_of = named_scans(args.scans)
     records = [record for config in args.configs for record in bench(config, points_of, args)]
     append_results("bench_optimize", records)
     print(f"\n## bench_optimize results\n\n{machine()}, {torch.get_num_threads()} threads\n")

@@ -15,22 +15,14 @@ a markdown table is printed.
 import argparse
 
 import torch
-from common import KITTI_SCANS, append_results, machine, round_robin
+from common import append_results, machine, named_scans, round_robin
 
 from pointengine import SparseTensor, _C, _ops
-from pointengine.datasets import generate_scan, read_points
 from pointengine.functional import kmap as km
 from pointengine.functional import voxelize_points
 
 CHANNELS = (4, 8, 16, 32, 48, 64, 128)
 VOXEL_SIZES = (0.05, 0.1)
-
-
-def scan_points() -> tuple[str, torch.Tensor]:
-    scans = sorted(KITTI_SCANS.glob("*.bin"))
-    if scans:
-        return f"kitti/00/{scans[0].stem}", read_points(scans[0])
-    return "synthetic/seed0", generate_scan(seed=0).points
 
 
 def main() -> None:
@@ -40,7 +32,7 @@ def main() -> None:
     parser.add_argument("--channels", type=int, nargs="+", default=list(CHANNELS))
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    scan, points = scan_points()
+    [(scan, points)] = named_scans(1)
     conv = torch.ops.pointengine.conv_fused_epilogue
     records = []
     for voxel_size in VOXEL_SIZES:

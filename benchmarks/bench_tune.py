@@ -26,21 +26,12 @@ from collections import Counter
 
 import torch
 from bench_models import with_dataflow
-from common import KITTI_SCANS, append_results, machine
+from common import append_results, machine, named_scans
 
 import pointengine as pe
-from pointengine.datasets import generate_scan, read_points
 from pointengine.functional.conv import distinct_dataflows
 from pointengine.profiler import fresh_inputs
 from pointengine.timing import Clock
-
-
-def load_scans(count: int) -> list[tuple[str, torch.Tensor]]:
-    paths = sorted(KITTI_SCANS.glob("*.bin"))[:count]
-    if not paths:
-        print(f"no SemanticKITTI scans under {KITTI_SCANS}: the synthetic scan (seed 0) instead")
-        return [("synthetic/seed0", generate_scan(seed=0).points)]
-    return [(f"kitti/00/{path.stem}", read_points(path)) for path in paths]
 
 
 def time_variants(variants: dict, inputs: list, repeats: int) -> dict[str, list[float]]:
@@ -72,7 +63,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     with warnings.catch_warnings(record=True):  # untrained weights: the times do not depend on them
         seg = pe.Segmenter(args.config, device=args.device)
-    scans = load_scans(args.scans)
+    scans = named_scans(args.scans)
     inputs = [seg.preprocess(points) for _, points in scans]
     print(f"machine: {machine()}; {args.threads} threads; {args.config} on "
           + ", ".join(f"{name} ({x.num_sites} voxels)" for (name, _), x in zip(scans, inputs)))

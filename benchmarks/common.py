@@ -14,6 +14,18 @@ KITTI_SCANS = ROOT.parent / "shared" / "data" / "semantickitti" / "sequences" / 
 RESULTS = ROOT / "benchmarks" / "results"
 
 
+def named_scans(count: int) -> list[tuple[str, torch.Tensor]]:
+    """(name, points) of the first `count` real scans of SemanticKITTI 00, or of the seeded synthetic
+    scan when ../shared/data is absent (a note says so)."""
+    from pointengine.datasets import generate_scan, read_points
+
+    paths = sorted(KITTI_SCANS.glob("*.bin"))[:count]
+    if not paths:
+        print(f"no SemanticKITTI scans under {KITTI_SCANS}: the synthetic scan (seed 0) instead")
+        return [("synthetic/seed0", generate_scan(seed=0).points)]
+    return [(f"kitti/00/{path.stem}", read_points(path)) for path in paths]
+
+
 def machine() -> str:
     """CPU model (with family and model numbers: a VM may hide the marketing name), cores, torch, and
     the path conv_fused takes on this CPU."""
