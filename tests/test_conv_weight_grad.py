@@ -130,3 +130,25 @@ def test_blocks_of_output_rows(order, restore_threads):
     assert torch.equal(one, _ops.conv_weight_grad_pairs(feats, grad_out, in_rows, out_rows, ptr))
     expected = gather_matmul_weight_grad(feats.double(), grad_out.double(), nbr)
     assert relative_error(one.double(), expected) <= RELATIVE_TOLERANCE[torch.float32]
+
+
+@pytest.mark.parametrize("path", [path for path in _C.cpu_paths() if path != "portable"])
+@pytest.mark.parametrize("c_in, c_out", [(5, 16), (13, 32), (33, 48), (8, 64), (20, 24)])
+def test_rows_read_in_place_give_the_copied_rows_bits(path, c_in, c_out, restore_threads):
+    """A submanifold map reads every feats and grad_out row about 4 times: the vector kernels read the
+    rows in place. The same pairs over feats padded with 9 times as many rows that no pair reads make
+    them copy each chunk first (rows read less than twice on average): the same bits, at 1 and 2
+    threads, and the float64 gather + matmul formula's values."""
+    g = torch.Generator().manual_seed(c_in * 64 + c_out)
+    cmap = CoordinateMap(random_sites(3000, 2, 20, g))
+    nbr = km.submanifold_map(cmap, 3).nbr
+    feats = torch.randn(len(cmap), c_in, generator=g)
+    grad_out = torch.randn(len(cmap), c_out, generator=g)
+    padded = torch.cat([feats, torch.randn(9 * len(cmap), c_in, generator=g)])
+    results = []
+    for threads in (1, 2):
+        torch.set_num_threads(threads)
+        results += [_C.conv_weight_grad_on(feats, grad_out, nbr, path), _C.conv_weight_grad_on(padded, grad_out, nbr, path)]
+    assert all(torch.equal(results[0], other) for other in results[1:])
+    expected = gather_matmul_weight_grad(feats.double(), grad_out.double(), nbr)
+    assert relative_error(results[0].double(), expected) <= RELATIVE_TOLERANCE[torch.float32]

@@ -1,10 +1,10 @@
-// AVX2 + FMA float kernel of the convolution's weight gradient over one offset's pairs, in packed
-// chunks (conv_weight_grad_cpu.h), compiled for those instructions with function attributes and called only
+// AVX2 + FMA float kernel of the convolution's weight gradient over one offset's pairs, in chunks
+// copied in order or read in place (conv_weight_grad_cpu.h), compiled for those instructions with function attributes and called only
 // when cpu_has_avx2_fma() (conv_tile.h).
 //
 // Register blocking: an MR x (8 * NV) block of the gradient (input channels x output columns, at
 // most 12 accumulators) held in registers while the chunk's pairs stream past: per pair, NV vectors
-// of the packed grad_out row and MR broadcasts from the packed feats row, all read in order.
+// of its grad_out row and MR broadcasts from its feats row.
 #include <immintrin.h>
 
 #include <algorithm>
@@ -24,16 +24,16 @@ constexpr int kMaxBlockRows = 12;
 // pair and one broadcast (NV <= 3), or three broadcasts and one vector at a time (NV = 4).
 constexpr int block_rows(int vectors) { return 12 / vectors; }
 
-template <int MR, int NV>
-PE_AVX2 void fma_block(const float* x, int64_t x_stride, const float* g, int64_t n, float* acc, int64_t width) {
+template <int MR, int NV, typename Rows>
+PE_AVX2 void fma_block(Rows rows, int64_t n, float* acc, int64_t width) {
   __m256 c[MR][NV];
 #pragma GCC unroll 12
   for (int r = 0; r < MR; ++r)
 #pragma GCC unroll 4
     for (int v = 0; v < NV; ++v) c[r][v] = _mm256_loadu_ps(acc + r * width + 8 * v);
   for (int64_t p = 0; p < n; ++p) {
-    const float* xp = x + p * x_stride;
-    const float* gp = g + p * kGradPanel;
+    const float* xp = rows.x(p);
+    const float* gp = rows.g(p);
     if constexpr (NV < 4) {
       // Holding the MR broadcasts as well spilled accumulators to the stack (6 x 2, 4 x 3): 1.3-2x slower.
       __m256 gv[NV];
@@ -65,10 +65,13 @@ PE_AVX2 void fma_block(const float* x, int64_t x_stride, const float* g, int64_t
     for (int v = 0; v < NV; ++v) _mm256_storeu_ps(acc + r * width + 8 * v, c[r][v]);
 }
 
-using BlockFn = void (*)(const float*, int64_t, const float*, int64_t, float*, int64_t);
+template <typename Rows>
+using BlockFn = void (*)(Rows, int64_t, float*, int64_t);
 
-const auto kBlocks = block_table<BlockFn, kMaxBlockRows, block_rows(1), block_rows(2), block_rows(3), block_rows(4)>(
-    [](auto m, auto nv) -> BlockFn { return &fma_block<decltype(m)::value, decltype(nv)::value>; });
+template <typename Rows>
+const auto kBlocks =
+    block_table<BlockFn<Rows>, kMaxBlockRows, block_rows(1), block_rows(2), block_rows(3), block_rows(4)>(
+        [](auto m, auto nv) -> BlockFn<Rows> { return &fma_block<decltype(m)::value, decltype(nv)::value, Rows>; });
 
 // A mask of the first `count` of 8 lanes (none for count <= 0), for maskload and maskstore.
 PE_AVX2 __m256i first_lanes(int64_t count) {
@@ -102,14 +105,17 @@ PE_AVX2 void pack_chunk(const float* feats, int64_t c_in, const float* grad, int
 }  // namespace
 
 void weight_grad_offset_avx2(const float* feats, int64_t c_in, const float* grad, int64_t c_out,
-                             const int32_t* in_rows, const int32_t* out_rows, int64_t n_pairs, float* acc, float* xs,
-                             float* g) {
+                             const int32_t* in_rows, const int32_t* out_rows, int64_t n_pairs, bool in_place,
+                             float* acc, float* xs, float* g) {
+  const auto block = [](int nv, int m, auto rows, int64_t n, float* a, int64_t width) {
+    kBlocks<decltype(rows)>[nv][m - 1](rows, n, a, width);
+  };
   weight_grad_offset_loop<8>(
-      feats, c_in, grad, c_out, in_rows, out_rows, n_pairs, acc, xs, g,
+      feats, c_in, grad, c_out, in_rows, out_rows, n_pairs, in_place, acc, xs, g,
       [&](int64_t p0, int64_t n) {
         pack_chunk(feats, c_in, grad, c_out, in_rows + p0, out_rows + p0, n, n_pairs - p0, xs, g);
       },
-      [](int nv, int m) { return kBlocks[nv][m - 1]; }, block_rows);
+      block, block_rows);
 }
 
 }  // namespace pointengine

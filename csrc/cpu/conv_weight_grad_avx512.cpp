@@ -1,5 +1,5 @@
-// AVX-512 float kernel of the convolution's weight gradient over one offset's pairs, in packed chunks
-// (conv_weight_grad_cpu.h): conv_weight_grad_avx2.cpp's blocking on 16-wide vectors, compiled for
+// AVX-512 float kernel of the convolution's weight gradient over one offset's pairs, in chunks copied
+// in order or read in place (conv_weight_grad_cpu.h): conv_weight_grad_avx2.cpp's blocking on 16-wide vectors, compiled for
 // AVX-512F with function attributes and called only when cpu_has_avx512f(). Each accumulator element
 // adds the pairs in ascending order with one fused multiply-add each, as on the AVX2 path: the two
 // give the same bits.
@@ -21,20 +21,22 @@ constexpr int kMaxBlockRows = 12;
 // 32 zmm registers: 12 x NV accumulators, NV grad_out vectors and one broadcast (27 at most).
 constexpr int block_rows(int /*vectors*/) { return 12; }
 
-template <int MR, int NV>
-PE_AVX512 void fma_block(const float* x, int64_t x_stride, const float* g, int64_t n, float* acc, int64_t width) {
+template <int MR, int NV, typename Rows>
+PE_AVX512 void fma_block(Rows rows, int64_t n, float* acc, int64_t width) {
   __m512 c[MR][NV];
 #pragma GCC unroll 12
   for (int r = 0; r < MR; ++r)
 #pragma GCC unroll 2
     for (int v = 0; v < NV; ++v) c[r][v] = _mm512_loadu_ps(acc + r * width + 16 * v);
   for (int64_t p = 0; p < n; ++p) {
+    const float* xp = rows.x(p);
+    const float* gp = rows.g(p);
     __m512 gv[NV];
 #pragma GCC unroll 2
-    for (int v = 0; v < NV; ++v) gv[v] = _mm512_loadu_ps(g + p * kGradPanel + 16 * v);
+    for (int v = 0; v < NV; ++v) gv[v] = _mm512_loadu_ps(gp + 16 * v);
 #pragma GCC unroll 12
     for (int r = 0; r < MR; ++r) {
-      const __m512 xb = _mm512_set1_ps(x[p * x_stride + r]);
+      const __m512 xb = _mm512_set1_ps(xp[r]);
 #pragma GCC unroll 2
       for (int v = 0; v < NV; ++v) c[r][v] = _mm512_fmadd_ps(xb, gv[v], c[r][v]);
     }
@@ -45,10 +47,12 @@ PE_AVX512 void fma_block(const float* x, int64_t x_stride, const float* g, int64
     for (int v = 0; v < NV; ++v) _mm512_storeu_ps(acc + r * width + 16 * v, c[r][v]);
 }
 
-using BlockFn = void (*)(const float*, int64_t, const float*, int64_t, float*, int64_t);
+template <typename Rows>
+using BlockFn = void (*)(Rows, int64_t, float*, int64_t);
 
-const auto kBlocks = block_table<BlockFn, kMaxBlockRows, block_rows(1), block_rows(2)>(
-    [](auto m, auto nv) -> BlockFn { return &fma_block<decltype(m)::value, decltype(nv)::value>; });
+template <typename Rows>
+const auto kBlocks = block_table<BlockFn<Rows>, kMaxBlockRows, block_rows(1), block_rows(2)>(
+    [](auto m, auto nv) -> BlockFn<Rows> { return &fma_block<decltype(m)::value, decltype(nv)::value, Rows>; });
 
 // Copies pairs [0, n) as weight_grad_offset_avx512 describes (conv_weight_grad_cpu.h).
 PE_AVX512 void pack_chunk(const float* feats, int64_t c_in, const float* grad, int64_t c_out, const int32_t* in_rows,
@@ -77,14 +81,17 @@ PE_AVX512 void pack_chunk(const float* feats, int64_t c_in, const float* grad, i
 }  // namespace
 
 void weight_grad_offset_avx512(const float* feats, int64_t c_in, const float* grad, int64_t c_out,
-                               const int32_t* in_rows, const int32_t* out_rows, int64_t n_pairs, float* acc,
-                               float* xs, float* g) {
+                               const int32_t* in_rows, const int32_t* out_rows, int64_t n_pairs, bool in_place,
+                               float* acc, float* xs, float* g) {
+  const auto block = [](int nv, int m, auto rows, int64_t n, float* a, int64_t width) {
+    kBlocks<decltype(rows)>[nv][m - 1](rows, n, a, width);
+  };
   weight_grad_offset_loop<16>(
-      feats, c_in, grad, c_out, in_rows, out_rows, n_pairs, acc, xs, g,
+      feats, c_in, grad, c_out, in_rows, out_rows, n_pairs, in_place, acc, xs, g,
       [&](int64_t p0, int64_t n) {
         pack_chunk(feats, c_in, grad, c_out, in_rows + p0, out_rows + p0, n, n_pairs - p0, xs, g);
       },
-      [](int nv, int m) { return kBlocks[nv][m - 1]; }, block_rows);
+      block, block_rows);
 }
 
 }  // namespace pointengine

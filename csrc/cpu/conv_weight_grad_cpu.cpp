@@ -111,7 +111,7 @@ std::vector<int64_t> block_bounds(Pairs pairs, int64_t kvol, int64_t n_blocks, i
 }
 
 using OffsetFn = void (*)(const float*, int64_t, const float*, int64_t, const int32_t*, const int32_t*, int64_t,
-                         float*, float*, float*);
+                         bool, float*, float*, float*);
 
 // offset_fn: weight_grad_offset_avx2 or weight_grad_offset_avx512. The tasks are an offset's pairs in
 // a block, blocks in order and in each the offsets largest first (an offset alone in consecutive
@@ -119,7 +119,7 @@ using OffsetFn = void (*)(const float*, int64_t, const float*, int64_t, const in
 // the next one not yet taken; a task waits for the tasks of its offset before it, so every offset
 // still sums its pairs in order in one accumulator: the same bits as one pass over each offset.
 void weight_grad_vector(const float* feats, const float* grad, int64_t n_out, Pairs pairs, const Shape& shape,
-                        float* out, OffsetFn offset_fn) {
+                        bool in_place, float* out, OffsetFn offset_fn) {
   const int64_t kvol = shape.kvol, c_in = shape.c_in, c_out = shape.c_out;
   const int64_t width = (c_out + kGradPanel - 1) / kGradPanel * kGradPanel;
   const int64_t rows = rows_per_block(c_in, c_out), n_blocks = std::max<int64_t>(1, (n_out + rows - 1) / rows);
@@ -144,11 +144,12 @@ void weight_grad_vector(const float* feats, const float* grad, int64_t n_out, Pa
   for (int64_t k = 0; k < kvol; ++k) tasks_done[k].store(0);
   std::atomic<size_t> next{0};
   at::parallel_for(0, at::get_num_threads(), 1, [&](int64_t, int64_t) {
-    std::vector<float> xs(kGradChunkPairs * grad_packed_row_stride(c_in)), g(kGradChunkPairs * width);
+    std::vector<float> xs(in_place ? 0 : kGradChunkPairs * grad_packed_row_stride(c_in));
+    std::vector<float> g(in_place ? 0 : kGradChunkPairs * width);
     for (size_t t = next++; t < tasks.size(); t = next++) {
       const auto [k, begin, end, earlier] = tasks[t];
       while (tasks_done[k].load(std::memory_order_acquire) < earlier) std::this_thread::yield();
-      offset_fn(feats, c_in, grad, c_out, pairs.in_rows + begin, pairs.out_rows + begin, end - begin,
+      offset_fn(feats, c_in, grad, c_out, pairs.in_rows + begin, pairs.out_rows + begin, end - begin, in_place,
                 acc.data() + k * c_in * width, xs.data(), g.data());
       tasks_done[k].store(earlier + 1, std::memory_order_release);
     }
@@ -195,9 +196,10 @@ at::Tensor conv_weight_grad_pairs_path(const at::Tensor& feats_in, const at::Ten
   const Shape shape{kvol, feats.size(1), grad.size(1)};
   at::Tensor out = at::empty({shape.kvol, shape.c_in, shape.c_out}, feats.options());
   if (feats.scalar_type() == at::kFloat && path != CpuPath::kPortable) {
-    weight_grad_vector(feats.data_ptr<float>(), grad.data_ptr<float>(), grad.size(0), pairs, shape,
-                       out.data_ptr<float>(),
-                       path == CpuPath::kAvx512 ? &weight_grad_offset_avx512 : &weight_grad_offset_avx2);
+    const bool avx512 = path == CpuPath::kAvx512;
+    const bool in_place = weight_grad_reads_in_place(n_pairs, feats.size(0), grad.size(0), shape.c_out, avx512 ? 16 : 8);
+    weight_grad_vector(feats.data_ptr<float>(), grad.data_ptr<float>(), grad.size(0), pairs, shape, in_place,
+                       out.data_ptr<float>(), avx512 ? &weight_grad_offset_avx512 : &weight_grad_offset_avx2);
   } else {
     AT_DISPATCH_FLOATING_TYPES(feats.scalar_type(), "conv_weight_grad_cpu", [&] {
       weight_grad_portable<scalar_t>(feats.data_ptr<scalar_t>(), grad.data_ptr<scalar_t>(), pairs, shape,
