@@ -152,3 +152,25 @@ def test_rows_read_in_place_give_the_copied_rows_bits(path, c_in, c_out, restore
     assert all(torch.equal(results[0], other) for other in results[1:])
     expected = gather_matmul_weight_grad(feats.double(), grad_out.double(), nbr)
     assert relative_error(results[0].double(), expected) <= RELATIVE_TOLERANCE[torch.float32]
+
+
+@pytest.mark.parametrize("c_in, c_out", [(5, 16), (33, 48), (20, 24), (64, 128)])
+def test_rows_in_order_give_the_copied_rows_bits(c_in, c_out, restore_threads):
+    """Pair p = (p, p) over all rows (a dense layer's gradient, in blocks of rows as offsets): read in
+    place; with feats padded by a row no pair reads, the same pairs are copied first. The same bits
+    at 1 and 2 threads, and the float64 product's values."""
+    g = torch.Generator().manual_seed(c_in + c_out)
+    n = 5000
+    feats, grad_out = torch.randn(n, c_in, generator=g), torch.randn(n, c_out, generator=g)
+    rows = torch.arange(n, dtype=torch.int32)
+    ptr = torch.tensor([0, 1024, 2048, 4000, n])
+    padded = torch.cat([feats, torch.randn(1, c_in, generator=g)])
+    results = []
+    for threads in (1, 2):
+        torch.set_num_threads(threads)
+        results += [_ops.conv_weight_grad_pairs(feats, grad_out, rows, rows, ptr),
+                    _ops.conv_weight_grad_pairs(padded, grad_out, rows, rows, ptr)]
+    assert all(torch.equal(results[0], other) for other in results[1:])
+    for k, (begin, end) in enumerate(zip(ptr[:-1].tolist(), ptr[1:].tolist())):
+        expected = feats[begin:end].double().t() @ grad_out[begin:end].double()
+        assert relative_error(results[0][k].double(), expected) <= RELATIVE_TOLERANCE[torch.float32]

@@ -165,6 +165,15 @@ int64_t count_rows_outside(const int32_t* rows, int64_t n, int64_t limit) {
   }, std::plus<int64_t>());
 }
 
+// Whether pair p is (p, p) for every p, over all the rows of both sides.
+bool rows_in_order(Pairs pairs, int64_t n_pairs, int64_t n_in, int64_t n_out) {
+  if (n_pairs != n_in || n_pairs != n_out) return false;
+  return at::parallel_reduce(0, n_pairs, 1 << 16, true, [&](int64_t b, int64_t e, bool in_order) {
+    for (int64_t p = b; p < e; ++p) in_order &= pairs.in_rows[p] == p && pairs.out_rows[p] == p;
+    return in_order;
+  }, std::logical_and<bool>());
+}
+
 }  // namespace
 
 at::Tensor conv_weight_grad_pairs_path(const at::Tensor& feats_in, const at::Tensor& grad_in, const at::Tensor& in_rows,
@@ -197,7 +206,9 @@ at::Tensor conv_weight_grad_pairs_path(const at::Tensor& feats_in, const at::Ten
   at::Tensor out = at::empty({shape.kvol, shape.c_in, shape.c_out}, feats.options());
   if (feats.scalar_type() == at::kFloat && path != CpuPath::kPortable) {
     const bool avx512 = path == CpuPath::kAvx512;
-    const bool in_place = weight_grad_reads_in_place(n_pairs, feats.size(0), grad.size(0), shape.c_out, avx512 ? 16 : 8);
+    const bool in_place = weight_grad_reads_in_place(n_pairs, feats.size(0), grad.size(0),
+                                                     rows_in_order(pairs, n_pairs, feats.size(0), grad.size(0)),
+                                                     shape.c_out, avx512 ? 16 : 8);
     weight_grad_vector(feats.data_ptr<float>(), grad.data_ptr<float>(), grad.size(0), pairs, shape, in_place,
                        out.data_ptr<float>(), avx512 ? &weight_grad_offset_avx512 : &weight_grad_offset_avx2);
   } else {

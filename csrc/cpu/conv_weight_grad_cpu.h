@@ -85,14 +85,17 @@ struct DirectRows {
 };
 
 // Whether the products read the rows where they lie: when C_out fills whole vectors of `lanes` and
-// every row is read at least twice on average (pairs >= 2 x rows on both sides), as in a submanifold
-// map, whose offsets share most rows of a block, which stay in the cache. The copy in order is a
-// third of the kernel's time there (perf, 48 -> 48); reading in place made the SemanticKITTI scan's
-// submanifold layers 1.0-1.9x faster, but a 2x2x2 stride-2 map's (every feats row read once, from
-// memory) 0.8-0.9x: there the copy's prefetching ahead pays (benchmarks/README.md, "The weight
-// gradient reads its rows in place").
-inline bool weight_grad_reads_in_place(int64_t n_pairs, int64_t n_in, int64_t n_out, int64_t c_out, int64_t lanes) {
-  return c_out % lanes == 0 && n_pairs >= 2 * n_in && n_pairs >= 2 * n_out;
+// either every row is read at least twice on average (pairs >= 2 x rows on both sides), as in a
+// submanifold map, whose offsets share most rows of a block, which stay in the cache, or the pairs
+// are the rows in order (`rows_in_order`: pair p is (p, p), a dense layer's, _dense_weight_grad). The
+// copy in order is a third of the kernel's time on a submanifold map (perf, 48 -> 48); reading in
+// place made the SemanticKITTI scan's submanifold layers 1.0-1.9x faster and the dense layers of a
+// training step 1.0-1.8x, but a 2x2x2 stride-2 map's (every feats row read once, scattered)
+// 0.8-0.9x: there the copy's prefetching ahead pays (benchmarks/README.md, "The weight gradient reads
+// its rows in place").
+inline bool weight_grad_reads_in_place(int64_t n_pairs, int64_t n_in, int64_t n_out, bool rows_in_order,
+                                       int64_t c_out, int64_t lanes) {
+  return c_out % lanes == 0 && ((n_pairs >= 2 * n_in && n_pairs >= 2 * n_out) || rows_in_order);
 }
 
 // acc [C_in, panels * kGradPanel] += sum over the n pairs p (ascending) of feats[in_rows[p]]^T
