@@ -59,18 +59,21 @@ def test_bitwise_equal_across_thread_counts(restore_threads):
     assert torch.equal(one, _ops.quantize_u7(x, 0.02, 50))
 
 
-def test_same_bits_on_the_portable_path(tmp_path):
-    # Halves, clamps and a ragged width, so that both loops and the tail run.
+@pytest.mark.parametrize("path", ["portable", "avx2"])
+def test_same_bits_on_the_narrower_paths(path, tmp_path):
+    """The portable (4-column) and AVX2 (16-column) loops give the bits of the widest this CPU has
+    (AVX-512: 16 columns in one vector) and of torch. Halves, clamps and a ragged width, so that
+    every loop and the tail run."""
     x = torch.randn(300, 45, generator=torch.Generator().manual_seed(3)) * 60
     x[::7] = torch.arange(45, dtype=torch.float32) / 2 - 11
     torch.save(x, tmp_path / "x.pt")
     code = (f"import torch; from pointengine import _ops; x = torch.load({str(tmp_path / 'x.pt')!r}, weights_only=True); "
             f"torch.save(_ops.quantize_u7(x, 0.5, 30), {str(tmp_path / 'out.pt')!r})")
-    env = dict(os.environ, POINTENGINE_CPU_PATH_MAX="portable")
+    env = dict(os.environ, POINTENGINE_CPU_PATH_MAX=path)
     subprocess.run([sys.executable, "-c", code], env=env, check=True)
-    portable = torch.load(tmp_path / "out.pt", weights_only=True)
-    assert torch.equal(portable, _ops.quantize_u7(x, 0.5, 30))
-    assert torch.equal(portable, expected(x, 0.5, 30))
+    narrower = torch.load(tmp_path / "out.pt", weights_only=True)
+    assert torch.equal(narrower, _ops.quantize_u7(x, 0.5, 30))
+    assert torch.equal(narrower, expected(x, 0.5, 30))
 
 
 @pytest.mark.parametrize("col", range(0, 40, 3))

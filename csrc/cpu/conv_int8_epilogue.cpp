@@ -7,7 +7,8 @@
 // computed the sums, the outputs are the same bits. SSE2 intrinsics, 4 columns at a time (GCC does
 // not vectorize the ReLU's compare, see quantize_u7.h); the scalar tail does the same operations.
 // The vector kernels' epilogue takes 8 columns at a time with AVX2, again without FMA in its target,
-// and leaves each stretch's last columns to the 4-column code.
+// or 16 with AVX-512 (whose target has FMA: float_results_avx512 says how it keeps the roundings
+// apart), and leaves each stretch's last columns to the narrower code.
 #include <immintrin.h>
 
 #include <algorithm>
@@ -57,11 +58,34 @@ PE_AVX2_NO_FMA void float_results_avx2(const Int8Epilogue& e, const int32_t* acc
   float_results(e, acc + c, scale + c, bias ? bias + c : nullptr, res ? res + c : nullptr, n - c, v + c);
 }
 
+// The same 16 columns at a time. Its target has fused multiply-add: the _round intrinsics (at the
+// current rounding mode) keep the multiply and the additions apart, each rounding once.
+__attribute__((target("avx2,avx512f"))) void float_results_avx512(const Int8Epilogue& e, const int32_t* acc,
+                                                                  const float* scale, const float* bias,
+                                                                  const float* res, int64_t n, float* v) {
+  constexpr int kCurrent = _MM_FROUND_CUR_DIRECTION;
+  const __m512 zero = _mm512_setzero_ps();
+  int64_t c = 0;
+  for (; c + 16 <= n; c += 16) {
+    __m512 x = _mm512_mul_round_ps(_mm512_cvtepi32_ps(_mm512_loadu_si512(acc + c)), _mm512_loadu_ps(scale + c), kCurrent);
+    if (bias) x = _mm512_add_round_ps(x, _mm512_loadu_ps(bias + c), kCurrent);
+    if (res) x = _mm512_add_round_ps(x, _mm512_loadu_ps(res + c), kCurrent);
+    if (e.relu) x = _mm512_max_ps(zero, x);
+    _mm512_storeu_ps(v + c, x);
+  }
+  float_results_avx2(e, acc + c, scale + c, bias ? bias + c : nullptr, res ? res + c : nullptr, n - c, v + c);
+}
+
 }  // namespace
 
 void apply_int8_epilogue(const Int8Epilogue& e, const int32_t* acc, int64_t acc_stride, int64_t row_begin,
-                         int64_t n_rows, int64_t c_out, float* out_float, uint8_t* out_u7, bool avx2) {
-  const auto results = avx2 ? float_results_avx2 : float_results;
+                         int64_t n_rows, int64_t c_out, float* out_float, uint8_t* out_u7, EpilogueWidth width) {
+  const auto results = width == EpilogueWidth::kAvx512 ? float_results_avx512
+                       : width == EpilogueWidth::kAvx2 ? float_results_avx2
+                                                       : float_results;
+  const auto quantize = width == EpilogueWidth::kAvx512 ? quantize_u7_span_avx512
+                        : width == EpilogueWidth::kAvx2 ? quantize_u7_span_avx2
+                                                        : quantize_u7_span;
   const bool requantize = e.out_scale > 0.f;
   constexpr int64_t kChunk = 256;
   float v[kChunk];
@@ -72,11 +96,7 @@ void apply_int8_epilogue(const Int8Epilogue& e, const int32_t* acc, int64_t acc_
       const float* res = e.residual ? e.residual + row * c_out + c0 : nullptr;
       float* dst = requantize ? v : out_float + row * c_out + c0;
       results(e, acc + r * acc_stride + c0, e.scale + c0, e.bias ? e.bias + c0 : nullptr, res, n, dst);
-      if (!requantize) continue;
-      if (avx2)
-        quantize_u7_span_avx2(v, n, e.out_scale, e.out_zero, out_u7 + row * c_out + c0);
-      else
-        quantize_u7_span(v, n, e.out_scale, e.out_zero, out_u7 + row * c_out + c0);
+      if (requantize) quantize(v, n, e.out_scale, e.out_zero, out_u7 + row * c_out + c0);
     }
   }
 }

@@ -53,10 +53,13 @@ struct Int8Epilogue {
   int32_t out_zero = 0;
 };
 
+// The widest vectors the epilogue takes: 4 columns (SSE2, every x86-64 CPU), 8 (AVX2) or 16
+// (AVX-512F), each only where the CPU has it; the same bits.
+enum class EpilogueWidth { kSse2, kAvx2, kAvx512 };
+
 // Output rows [row_begin, row_begin + n_rows), from acc (row stride acc_stride) into out_float or, when
-// requantizing, out_u7 ([N_out, c_out] each); `avx2`: 8 columns at a time, only where the CPU has AVX2
-// (the same bits as the 4-column code).
+// requantizing, out_u7 ([N_out, c_out] each).
 void apply_int8_epilogue(const Int8Epilogue& epilogue, const int32_t* acc, int64_t acc_stride, int64_t row_begin,
-                         int64_t n_rows, int64_t c_out, float* out_float, uint8_t* out_u7, bool avx2);
+                         int64_t n_rows, int64_t c_out, float* out_float, uint8_t* out_u7, EpilogueWidth width);
 
 }  // namespace pointengine

@@ -17,9 +17,16 @@
 namespace pointengine {
 namespace {
 
+using SpanFn = bool (*)(const float*, int64_t, float, int32_t, uint8_t*);
+
+// The widest quantize_u7_span this CPU runs (the same bits).
+SpanFn widest_span() {
+  if (cpu_has_avx512f()) return quantize_u7_span_avx512;
+  return cpu_has_avx2_fma() ? quantize_u7_span_avx2 : quantize_u7_span;
+}
+
 // Whether the row holds a NaN. Strided rows are copied in stretches to a contiguous buffer first.
-bool quantize_row(const float* x, int64_t stride, int64_t n, float scale, int32_t zero, uint8_t* out, bool avx2) {
-  const auto span = avx2 ? quantize_u7_span_avx2 : quantize_u7_span;
+bool quantize_row(const float* x, int64_t stride, int64_t n, float scale, int32_t zero, uint8_t* out, SpanFn span) {
   if (stride == 1) return span(x, n, scale, zero, out);
   constexpr int64_t kChunk = 256;
   float v[kChunk];
@@ -44,13 +51,13 @@ at::Tensor quantize_u7_cpu(const at::Tensor& x, double scale, int64_t zero) {
   uint8_t* dst = out.data_ptr<uint8_t>();
   const int64_t row_stride = x.stride(0), col_stride = x.stride(1);
   std::atomic<bool> nan{false};
-  const bool avx2 = cpu_has_avx2_fma();
+  const SpanFn span = widest_span();
   // About 64 KiB of input per task: enough to amortise the hand-out, small enough to split a scan.
   const int64_t grain = std::max<int64_t>(1, 16384 / std::max<int64_t>(cols, 1));
   at::parallel_for(0, rows, grain, [&](int64_t begin, int64_t end) {
     bool found = false;
     for (int64_t r = begin; r < end; ++r)
-      found |= quantize_row(base + r * row_stride, col_stride, cols, float(scale), int32_t(zero), dst + r * cols, avx2);
+      found |= quantize_row(base + r * row_stride, col_stride, cols, float(scale), int32_t(zero), dst + r * cols, span);
     if (found) nan = true;
   });
   TORCH_CHECK(!nan.load(), op, ": x holds NaN");
