@@ -36,10 +36,18 @@ def run_once(script: str, script_args: list[str], tree: Path) -> list[dict]:
     return [json.loads(line) for line in results.read_text().splitlines()[len(before) :]]
 
 
+def field(record: dict, name: str):
+    """record[name]; a dotted name reads nested records ("fp32_over_int8.best int8")."""
+    for part in name.split("."):
+        record = record[part]
+    return record
+
+
 def metric(record: dict, names: list[str]) -> list[float]:
     """The sum of the named fields (e.g. hash_ms + table_ms); a field holding a list (runs_s) gives
     each of its values."""
-    values = [record[name] if isinstance(record[name], list) else [record[name]] for name in names]
+    values = [field(record, name) for name in names]
+    values = [value if isinstance(value, list) else [value] for value in values]
     return [sum(parts) for parts in zip(*values)]
 
 
@@ -48,7 +56,7 @@ def main() -> None:
     parser.add_argument("--build", action="append", required=True, help="NAME=PATH of a source tree built in place")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--key", nargs="+", required=True, help="record fields that name a row (e.g. scan layer)")
-    parser.add_argument("--metric", nargs="+", required=True, help="record fields summed into the compared value")
+    parser.add_argument("--metric", nargs="+", required=True, help="record fields summed into the compared value (dotted names read nested fields)")
     parser.add_argument(
         "--where", nargs="*", default=[], help="FIELD=VALUE filters on the records (e.g. engine=pointengine)"
     )
