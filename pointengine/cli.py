@@ -4,6 +4,7 @@
   demo      the main job on a built-in synthetic scan (no downloads)
   segment   label the points of scan files with a zoo model or a checkpoint
   train     train or fine-tune a model on labelled scans (data-parallel under torchrun)
+  adjust-logits  shift a checkpoint's classifier bias by tau x log(class share) of labelled scans
   synthetic write seeded synthetic lidar scans with labels, in the SemanticKITTI layout
   export    a model as a torch.export program on plain tensors (.pt2)
   profile   per-layer profile of a model on a scan (profile_command.py)
@@ -109,6 +110,15 @@ def cmd_train(args) -> int:
     if main_process and records and records[-1].val_miou is not None:
         print(f"final val mIoU {100 * records[-1].val_miou:.1f}% after {records[-1].epoch} epochs; weights in "
               f"{Path(out) / 'model.safetensors'}")
+    return 0
+
+
+def cmd_adjust_logits(args) -> int:
+    from .train.logit_adjustment import adjust_logits
+
+    shift = adjust_logits(args.config, args.checkpoint, args.data, args.sequences, args.tau, args.out)
+    print(f"classifier bias shifted by {args.tau} x log(class share) of sequences {' '.join(args.sequences)} "
+          f"(from {shift.min().item():+.3f} to {shift.max().item():+.3f}); wrote {args.out}")
     return 0
 
 
@@ -229,6 +239,21 @@ def parser() -> argparse.ArgumentParser:
     tr.add_argument("--device", default="cpu", help="cpu or cuda[:i] (default cpu)")
     tr.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's)")
     tr.set_defaults(run=cmd_train)
+
+    adj = sub.add_parser(
+        "adjust-logits",
+        help="shift a checkpoint's classifier bias by tau x log(class share) of labelled scans",
+        description="Logit adjustment: add TAU x log(share of each class in the labelled points of SEQ under ROOT) "
+        "to the classifier's bias and write the checkpoint again. Undoes part (TAU < P) or all (TAU = P) of the "
+        "push toward rare classes of a loss weighted with --class-balance P, without training again.",
+    )
+    adj.add_argument("--config", default=None, help="zoo name or YAML path (default: the checkpoint's)")
+    adj.add_argument("--checkpoint", required=True, help="the weights to adjust")
+    adj.add_argument("--data", required=True, metavar="ROOT", help="folder holding sequences/ (the training scans)")
+    adj.add_argument("--sequences", nargs="+", required=True, metavar="SEQ", help="whose labels give the shares")
+    adj.add_argument("--tau", type=float, required=True, help="the multiple of log(share) added")
+    adj.add_argument("--out", required=True, help="the checkpoint to write (.safetensors)")
+    adj.set_defaults(run=cmd_adjust_logits)
 
     exp = sub.add_parser(
         "export",
