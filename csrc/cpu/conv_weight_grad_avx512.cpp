@@ -1,8 +1,8 @@
 // AVX-512 float kernel of the convolution's weight gradient over one offset's pairs, in chunks copied
-// in order or read in place (conv_weight_grad_cpu.h): conv_weight_grad_avx2.cpp's blocking on 16-wide vectors, compiled for
-// AVX-512F with function attributes and called only when cpu_has_avx512f(). Each accumulator element
-// adds the pairs in ascending order with one fused multiply-add each, as on the AVX2 path: the two
-// give the same bits.
+// in order or read in place (conv_weight_grad_cpu.h): conv_weight_grad_avx2.cpp's blocking on 16-wide
+// vectors, compiled for AVX-512F with function attributes and called only when cpu_has_avx512f(). Each
+// accumulator element adds the pairs in ascending order with one fused multiply-add each, as on the
+// AVX2 path: the two give the same bits.
 #include <immintrin.h>
 
 #include <algorithm>

@@ -4,8 +4,8 @@
 // sharing a kernel map build once.
 // Every offset's block of the result sums that offset's pairs in ascending output row, one at a time
 // (the portable loop in a task per offset; the vector kernels in tasks per offset and block of output
-// rows, run in block order, and in chunks copied into an order they read straight through), so every
-// element is summed in one order: no atomics, the same bits for any thread count. float32 runs the
+// rows, run in block order, and in chunks whose rows they read in place or copy into order first), so
+// every element is summed in one order: no atomics, the same bits for any thread count. float32 runs the
 // AVX-512 or AVX2 + FMA kernel (the same bits) when the CPU has one, any other case the portable loop
 // below; the vector and portable paths round differently (fused multiply-add), each is deterministic.
 #include <ATen/ATen.h>
