@@ -67,7 +67,8 @@ __attribute__((target("avx2,avx512f"))) void float_results_avx512(const Int8Epil
   const __m512 zero = _mm512_setzero_ps();
   int64_t c = 0;
   for (; c + 16 <= n; c += 16) {
-    __m512 x = _mm512_mul_round_ps(_mm512_cvtepi32_ps(_mm512_loadu_si512(acc + c)), _mm512_loadu_ps(scale + c), kCurrent);
+    const __m512 sums = _mm512_cvtepi32_ps(_mm512_loadu_si512(acc + c));
+    __m512 x = _mm512_mul_round_ps(sums, _mm512_loadu_ps(scale + c), kCurrent);
     if (bias) x = _mm512_add_round_ps(x, _mm512_loadu_ps(bias + c), kCurrent);
     if (res) x = _mm512_add_round_ps(x, _mm512_loadu_ps(res + c), kCurrent);
     if (e.relu) x = _mm512_max_ps(zero, x);

@@ -1,6 +1,6 @@
 // AVX2 + FMA float kernel of the convolution's weight gradient over one offset's pairs, in chunks
-// copied in order or read in place (conv_weight_grad_cpu.h), compiled for those instructions with function attributes and called only
-// when cpu_has_avx2_fma() (conv_tile.h).
+// copied in order or read in place (conv_weight_grad_cpu.h), compiled for those instructions with
+// function attributes and called only when cpu_has_avx2_fma() (conv_tile.h).
 //
 // Register blocking: an MR x (8 * NV) block of the gradient (input channels x output columns, at
 // most 12 accumulators) held in registers while the chunk's pairs stream past: per pair, NV vectors
