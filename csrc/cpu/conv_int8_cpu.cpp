@@ -47,7 +47,7 @@ bool conv_int8_portable(const Int8Conv& conv, const Int8Epilogue& epilogue, floa
           for (int64_t co = 0; co < c_out; ++co) a[co] += xv * int32_t(w[co]);
         }
       }
-    apply_int8_epilogue(epilogue, acc, c_out, row_begin, n_rows, c_out, out_float, out_u7, EpilogueWidth::kSse2);
+    apply_int8_epilogue(epilogue, acc, c_out, row_begin, n_rows, c_out, out_float, out_u7, Int8Path::kPortable);
     return valid;
   });
 }
@@ -81,7 +81,6 @@ bool conv_int8_vector(const Int8Conv& conv, const Int8Epilogue& epilogue, Int8Pa
     q = padded.data_ptr<uint8_t>();
   }
   const auto kernel = vnni ? conv_int8_tile_avx512_vnni : conv_int8_tile_avx2;
-  const EpilogueWidth width = vnni ? EpilogueWidth::kAvx512 : EpilogueWidth::kAvx2;
   return for_each_tile(conv.n_out, kvol, [&](int64_t row_begin, int64_t n_rows, TileWorkspace& ws) {
     TilePairs pairs;
     const bool valid = conv.pairs.tile(row_begin, n_rows, ws, true, pairs);
@@ -92,7 +91,7 @@ bool conv_int8_vector(const Int8Conv& conv, const Int8Epilogue& epilogue, Int8Pa
                                       : OutputBytes{reinterpret_cast<char*>(out_u7 + row_begin * conv.c_out),
                                                     n_rows * conv.c_out};
     kernel(q, groups * 4, packed.data(), zeros.data(), kvol, groups, c_pad, pairs, acc, out);
-    apply_int8_epilogue(epilogue, acc, c_pad, row_begin, n_rows, conv.c_out, out_float, out_u7, width);
+    apply_int8_epilogue(epilogue, acc, c_pad, row_begin, n_rows, conv.c_out, out_float, out_u7, path);
     return valid;
   });
 }

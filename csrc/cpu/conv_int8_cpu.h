@@ -5,12 +5,10 @@
 #include <string>
 #include <vector>
 
+#include "conv_int8_tile.h"
 #include "tile_pairs_cpu.h"
 
 namespace pointengine {
-
-// The int8 kernels, in the order the op prefers them.
-enum class Int8Path { kPortable, kAvx2, kAvx512Vnni };
 
 // The paths this CPU runs, portable first; a path's name ("portable", "avx2", "avx512_vnni"); the path
 // of a name, refused (TORCH_CHECK) when unknown or beyond this CPU.

@@ -80,13 +80,13 @@ __attribute__((target("avx2,avx512f"))) void float_results_avx512(const Int8Epil
 }  // namespace
 
 void apply_int8_epilogue(const Int8Epilogue& e, const int32_t* acc, int64_t acc_stride, int64_t row_begin,
-                         int64_t n_rows, int64_t c_out, float* out_float, uint8_t* out_u7, EpilogueWidth width) {
-  const auto results = width == EpilogueWidth::kAvx512 ? float_results_avx512
-                       : width == EpilogueWidth::kAvx2 ? float_results_avx2
-                                                       : float_results;
-  const auto quantize = width == EpilogueWidth::kAvx512 ? quantize_u7_span_avx512
-                        : width == EpilogueWidth::kAvx2 ? quantize_u7_span_avx2
-                                                        : quantize_u7_span;
+                         int64_t n_rows, int64_t c_out, float* out_float, uint8_t* out_u7, Int8Path path) {
+  const auto results = path == Int8Path::kAvx512Vnni ? float_results_avx512
+                       : path == Int8Path::kAvx2     ? float_results_avx2
+                                                     : float_results;
+  const auto quantize = path == Int8Path::kAvx512Vnni ? quantize_u7_span_avx512
+                        : path == Int8Path::kAvx2     ? quantize_u7_span_avx2
+                                                      : quantize_u7_span;
   const bool requantize = e.out_scale > 0.f;
   constexpr int64_t kChunk = 256;
   float v[kChunk];

@@ -9,6 +9,9 @@
 
 namespace pointengine {
 
+// The int8 kernels, in the order the op prefers them.
+enum class Int8Path { kPortable, kAvx2, kAvx512Vnni };
+
 // The vector kernels read the weight [K, C_in, C_out] as [K][groups][c_pad][4] int8: the 4 input
 // channels 4g..4g+3 of one output column side by side (what vpmaddubsw and vpdpbusd multiply with 4
 // broadcast input bytes), groups = ceil(C_in / 4), C_out padded to c_pad; the padding is zero.
@@ -53,13 +56,11 @@ struct Int8Epilogue {
   int32_t out_zero = 0;
 };
 
-// The widest vectors the epilogue takes: 4 columns (SSE2, every x86-64 CPU), 8 (AVX2) or 16
-// (AVX-512F), each only where the CPU has it; the same bits.
-enum class EpilogueWidth { kSse2, kAvx2, kAvx512 };
-
 // Output rows [row_begin, row_begin + n_rows), from acc (row stride acc_stride) into out_float or, when
-// requantizing, out_u7 ([N_out, c_out] each).
+// requantizing, out_u7 ([N_out, c_out] each), with the vectors of the path that computed the sums: 4
+// columns at a time on the portable one (SSE2, every x86-64 CPU), 8 on AVX2, 16 on AVX-512 VNNI; the
+// same bits.
 void apply_int8_epilogue(const Int8Epilogue& epilogue, const int32_t* acc, int64_t acc_stride, int64_t row_begin,
-                         int64_t n_rows, int64_t c_out, float* out_float, uint8_t* out_u7, EpilogueWidth width);
+                         int64_t n_rows, int64_t c_out, float* out_float, uint8_t* out_u7, Int8Path path);
 
 }  // namespace pointengine
