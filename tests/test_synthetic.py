@@ -12,7 +12,7 @@ from pointengine.datasets import SemanticKITTI, generate_scan, objects, write_sy
 from pointengine.datasets.layout import CARRIAGEWAY, FOOTWAY, LAND, Arm, Layout, draw_layout
 from pointengine.datasets.raycast import Box, Cylinder, Ellipsoid, RangeImage
 from pointengine.datasets.scene import Scene
-from pointengine.datasets.sensor import BEAM_LOSS, Pose, remission_of
+from pointengine.datasets.sensor import BEAM_LOSS, BEAM_RANGE_BIAS, Pose, remission_of
 from pointengine.datasets.synthetic import (
     BICYCLE, BICYCLIST, BUILDING, CAR, FENCE, GENERATED_IDS, MOTORCYCLE, MOTORCYCLIST, OTHER_VEHICLE, PARKING, PERSON,
     POLE, ROAD, SIDEWALK, TERRAIN, TRAFFIC_SIGN, TRUCK, TRUNK, VEGETATION, frame_seed, hdl64_elevations,
@@ -69,6 +69,10 @@ def test_rejects_bad_sensor():
         generate_scan(pose=Pose(-1.0, 0.0, 0.0))
     with pytest.raises(ValueError, match="pose needs"):
         generate_scan(pose=Pose(1.7, 0.0, 0.6))
+    with pytest.raises(ValueError, match="range_noise and range_bias must be >= 0, got 0.025 and -0.01"):
+        generate_scan(range_bias=-0.01)
+    with pytest.raises(ValueError, match="range_noise and range_bias must be >= 0, got nan"):
+        generate_scan(range_noise=float("nan"))
 
 
 def test_every_class_appears():
@@ -141,12 +145,13 @@ def test_tilt_moves_the_ground_as_computed_by_hand(roll, pitch):
     """With the sensor pitched nose-down by p, the road (height h below the sensor) lies in the sensor
     frame on z = (x sin p - h) / cos p; rolled left side up by r, on z = -(y sin r + h) / cos r."""
     height = 1.8
-    scan = generate_scan(5, beams=32, azimuth_steps=512, range_noise=0.0, pose=Pose(height, roll, pitch))
+    scan = generate_scan(5, beams=32, azimuth_steps=512, range_noise=0.0, range_bias=0.0,
+                         pose=Pose(height, roll, pitch))
     points = scan.points.double()[(scan.labels == ROAD) | (scan.labels == PARKING)]
     x, y, z = points[:, 0], points[:, 1], points[:, 2]
     expected = (x * math.sin(pitch) - y * math.sin(roll) * math.cos(pitch) - height) / (math.cos(pitch) * math.cos(roll))
     assert points.shape[0] > 1000 and float((z - expected).abs().max()) < 1e-3
-    level = generate_scan(5, beams=32, azimuth_steps=512, range_noise=0.0, pose=Pose(height, 0.0, 0.0))
+    level = generate_scan(5, beams=32, azimuth_steps=512, range_noise=0.0, range_bias=0.0, pose=Pose(height, 0.0, 0.0))
     flat = level.points.double()[(level.labels == ROAD) | (level.labels == PARKING), 2]
     assert float((flat + height).abs().max()) < 1e-3
 
@@ -186,6 +191,18 @@ def test_range_noise_grows_with_range():
     near, far = error[(distance > 4) & (distance < 8)], error[(distance > 35) & (distance < 45)]
     assert float(near.std()) == pytest.approx(0.05 * (1 + 6 / 40), rel=0.1)
     assert float(far.std()) == pytest.approx(0.05 * 2, rel=0.15)
+
+
+def test_each_beam_has_its_own_range_error():
+    """Without range noise, every return of beam b lies BEAM_RANGE_BIAS[b] x range_bias further out
+    along its ray than without the beam errors."""
+    exact = generate_scan(4, azimuth_steps=1024, range_noise=0.0, range_bias=0.0, min_range=0.5)
+    biased = generate_scan(4, azimuth_steps=1024, range_noise=0.0, range_bias=0.03, min_range=0.5)
+    assert torch.equal(exact.labels, biased.labels)
+    beam, _ = beam_of(exact.points, hdl64_elevations(calibrated=True))
+    error = (biased.points[:, :3].double().norm(dim=1) - exact.points[:, :3].double().norm(dim=1)).numpy()
+    assert np.abs(error - 0.03 * BEAM_RANGE_BIAS[beam]).max() < 2e-4
+    assert 0.5 < BEAM_RANGE_BIAS.std() < 1.5 and np.unique(beam).size == 64
 
 
 def test_remission_falls_at_grazing_incidence():

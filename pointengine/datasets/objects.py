@@ -146,7 +146,7 @@ def pole(rng, x, y, ground, facing: float, sign: bool) -> list[Shape]:
 def foliage(rng, centre, radii) -> Ellipsoid:
     # Leaves let some rays through and return the rest from a few centimetres inside the crown.
     return Ellipsoid(tuple(centre), tuple(radii), label=VEGETATION, remission=albedo(rng, "foliage"), porosity=0.15,
-                     scatter=0.08)
+                     scatter=0.1)
 
 
 def tree(rng, x, y, ground) -> list[Shape]:
@@ -163,7 +163,7 @@ def bush(rng, x, y, ground, length: float, yaw: float) -> Shape:
     across, tall = rng.uniform(0.4, 1.0), rng.uniform(0.6, 2.0)
     if length > 3.0:
         return Box((x, y, ground + tall / 2), (length / 2, across, tall / 2), yaw, label=VEGETATION,
-                   remission=albedo(rng, "foliage"), porosity=0.1, scatter=0.05)
+                   remission=albedo(rng, "foliage"), porosity=0.1, scatter=0.08)
     return foliage(rng, (x, y, ground + 0.5 * tall), (length / 2, across, tall / 2 + 0.1))
 
 

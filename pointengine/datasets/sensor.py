@@ -17,17 +17,18 @@ from .scan import LidarScan
 KITTI_HEIGHT = 1.73  # m above the road, as on the KITTI car
 
 
-def _unit_calibration() -> tuple[np.ndarray, np.ndarray]:
-    """One sensor unit, the same in every scan: each beam's elevation error (radians), and the extra
-    fraction of returns its six weak beams lose."""
+def _unit_calibration() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One sensor unit, the same in every scan: each beam's elevation error (radians), the extra
+    fraction of returns its six weak beams lose, and its range error in units of its standard
+    deviation (`returns` scales it)."""
     rng = np.random.default_rng(64)
     offsets = np.radians(rng.normal(0.0, 0.04, 64))
     loss = np.zeros(64)
     loss[rng.choice(64, 6, replace=False)] = rng.uniform(0.1, 0.4, 6)
-    return offsets, loss
+    return offsets, loss, rng.normal(0.0, 1.0, 64)
 
 
-BEAM_OFFSETS, BEAM_LOSS = _unit_calibration()
+BEAM_OFFSETS, BEAM_LOSS, BEAM_RANGE_BIAS = _unit_calibration()
 EGO = -2  # label of rays that end on the sensor's own car: never returned
 
 
@@ -101,13 +102,18 @@ def echo(albedo, cos, distance):
     return albedo * cos * (20.0 / np.maximum(distance, 1.0)) ** 2
 
 
-def returns(image: RangeImage, rng: np.random.Generator, min_range: float, noise: float, dropout: float) -> LidarScan:
+def returns(image: RangeImage, rng: np.random.Generator, min_range: float, noise: float, bias: float,
+            dropout: float) -> LidarScan:
     """Points of the rays that hit something, in beam-major order, in the sensor frame. The range noise
-    grows with range (`noise` m at the sensor, twice that at 40 m); a return is lost with probability
-    `dropout` plus its beam's weakness, and always when its echo is too weak to detect."""
+    grows with range (`noise` m at the sensor, twice that at 40 m); each beam's range is off by its own
+    error, `bias` m standard deviation over the beams (a flat wall comes back as slightly offset rings);
+    a return is lost with probability `dropout` plus its beam's weakness, and always when its echo is
+    too weak to detect."""
     distance = image.depth
-    depth = distance + rng.normal(0.0, 1.0, distance.shape) * noise * (1.0 + distance / 40.0)
-    rows = np.interp(np.linspace(0, 63, image.elevations.size), np.arange(64), BEAM_LOSS)[:, None]
+    beam = np.linspace(0, 63, image.elevations.size)
+    offset = bias * np.interp(beam, np.arange(64), BEAM_RANGE_BIAS)[:, None]
+    depth = distance + offset + rng.normal(0.0, 1.0, distance.shape) * noise * (1.0 + distance / 40.0)
+    rows = np.interp(beam, np.arange(64), BEAM_LOSS)[:, None]
     lost = rng.random(depth.shape) < dropout + rows
     keep = (image.label >= 0) & (depth >= min_range) & ~lost & (echo(image.remission, image.cos, distance) >= 5e-4)
     xyz = depth[keep][:, None] * image.sensor_dirs[keep]

@@ -48,7 +48,8 @@ def generate_scan(
     azimuth_steps: int = 2048,
     max_range: float = 80.0,
     min_range: float = 1.0,
-    range_noise: float = 0.015,
+    range_noise: float = 0.025,
+    range_bias: float = 0.02,
     dropout: float = 0.01,
     pose: Pose | None = None,
     rare: float = 1.0,
@@ -57,13 +58,16 @@ def generate_scan(
 
     The same seed gives the same scan, bit for bit. `pose` (height, roll, pitch) replaces the one
     drawn from the seed, the street staying the same. `range_noise` is the standard deviation of the
-    range error (m) near the sensor (it grows with range); `dropout` the fraction of returns lost on
+    range error (m) near the sensor (it grows with range), `range_bias` that of the beams' own fixed
+    range errors (the same unit in every scan); `dropout` the fraction of returns lost on
     every beam (some beams lose more); returns nearer than `min_range`, or on the sensor's own car,
     are dropped. `rare` > 1 puts more of the rare classes in the street (Scene); a training set can
     take them more often than the scans a model is judged on.
     """
     if not 0.0 < rare <= 10.0:
         raise ValueError(f"rare must be in (0, 10], got {rare}")
+    if not (range_noise >= 0.0 and range_bias >= 0.0):
+        raise ValueError(f"range_noise and range_bias must be >= 0, got {range_noise} and {range_bias}")
     if beams < 1 or azimuth_steps < 1:
         raise ValueError(f"beams and azimuth_steps must be >= 1, got {beams} and {azimuth_steps}")
     if not 0 < min_range < max_range:
@@ -79,7 +83,7 @@ def generate_scan(
     for shape in Scene(layout, rng, -pose.height, rare).shapes():
         image.cast(shape, rng)
     block_ego_car(image)
-    return returns(image, rng, min_range, range_noise, dropout)
+    return returns(image, rng, min_range, range_noise, range_bias, dropout)
 
 
 def frame_seed(seed: int, sequence: str, frame: int) -> int:
