@@ -25,7 +25,6 @@ import time
 import torch
 
 from common import KITTI_SCANS, append_results, machine, round_robin
-from pointengine._memory import keep_freed_memory
 from pointengine.datasets import LidarScan, generate_scan, load_scan
 from pointengine.models import build_model, load_model_config
 from pointengine.segment import voxelize_scans
@@ -50,7 +49,6 @@ def real_size_scan() -> tuple[str, LidarScan]:
 def measure(name: str, steps: int, threads: int) -> dict:
     """In a child process: median step and inference times, peak RSS (MB)."""
     torch.set_num_threads(threads)
-    keep_freed_memory()  # as `pointengine train` does
     scan_name, scan = real_size_scan()
     config = load_model_config(name)
     torch.manual_seed(0)

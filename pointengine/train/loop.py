@@ -20,7 +20,6 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from .._memory import keep_freed_memory
 from ..datasets.metrics import class_iou, confusion_matrix
 from ..models.checkpoint import load_checkpoint, save_checkpoint
 from ..models.registry import build_model
@@ -61,7 +60,6 @@ def train(
     SemanticKITTI-layout folder `data`, writing the weights, state and metrics.jsonl into `out` after
     every epoch. Every scan is checked before the first step. Under torchrun each rank trains on its
     shard of every global batch (see distributed.py). Returns the records of the epochs it ran."""
-    keep_freed_memory()
     device = rank_device(torch.device(device))
     config = settings.model_config()
     train_frames = LabelledFrames(data, settings.train_sequences, config.dataset)
