@@ -64,7 +64,8 @@ def upright_roughness(scans: list) -> tuple[np.ndarray, np.ndarray]:
 
 
 def statistics(scans: list, classes: int) -> dict:
-    """Pooled statistics of some scans: class fractions, range histogram, per-class z and remission."""
+    """Pooled statistics of some scans: class fractions, range histogram, per-class z, remission and the
+    roughness of upright surfaces."""
     points = np.concatenate([scan.points.numpy() for scan in scans]).astype(np.float64)
     labels = np.concatenate([scan.labels.numpy() for scan in scans])
     distance = np.linalg.norm(points[:, :3], axis=1)
