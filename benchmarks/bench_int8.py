@@ -7,8 +7,8 @@ model reads) built beforehand, each variant once per round (common.round_robin),
 - fp32 on a named path: `_C.conv_fused_epilogue_on(feats, weight, nbr, bias, None, True, path)`;
 - int8 on a named path, float32 output and requantized uint8 output: `_C.conv_int8_on(...)`;
 - quantize_u7 of the float32 input (the cost of entering int8 from float).
-Ratios fp32 / int8 (a) best against best: AVX-512 fp32 against AVX-512 VNNI int8, (b) AVX2 against
-AVX2, each where this CPU has the paths. Goals (the issue): >= 3x from 64 -> 64 up where VNNI exists,
+Ratios fp32 / int8: AVX-512 fp32 against (a) AMX int8 and (b) AVX-512 VNNI int8, (c) AVX2 against AVX2,
+each where this CPU has the paths. Goals (the issue): >= 3x from 64 -> 64 up where VNNI exists,
 >= 2x on AVX2. JSON lines go to benchmarks/results/bench_int8.jsonl; a markdown table is printed.
 """
 
@@ -26,7 +26,7 @@ from pointengine.functional import voxelize_points
 
 CHANNELS = (32, 64, 96, 128, 256)
 # (fp32 path, int8 path) of each comparison.
-PAIRS = {"best": ("avx512", "avx512_vnni"), "avx2": ("avx2", "avx2")}
+PAIRS = {"amx": ("avx512", "amx"), "vnni": ("avx512", "avx512_vnni"), "avx2": ("avx2", "avx2")}
 
 
 def kernel_map(synthetic: bool):

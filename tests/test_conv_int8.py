@@ -17,7 +17,7 @@ PATHS = {
     "default": torch.ops.pointengine.conv_int8,
     **{path: lambda *args, path=path: _C.conv_int8_on(*args, path) for path in _C.int8_paths()},
 }
-C_INS = [1, 3, 5, 33, 64]
+C_INS = [1, 3, 5, 33, 64, 130]  # 130: AMX's three 64-channel chunks, the last one partial
 C_OUTS = [1, 7, 8, 9, 15, 16, 17, 33, 64, 96]
 EPS32 = 2.0**-24
 
@@ -241,10 +241,10 @@ def test_the_largest_safe_shape_runs(path):
 
 @pytest.mark.parametrize("path", ["unknown", "avx512"])
 def test_unknown_paths_are_refused(path):
-    with pytest.raises(RuntimeError, match=f"unknown int8 path '{path}'; expected portable, avx2 or avx512_vnni"):
+    with pytest.raises(RuntimeError, match=f"unknown int8 path '{path}'; expected portable, avx2, avx512_vnni or amx"):
         _C.conv_int8_on(*good_args().values(), path)
 
 
 def test_paths_are_listed_portable_first():
     paths = _C.int8_paths()
-    assert paths[0] == "portable" and set(paths) <= {"portable", "avx2", "avx512_vnni"}
+    assert paths[0] == "portable" and set(paths) <= {"portable", "avx2", "avx512_vnni", "amx"}

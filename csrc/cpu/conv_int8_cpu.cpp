@@ -66,11 +66,13 @@ std::vector<int32_t> zero_terms(const Int8Conv& conv, int64_t c_pad) {
 
 bool conv_int8_vector(const Int8Conv& conv, const Int8Epilogue& epilogue, Int8Path path, float* out_float,
                       uint8_t* out_u7) {
-  const bool vnni = path == Int8Path::kAvx512Vnni;
-  const int64_t lanes = vnni ? 16 : 8, kvol = conv.kvol;
+  const bool avx2 = path == Int8Path::kAvx2, amx = path == Int8Path::kAmx;
+  const int64_t lanes = avx2 ? 8 : 16, kvol = conv.kvol;
   const int64_t c_pad = (conv.c_out + lanes - 1) / lanes * lanes, groups = int8_groups(conv.c_in);
-  std::vector<int8_t> packed(kvol * groups * c_pad * 4);
-  pack_weight_int8(conv.weight, kvol, conv.c_in, conv.c_out, c_pad, packed.data());
+  // AMX multiplies 16 groups (64 input channels) at a time: its weight has zero groups up to a multiple.
+  const int64_t w_groups = amx ? (groups + 15) / 16 * 16 : groups;
+  std::vector<int8_t> packed(kvol * w_groups * c_pad * 4);
+  pack_weight_int8(conv.weight, kvol, conv.c_in, conv.c_out, w_groups, c_pad, packed.data());
   const std::vector<int32_t> zeros = zero_terms(conv, c_pad);
   // The kernels read whole groups of 4 bytes: rows of other lengths are copied with zero padding.
   at::Tensor padded;
@@ -80,7 +82,7 @@ bool conv_int8_vector(const Int8Conv& conv, const Int8Epilogue& epilogue, Int8Pa
     padded.narrow(1, 0, conv.c_in).copy_(at::from_blob(const_cast<uint8_t*>(q), {conv.n_in, conv.c_in}, at::kByte));
     q = padded.data_ptr<uint8_t>();
   }
-  const auto kernel = vnni ? conv_int8_tile_avx512_vnni : conv_int8_tile_avx2;
+  const auto kernel = amx ? conv_int8_tile_amx : avx2 ? conv_int8_tile_avx2 : conv_int8_tile_avx512_vnni;
   return for_each_tile(conv.n_out, kvol, [&](int64_t row_begin, int64_t n_rows, TileWorkspace& ws) {
     TilePairs pairs;
     const bool valid = conv.pairs.tile(row_begin, n_rows, ws, true, pairs);
@@ -90,16 +92,18 @@ bool conv_int8_vector(const Int8Conv& conv, const Int8Epilogue& epilogue, Int8Pa
                                                     n_rows * conv.c_out * 4}
                                       : OutputBytes{reinterpret_cast<char*>(out_u7 + row_begin * conv.c_out),
                                                     n_rows * conv.c_out};
-    kernel(q, groups * 4, packed.data(), zeros.data(), kvol, groups, c_pad, pairs, acc, out);
+    kernel(q, groups * 4, packed.data(), zeros.data(), kvol, w_groups, c_pad, pairs, acc, out);
     apply_int8_epilogue(epilogue, acc, c_pad, row_begin, n_rows, conv.c_out, out_float, out_u7, path);
     return valid;
   });
 }
 
 Int8Path best_int8_path() {
-  // The AVX-512 path compacts its tiles with the AVX2 code, as the float32 one does.
-  if (cpu_has_avx512_vnni() && cpu_has_avx2_fma()) return Int8Path::kAvx512Vnni;
-  return cpu_has_avx2_fma() ? Int8Path::kAvx2 : Int8Path::kPortable;
+  // The AVX-512 paths compact their tiles with the AVX2 code, as the float32 one does.
+  if (!cpu_has_avx2_fma()) return Int8Path::kPortable;
+  if (cpu_has_amx_int8()) return Int8Path::kAmx;
+  if (cpu_has_avx512_vnni()) return Int8Path::kAvx512Vnni;
+  return Int8Path::kAvx2;
 }
 
 // A scale argument as the float32 the epilogue computes with: finite and > 0 after the rounding.
@@ -126,9 +130,8 @@ at::Tensor optional_float(const c10::optional<at::Tensor>& t, const char* arg, a
 
 int64_t int8_groups(int64_t c_in) { return (c_in + 3) / 4; }
 
-void pack_weight_int8(const int8_t* weight, int64_t kvol, int64_t c_in, int64_t c_out, int64_t c_pad,
-                      int8_t* packed) {
-  const int64_t groups = int8_groups(c_in);
+void pack_weight_int8(const int8_t* weight, int64_t kvol, int64_t c_in, int64_t c_out, int64_t groups,
+                      int64_t c_pad, int8_t* packed) {
   std::fill(packed, packed + kvol * groups * c_pad * 4, int8_t(0));
   for (int64_t k = 0; k < kvol; ++k)
     for (int64_t ci = 0; ci < c_in; ++ci)
@@ -144,6 +147,7 @@ std::vector<Int8Path> int8_paths() {
 
 const char* int8_path_name(Int8Path path) {
   switch (path) {
+    case Int8Path::kAmx: return "amx";
     case Int8Path::kAvx512Vnni: return "avx512_vnni";
     case Int8Path::kAvx2: return "avx2";
     default: return "portable";
@@ -151,13 +155,13 @@ const char* int8_path_name(Int8Path path) {
 }
 
 Int8Path int8_path_named(const std::string& name) {
-  for (Int8Path path : {Int8Path::kPortable, Int8Path::kAvx2, Int8Path::kAvx512Vnni}) {
+  for (Int8Path path : {Int8Path::kPortable, Int8Path::kAvx2, Int8Path::kAvx512Vnni, Int8Path::kAmx}) {
     if (name != int8_path_name(path)) continue;
     TORCH_CHECK(path <= best_int8_path(), "this CPU has no ", name, " int8 path (its best is ",
                 int8_path_name(best_int8_path()), ")");
     return path;
   }
-  TORCH_CHECK(false, "unknown int8 path '", name, "'; expected portable, avx2 or avx512_vnni");
+  TORCH_CHECK(false, "unknown int8 path '", name, "'; expected portable, avx2, avx512_vnni or amx");
 }
 
 at::Tensor conv_int8_path(const at::Tensor& q_feats, double in_scale, int64_t in_zero, const at::Tensor& weight,

@@ -55,6 +55,7 @@ PE_AVX2_NO_FMA void float_results_avx2(const Int8Epilogue& e, const int32_t* acc
     if (e.relu) x = _mm256_max_ps(zero, x);
     _mm256_storeu_ps(v + c, x);
   }
+  _mm256_zeroupper();
   float_results(e, acc + c, scale + c, bias ? bias + c : nullptr, res ? res + c : nullptr, n - c, v + c);
 }
 
@@ -81,10 +82,10 @@ __attribute__((target("avx2,avx512f"))) void float_results_avx512(const Int8Epil
 
 void apply_int8_epilogue(const Int8Epilogue& e, const int32_t* acc, int64_t acc_stride, int64_t row_begin,
                          int64_t n_rows, int64_t c_out, float* out_float, uint8_t* out_u7, Int8Path path) {
-  const auto results = path == Int8Path::kAvx512Vnni ? float_results_avx512
+  const auto results = path >= Int8Path::kAvx512Vnni ? float_results_avx512
                        : path == Int8Path::kAvx2     ? float_results_avx2
                                                      : float_results;
-  const auto quantize = path == Int8Path::kAvx512Vnni ? quantize_u7_span_avx512
+  const auto quantize = path >= Int8Path::kAvx512Vnni ? quantize_u7_span_avx512
                         : path == Int8Path::kAvx2     ? quantize_u7_span_avx2
                                                       : quantize_u7_span;
   const bool requantize = e.out_scale > 0.f;

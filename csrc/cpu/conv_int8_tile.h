@@ -10,14 +10,15 @@
 namespace pointengine {
 
 // The int8 kernels, in the order the op prefers them.
-enum class Int8Path { kPortable, kAvx2, kAvx512Vnni };
+enum class Int8Path { kPortable, kAvx2, kAvx512Vnni, kAmx };
 
 // The vector kernels read the weight [K, C_in, C_out] as [K][groups][c_pad][4] int8: the 4 input
 // channels 4g..4g+3 of one output column side by side (what vpmaddubsw and vpdpbusd multiply with 4
-// broadcast input bytes), groups = ceil(C_in / 4), C_out padded to c_pad; the padding is zero.
+// broadcast input bytes), groups >= ceil(C_in / 4) (int8_groups; the AMX kernel takes a multiple of
+// 16), C_out padded to c_pad; the padding is zero.
 int64_t int8_groups(int64_t c_in);
-void pack_weight_int8(const int8_t* weight, int64_t kvol, int64_t c_in, int64_t c_out, int64_t c_pad,
-                      int8_t* packed);
+void pack_weight_int8(const int8_t* weight, int64_t kvol, int64_t c_in, int64_t c_out, int64_t groups,
+                      int64_t c_pad, int8_t* packed);
 
 // The bytes of a tile's output rows. The kernels ask for them a share per offset while their first
 // panel computes, so that the epilogue's stores find their lines in cache instead of each waiting
@@ -43,8 +44,15 @@ void conv_int8_tile_avx512_vnni(const uint8_t* q, int64_t q_stride, const int8_t
                                 int64_t kvol, int64_t groups, int64_t c_pad, TilePairs pairs, int32_t* acc,
                                 OutputBytes out);
 
-// Whether this CPU (and its OS) runs AVX-512F, BW and VNNI.
+// The same sums with AMX tiles (conv_int8_amx.cpp): groups a multiple of 16, c_pad of 16; q rows may be
+// shorter than groups * 4 bytes (the rest counts as zero).
+void conv_int8_tile_amx(const uint8_t* q, int64_t q_stride, const int8_t* packed, const int32_t* zero_terms,
+                        int64_t kvol, int64_t groups, int64_t c_pad, TilePairs pairs, int32_t* acc, OutputBytes out);
+
+// Whether this CPU (and its OS) runs AVX-512F, BW and VNNI; and AMX-INT8 as well (asking Linux for the
+// tile state once).
 bool cpu_has_avx512_vnni();
+bool cpu_has_amx_int8();
 
 // What turns a tile's int32 sums into output rows (conv_int8_epilogue.cpp).
 struct Int8Epilogue {
@@ -58,8 +66,8 @@ struct Int8Epilogue {
 
 // Output rows [row_begin, row_begin + n_rows), from acc (row stride acc_stride) into out_float or, when
 // requantizing, out_u7 ([N_out, c_out] each), with the vectors of the path that computed the sums: 4
-// columns at a time on the portable one (SSE2, every x86-64 CPU), 8 on AVX2, 16 on AVX-512 VNNI; the
-// same bits.
+// columns at a time on the portable one (SSE2, every x86-64 CPU), 8 on AVX2, 16 on AVX-512 VNNI and AMX;
+// the same bits.
 void apply_int8_epilogue(const Int8Epilogue& epilogue, const int32_t* acc, int64_t acc_stride, int64_t row_begin,
                          int64_t n_rows, int64_t c_out, float* out_float, uint8_t* out_u7, Int8Path path);
 
