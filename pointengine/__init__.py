@@ -5,8 +5,8 @@ import os
 # The kernels read this to cap their vector ISA (csrc/cpu/conv_tile.h); a typo would silently mean
 # no cap, so it is checked here, before the extension is loaded.
 CPU_PATH_MAX = os.environ.get("POINTENGINE_CPU_PATH_MAX")
-if CPU_PATH_MAX not in (None, "portable", "avx2", "avx512"):
-    raise ValueError(f"POINTENGINE_CPU_PATH_MAX must be portable, avx2 or avx512, got {CPU_PATH_MAX!r}")
+if CPU_PATH_MAX not in (None, "portable", "avx2", "avx512", "amx"):
+    raise ValueError(f"POINTENGINE_CPU_PATH_MAX must be portable, avx2, avx512 or amx, got {CPU_PATH_MAX!r}")
 
 from . import compress, datasets, functional, nn
 from .compress import optimize

@@ -34,5 +34,8 @@ def test_cpu_path_cap_from_the_environment():
     assert portable.returncode == 0
     assert "CPU kernel paths: portable (chosen at run time, capped by POINTENGINE_CPU_PATH_MAX)" in portable.stdout
     assert "conv int8: portable (of portable); conv bfloat16: portable (of portable)" in portable.stdout
+    without_amx = info("avx512")  # AVX-512 without AMX: an AMX machine then runs and times VNNI and AVX512_BF16
+    assert without_amx.returncode == 0 and "amx" not in without_amx.stdout
     typo = info("avx3")
-    assert typo.returncode != 0 and "POINTENGINE_CPU_PATH_MAX must be portable, avx2 or avx512, got 'avx3'" in typo.stderr
+    assert typo.returncode != 0
+    assert "POINTENGINE_CPU_PATH_MAX must be portable, avx2, avx512 or amx, got 'avx3'" in typo.stderr

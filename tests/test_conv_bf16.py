@@ -1,7 +1,8 @@
 """conv_bf16, the bfloat16 inference convolution: every element within the float32-summation error bound
-of a float64 reference; its sums bit for bit those of vdpbf16ps (order emulated here in float64); the
-portable and AVX512_BF16 paths bitwise equal, with denormals too; the epilogue, bfloat16 output,
-empty output, thread-count independence, and bad inputs."""
+of a float64 reference; its sums bit for bit those of vdpbf16ps (order emulated here in float64) on the
+portable and AVX512_BF16 paths, bitwise equal to each other, with denormals too; the AMX path (whose
+TDPBF16PS rounds its own way) within the bound and denormal-free; the epilogue, bfloat16 output, empty
+output, thread-count independence, and bad inputs."""
 
 import itertools
 
@@ -10,7 +11,8 @@ import torch
 
 from pointengine import _C, _ops
 
-PATHS = ["portable", "avx512_bf16"]
+VDPBF16PS_PATHS = ["portable", "avx512_bf16"]  # the same bits, vdpbf16ps's
+PATHS = [*VDPBF16PS_PATHS, "amx"]
 EPILOGUES = list(itertools.product([False, True], repeat=3))  # (bias, residual, relu)
 U = 2.0**-24  # float32 unit roundoff
 FLOAT32_MIN_NORMAL = 2.0**-126
@@ -130,7 +132,7 @@ def exponent_spread_case(c_in: int, c_out: int, kvol: int, seed: int):
     return values(60, c_in), values(kvol, c_in, c_out), random_table(60, 150, kvol, g)
 
 
-@pytest.mark.parametrize("path", ["default", *PATHS])
+@pytest.mark.parametrize("path", VDPBF16PS_PATHS)
 @pytest.mark.parametrize("c_in, c_out, kvol", [(3, 17, 8), (16, 33, 27), (17, 7, 27)])
 def test_bit_for_bit_the_sums_of_vdpbf16ps(path, c_in, c_out, kvol):
     feats, weight, nbr = exponent_spread_case(c_in, c_out, kvol, seed=c_in + c_out)
@@ -138,7 +140,7 @@ def test_bit_for_bit_the_sums_of_vdpbf16ps(path, c_in, c_out, kvol):
     assert torch.equal(out.view(torch.int32), vdpbf16ps_sums(feats, weight, nbr).view(torch.int32))
 
 
-@pytest.mark.parametrize("path", ["default", *PATHS])
+@pytest.mark.parametrize("path", VDPBF16PS_PATHS)
 def test_the_order_within_a_pair_shows(path):
     """A case where hi-then-lo and lo-then-hi differ, so the check above can fail: after 2^-24, adding
     2^-24 then 1 gives 1 + 2^-23, adding 1 then 2^-24 gives 1 (1 + 2^-24 ties to even)."""
@@ -216,9 +218,32 @@ def test_denormals_give_the_same_bits_on_every_path(values):
         pytest.skip("this CPU has no avx512_bf16 path")
     g = torch.Generator().manual_seed(3)
     feats, weight, nbr = values((200, 19), g), values((27, 19, 40), g), random_table(200, 300, 27, g)
-    portable, avx512_bf16 = (_C.conv_bf16_on(feats, weight, nbr, None, None, False, False, path) for path in PATHS)
+    portable, avx512_bf16 = (_C.conv_bf16_on(feats, weight, nbr, None, None, False, False, path)
+                             for path in VDPBF16PS_PATHS)
     assert torch.equal(portable.view(torch.int32), avx512_bf16.view(torch.int32))
     assert not (portable.abs() < FLOAT32_MIN_NORMAL).logical_and(portable != 0).any()  # flushed, none left
+
+
+@pytest.mark.parametrize("values", [near_the_denormal_range, mixed_with_denormals])
+def test_the_amx_path_reads_denormals_as_zero_and_leaves_none(values):
+    """TDPBF16PS, like vdpbf16ps, reads denormal inputs as zero and flushes denormal results: within the
+    bound of the float64 sums of the inputs with their denormals zeroed, and no denormal left."""
+    if "amx" not in _C.bf16_paths():
+        pytest.skip("this CPU has no amx path")
+    g = torch.Generator().manual_seed(3)
+    feats, weight, nbr = values((200, 19), g), values((27, 19, 40), g), random_table(200, 300, 27, g)
+    out = _C.conv_bf16_on(feats, weight, nbr, None, None, False, False, "amx")
+    zeroed = [torch.where(t.float().abs() < FLOAT32_MIN_NORMAL, 0, t) for t in (feats, weight)]
+    expected, magnitude = reference(*zeroed, nbr)
+    assert ((out.double() - expected).abs() <= error_bound(magnitude, terms(19, 27))).all()
+    assert not (out.abs() < FLOAT32_MIN_NORMAL).logical_and(out != 0).any()
+
+
+def test_the_op_takes_the_best_path():
+    feats, weight, nbr, bias, residual = case(17, 33, 27, seed=6)
+    args = (feats, weight, nbr, bias, residual, True, False)
+    best = _C.conv_bf16_on(*args, _C.bf16_paths()[-1])
+    assert torch.equal(_ops.conv_bf16(*args).view(torch.int32), best.view(torch.int32))
 
 
 def test_denormal_inputs_read_as_zero():
@@ -290,6 +315,6 @@ def test_bad_inputs_raise_clear_errors(path, problem, message):
 
 def test_unknown_path_is_refused():
     feats, weight, nbr, _, _ = case(4, 6, 8, seed=7)
-    with pytest.raises(RuntimeError, match="unknown conv_bf16 path 'avx2'; expected portable or avx512_bf16"):
+    with pytest.raises(RuntimeError, match="unknown conv_bf16 path 'avx2'; expected portable, avx512_bf16 or amx"):
         _C.conv_bf16_on(feats, weight, nbr, None, None, False, False, "avx2")
     assert _C.bf16_paths()[0] == "portable"

@@ -1,9 +1,10 @@
 // bfloat16 fused sparse convolution for inference: out = relu?(sum_k feats[nbr[:, k]] @ weight[k] + bias
-// + residual), the products summed in float32 exactly as vdpbf16ps sums them (conv_tile_bf16.h), the
-// epilogue in float32, the result float32 or rounded to bfloat16 (nearest even).
+// + residual), the products summed in float32 exactly as vdpbf16ps sums them (conv_tile_bf16.h; the AMX
+// path as tdpbf16ps does), the epilogue in float32, the result float32 or rounded to bfloat16 (nearest even).
 // The tile structure of conv_fused_cpu.cpp: fixed tiles of output rows, each summing its terms in
 // one order (offset, then input-channel pair) whatever thread computes it, so the result is bitwise
-// the same for any thread count, and the same on both paths.
+// the same for any thread count, and the same on the portable and AVX512_BF16 paths (AMX rounds its
+// own way).
 #include <ATen/ATen.h>
 #include <torch/library.h>
 
@@ -72,46 +73,53 @@ bool conv_portable(const uint16_t* feats, const uint16_t* weight, const PairSour
   });
 }
 
-bool conv_avx512_bf16(const uint16_t* feats, const uint16_t* weight, const PairSource& source, const Shape& shape,
-                      const Epilogue<float>& epilogue, const Output& out) {
+bool conv_vector(const uint16_t* feats, const uint16_t* weight, const PairSource& source, const Shape& shape,
+                 const Epilogue<float>& epilogue, const Output& out, bool amx) {
   const int64_t kvol = shape.kvol, c_in = shape.c_in, c_out = shape.c_out;
-  std::vector<uint16_t> packed(packed_weight_numel_bf16(kvol, c_in, c_out));
-  pack_weight_bf16(weight, kvol, c_in, c_out, packed.data());
+  std::vector<uint16_t> packed(amx ? packed_weight_numel_amx_bf16(kvol, c_in, c_out)
+                                   : packed_weight_numel_bf16(kvol, c_in, c_out));
+  (amx ? pack_weight_amx_bf16 : pack_weight_bf16)(weight, kvol, c_in, c_out, packed.data());
+  const auto tile_kernel = amx ? conv_tile_amx_bf16 : conv_tile_avx512_bf16;
   return for_each_tile(shape.n_out, kvol, [&](int64_t row_begin, int64_t n_rows, TileWorkspace& ws) {
     TilePairs pairs;
     const bool valid = source.tile(row_begin, n_rows, ws, true, pairs);
     float* acc = out.accumulators(row_begin, ws);
     std::fill(acc, acc + n_rows * c_out, 0.f);
-    conv_tile_avx512_bf16(feats, packed.data(), kvol, c_in, c_out, pairs, acc, c_out);
+    tile_kernel(feats, packed.data(), kvol, c_in, c_out, pairs, acc, c_out);
     out.finish_avx2(epilogue, acc, row_begin, n_rows);
     return valid;
   });
 }
 
-const char* path_name(Bf16Path path) { return path == Bf16Path::kAvx512Bf16 ? "avx512_bf16" : "portable"; }
-
-// The AVX512_BF16 path compacts its tiles with the AVX2 code (every AVX-512 CPU has AVX2).
-Bf16Path best_path() {
-  return cpu_has_avx512_bf16() && cpu_has_avx2_fma() ? Bf16Path::kAvx512Bf16 : Bf16Path::kPortable;
+const char* path_name(Bf16Path path) {
+  return path == Bf16Path::kAmx ? "amx" : path == Bf16Path::kAvx512Bf16 ? "avx512_bf16" : "portable";
 }
+
+// The vector paths compact their tiles with the AVX2 code (every AVX-512 CPU has AVX2).
+Bf16Path best_path() {
+  if (!cpu_has_avx512_bf16() || !cpu_has_avx2_fma()) return Bf16Path::kPortable;
+  return cpu_has_amx_bf16() ? Bf16Path::kAmx : Bf16Path::kAvx512Bf16;
+}
+
+constexpr Bf16Path kPaths[] = {Bf16Path::kPortable, Bf16Path::kAvx512Bf16, Bf16Path::kAmx};
 
 }  // namespace
 
 std::vector<std::string> bf16_paths() {
   std::vector<std::string> names;
-  for (Bf16Path path : {Bf16Path::kPortable, Bf16Path::kAvx512Bf16})
+  for (Bf16Path path : kPaths)
     if (path <= best_path()) names.push_back(path_name(path));
   return names;
 }
 
 Bf16Path bf16_path_named(const std::string& name) {
-  for (Bf16Path path : {Bf16Path::kPortable, Bf16Path::kAvx512Bf16}) {
+  for (Bf16Path path : kPaths) {
     if (name != path_name(path)) continue;
     TORCH_CHECK(path <= best_path(), "this CPU has no ", name, " path for conv_bf16 (its best is ",
                 path_name(best_path()), ")");
     return path;
   }
-  TORCH_CHECK(false, "unknown conv_bf16 path '", name, "'; expected portable or avx512_bf16");
+  TORCH_CHECK(false, "unknown conv_bf16 path '", name, "'; expected portable, avx512_bf16 or amx");
 }
 
 at::Tensor conv_bf16_path(const at::Tensor& feats_in, const at::Tensor& weight_in, const at::Tensor& nbr_in,
@@ -138,8 +146,8 @@ at::Tensor conv_bf16_path(const at::Tensor& feats_in, const at::Tensor& weight_i
   TileLists lists;
   const PairSource source{nbr.data_ptr<int32_t>(), shape.kvol, shape.n_in,
                           given_tile_lists(tiles, nbr, shape.n_in, op, lists)};
-  const bool valid = path == Bf16Path::kAvx512Bf16 ? conv_avx512_bf16(x, w, source, shape, epilogue, output)
-                                                   : conv_portable(x, w, source, shape, epilogue, output);
+  const bool valid = path == Bf16Path::kPortable ? conv_portable(x, w, source, shape, epilogue, output)
+                                                : conv_vector(x, w, source, shape, epilogue, output, path == Bf16Path::kAmx);
   TORCH_CHECK(valid, op, ": nbr holds a row index >= the number of feats rows (", shape.n_in, ")");
   return out;
 }

@@ -9,10 +9,11 @@
 
 namespace pointengine {
 
-// Portable: scalar fmaf steps; AVX512_BF16: vdpbf16ps. The two give the same bits (conv_tile_bf16.h).
-enum class Bf16Path { kPortable, kAvx512Bf16 };
+// Portable: scalar fmaf steps; AVX512_BF16: vdpbf16ps, the same bits (conv_tile_bf16.h); AMX:
+// tdpbf16ps, which rounds its own way (conv_tile_amx_bf16.cpp).
+enum class Bf16Path { kPortable, kAvx512Bf16, kAmx };
 
-// The paths this CPU runs, portable first, by name ("portable", "avx512_bf16"); the path of a name,
+// The paths this CPU runs, portable first, by name ("portable", "avx512_bf16", "amx"); the path of a name,
 // refused (TORCH_CHECK) when unknown or beyond this CPU.
 std::vector<std::string> bf16_paths();
 Bf16Path bf16_path_named(const std::string& name);

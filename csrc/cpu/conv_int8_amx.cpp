@@ -109,7 +109,7 @@ PE_AMX void add_block(const int32_t (*sums)[kTileRowsAmx][16], const int32_t* ro
 bool cpu_has_amx_int8() {
   static const bool has = [] {
     unsigned eax, ebx, ecx, edx;
-    if (!cpu_has_avx512_vnni() || !__get_cpuid_count(7, 0, &eax, &ebx, &ecx, &edx)) return false;
+    if (isa_cap() < 3 || !cpu_has_avx512_vnni() || !__get_cpuid_count(7, 0, &eax, &ebx, &ecx, &edx)) return false;
     const bool tile = (edx >> 24) & 1, int8 = (edx >> 25) & 1;
     // Linux hands out the tile registers' state only to a process that asks (arch_prctl
     // ARCH_REQ_XCOMP_PERM for XFEATURE_XTILEDATA); without it the first tile instruction faults.

@@ -63,10 +63,11 @@ inline void prefetch_block_inputs(const void* base, int64_t row_bytes, const int
     for (int64_t b = 0; b < row_bytes; b += 64) __builtin_prefetch(bytes + int64_t(inputs[j]) * row_bytes + b);
 }
 
-// The widest vector ISA any kernel may use: 0 none (portable loops), 1 AVX2, 2 AVX-512. The
-// environment variable POINTENGINE_CPU_PATH_MAX (portable, avx2 or avx512; pointengine checks its
-// value on import) lowers it, so that an AVX-512 machine can run and time an AVX2 machine's paths;
-// unset, it is 2 and the CPU's own features decide. Read once.
+// The widest vector ISA any kernel may use: 0 none (portable loops), 1 AVX2, 2 AVX-512, 3 AVX-512 and
+// AMX. The environment variable POINTENGINE_CPU_PATH_MAX (portable, avx2, avx512 or amx; pointengine
+// checks its value on import) lowers it, so that an AVX-512 machine can run and time an AVX2 machine's
+// paths, or an AMX one those of AVX-512 without AMX; unset, it is 3 and the CPU's own features decide.
+// Read once.
 int isa_cap();
 
 // Whether this CPU (and its OS) runs AVX2 and FMA; AVX-512F; each within isa_cap().

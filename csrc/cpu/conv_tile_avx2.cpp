@@ -64,8 +64,10 @@ int panel_vectors(int64_t c_out_pad, int64_t col) {
 int isa_cap() {
   static const int cap = [] {
     const char* value = std::getenv("POINTENGINE_CPU_PATH_MAX");
-    if (value == nullptr) return 2;
-    return std::strcmp(value, "portable") == 0 ? 0 : std::strcmp(value, "avx2") == 0 ? 1 : 2;
+    if (value == nullptr) return 3;
+    if (std::strcmp(value, "portable") == 0) return 0;
+    if (std::strcmp(value, "avx2") == 0) return 1;
+    return std::strcmp(value, "avx512") == 0 ? 2 : 3;
   }();
   return cap;
 }

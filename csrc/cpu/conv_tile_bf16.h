@@ -1,4 +1,4 @@
-// The bfloat16 convolution's arithmetic, which both of its paths follow: each output element is a
+// The bfloat16 convolution's arithmetic, which its portable and AVX512_BF16 paths follow: each output element is a
 // float32 accumulator updated once per (offset, pair of input channels), in ascending order, as
 // vdpbf16ps (AVX512_BF16) updates it; and the entry points of the AVX512_BF16 tile kernel
 // (conv_tile_avx512_bf16.cpp). bfloat16 values are their uint16_t bit patterns. Plain C++, no ATen.
@@ -55,5 +55,14 @@ void pack_weight_bf16(const uint16_t* weight, int64_t kvol, int64_t c_in, int64_
 // stride of acc_stride floats (the last vector of a row is masked).
 void conv_tile_avx512_bf16(const uint16_t* feats, const uint16_t* packed, int64_t kvol, int64_t c_in, int64_t c_out,
                            TilePairs pairs, float* acc, int64_t acc_stride);
+
+// The same sums with AMX tiles (conv_tile_amx_bf16.cpp; TDPBF16PS rounds its own way, so not the same
+// bits), on its own weight layout: pairs of input channels padded with zero pairs to a multiple of 16,
+// columns padded to a multiple of 16: [K][pairs][c_pad][2].
+bool cpu_has_amx_bf16();
+int64_t packed_weight_numel_amx_bf16(int64_t kvol, int64_t c_in, int64_t c_out);
+void pack_weight_amx_bf16(const uint16_t* weight, int64_t kvol, int64_t c_in, int64_t c_out, uint16_t* packed);
+void conv_tile_amx_bf16(const uint16_t* feats, const uint16_t* packed, int64_t kvol, int64_t c_in, int64_t c_out,
+                        TilePairs pairs, float* acc, int64_t acc_stride);
 
 }  // namespace pointengine
