@@ -7,14 +7,12 @@
 // Per offset, 16 pairs at a time: their input rows are gathered into a buffer (the tiles load rows at
 // one stride), multiplied with up to 4 weight tiles (64 columns) per 64 input channels, and the 16 x 16
 // sums of each column tile are added into the accumulator rows the pairs name.
-#include <cpuid.h>
 #include <immintrin.h>
-#include <sys/syscall.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <vector>
 
+#include "amx_tiles.h"
 #include "conv_int8_tile.h"
 
 #define PE_AMX __attribute__((target("avx2,avx512f,avx512bw,amx-tile,amx-int8")))
@@ -22,42 +20,18 @@
 namespace pointengine {
 namespace {
 
-constexpr int kTileRowsAmx = 16;   // pairs per block: the rows of a tile
-constexpr int64_t kChunkBytes = 64;  // input channels per tile row
+constexpr int kTileRowsAmx = kAmxRows;  // pairs per block
+constexpr int64_t kChunkBytes = kAmxRowBytes;  // input channels per tile row
 constexpr int64_t kChunkGroups = kChunkBytes / 4;
-
-// The 64-byte operand of ldtilecfg, palette 1: every tile used here is 16 rows of 64 bytes.
-struct alignas(64) TileConfig {
-  uint8_t palette = 1;
-  uint8_t start_row = 0;
-  uint8_t reserved[14] = {};
-  uint16_t bytes_per_row[16] = {};
-  uint8_t rows[16] = {};
-};
 
 // Tiles 0-3 hold the sums of up to 4 column tiles, 4 the input rows, 5-7 weights.
 PE_AMX void configure_tiles() {
-  TileConfig config;
+  AmxTileConfig config;
   for (int t = 0; t < 8; ++t) {
     config.rows[t] = kTileRowsAmx;
     config.bytes_per_row[t] = kChunkBytes;
   }
   _tile_loadconfig(&config);
-}
-
-// Input channels [chunk * 64, chunk * 64 + 64) of the block's pairs into rows of `block` (64 bytes
-// each, chunk after chunk), zero past the row's end.
-PE_AMX void gather_inputs(const uint8_t* q, int64_t q_stride, const int32_t* inputs, int m, int64_t chunks,
-                          uint8_t* block) {
-  for (int r = 0; r < m; ++r) {
-    const uint8_t* row = q + int64_t(inputs[r]) * q_stride;
-    for (int64_t c = 0; c < chunks; ++c) {
-      const int64_t left = q_stride - c * kChunkBytes;
-      const __mmask64 mask = left >= kChunkBytes ? ~__mmask64(0) : (__mmask64(1) << left) - 1;
-      _mm512_storeu_si512(block + (c * kTileRowsAmx + r) * kChunkBytes,
-                          _mm512_maskz_loadu_epi8(mask, row + c * kChunkBytes));
-    }
-  }
 }
 
 // The block's sums of `tiles` column tiles (panel of 64 columns at w, weight rows w_stride apart)
@@ -107,15 +81,7 @@ PE_AMX void add_block(const int32_t (*sums)[kTileRowsAmx][16], const int32_t* ro
 }  // namespace
 
 bool cpu_has_amx_int8() {
-  static const bool has = [] {
-    unsigned eax, ebx, ecx, edx;
-    if (isa_cap() < 3 || !cpu_has_avx512_vnni() || !__get_cpuid_count(7, 0, &eax, &ebx, &ecx, &edx)) return false;
-    const bool tile = (edx >> 24) & 1, int8 = (edx >> 25) & 1;
-    // Linux hands out the tile registers' state only to a process that asks (arch_prctl
-    // ARCH_REQ_XCOMP_PERM for XFEATURE_XTILEDATA); without it the first tile instruction faults.
-    constexpr long kRequestPermission = 0x1023, kTileData = 18;
-    return tile && int8 && syscall(SYS_arch_prctl, kRequestPermission, kTileData) == 0;
-  }();
+  static const bool has = isa_cap() >= 3 && cpu_has_avx512_vnni() && cpu_runs_amx(25);
   return has;
 }
 
@@ -133,7 +99,7 @@ PE_AMX void conv_int8_tile_amx(const uint8_t* q, int64_t q_stride, const int8_t*
     const int32_t* inputs = pairs.inputs + pairs.start[k];
     for (int64_t p = 0; p < pairs.count[k]; p += kTileRowsAmx) {
       const int m = int(std::min<int64_t>(kTileRowsAmx, pairs.count[k] - p));
-      gather_inputs(q, q_stride, inputs + p, m, chunks, block.data());
+      gather_tile_rows(q, q_stride, inputs + p, m, chunks, block.data());
       for (int64_t col = 0; col < c_pad; col += 64) {
         const int tiles = int(std::min<int64_t>(4, (c_pad - col) / 16));
         multiply_block(block.data(), packed + (k * groups * c_pad + col) * 4, w_stride, chunks, tiles, sums);

@@ -10,14 +10,12 @@
 // stays deterministic: each accumulator takes its offsets and channel chunks in one fixed order, the
 // float32 tile starting from the accumulator rows themselves (gathered, multiplied, scattered back),
 // for any thread count; tests hold it to the float32 summation bound of a float64 reference.
-#include <cpuid.h>
 #include <immintrin.h>
-#include <sys/syscall.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <vector>
 
+#include "amx_tiles.h"
 #include "conv_tile_bf16.h"
 
 #define PE_AMX_BF16 __attribute__((target("avx2,avx512f,avx512bw,amx-tile,amx-bf16")))
@@ -25,22 +23,14 @@
 namespace pointengine {
 namespace {
 
-constexpr int kBlockPairs = 16;  // pairs of an offset per block: the rows of a tile
-constexpr int64_t kChunkPairs = 16;  // channel pairs per tile row (64 bytes)
+constexpr int kBlockPairs = kAmxRows;  // pairs of an offset per block
+constexpr int64_t kChunkPairs = kAmxRowBytes / 4;  // channel pairs per tile row
 constexpr int64_t kPanelColumns = 32;  // two float32 tiles
-
-struct alignas(64) TileConfig {
-  uint8_t palette = 1;
-  uint8_t start_row = 0;
-  uint8_t reserved[14] = {};
-  uint16_t bytes_per_row[16] = {};
-  uint8_t rows[16] = {};
-};
 
 // Tiles 0-1: the panel's accumulators; 2: inputs and 3-4: weights of a whole chunk of 16 channel
 // pairs; 5: inputs and 6-7: weights of the last chunk, `last` pairs.
 PE_AMX_BF16 void configure_tiles(int64_t last) {
-  TileConfig config;
+  AmxTileConfig config;
   for (int t = 0; t < 8; ++t) {
     config.rows[t] = kBlockPairs;
     config.bytes_per_row[t] = 64;
@@ -48,21 +38,6 @@ PE_AMX_BF16 void configure_tiles(int64_t last) {
   config.bytes_per_row[5] = uint16_t(4 * last);
   config.rows[6] = config.rows[7] = uint8_t(last);
   _tile_loadconfig(&config);
-}
-
-// The channel pairs of each of the block's m input rows, 16 pairs per 64-byte row of `block` (chunk
-// after chunk), zero past C_in.
-PE_AMX_BF16 void gather_inputs(const uint16_t* feats, int64_t c_in, const int32_t* inputs, int m, int64_t chunks,
-                               uint16_t* block) {
-  for (int r = 0; r < m; ++r) {
-    const uint16_t* row = feats + int64_t(inputs[r]) * c_in;
-    for (int64_t c = 0; c < chunks; ++c) {
-      const int64_t left = c_in - c * 2 * kChunkPairs;
-      const __mmask32 mask = left >= 32 ? ~__mmask32(0) : (__mmask32(1) << left) - 1;
-      _mm512_storeu_si512(block + (c * kBlockPairs + r) * 2 * kChunkPairs,
-                          _mm512_maskz_loadu_epi16(mask, row + c * 2 * kChunkPairs));
-    }
-  }
 }
 
 PE_AMX_BF16 void multiply_panel(const uint16_t* block, const uint16_t* w, int64_t w_stride_bytes, int64_t chunks,
@@ -90,16 +65,8 @@ PE_AMX_BF16 void multiply_panel(const uint16_t* block, const uint16_t* w, int64_
 }  // namespace
 
 bool cpu_has_amx_bf16() {
-  static const bool has = [] {
-    unsigned eax, ebx, ecx, edx;
-    if (isa_cap() < 3 || !cpu_has_avx512_bf16() || !__builtin_cpu_supports("avx512bw") ||
-        !__get_cpuid_count(7, 0, &eax, &ebx, &ecx, &edx))
-      return false;
-    const bool tile = (edx >> 24) & 1, bf16 = (edx >> 22) & 1;
-    // As for conv_int8's AMX path: Linux hands out the tile state only to a process that asks.
-    constexpr long kRequestPermission = 0x1023, kTileData = 18;
-    return tile && bf16 && syscall(SYS_arch_prctl, kRequestPermission, kTileData) == 0;
-  }();
+  static const bool has =
+      isa_cap() >= 3 && cpu_has_avx512_bf16() && __builtin_cpu_supports("avx512bw") && cpu_runs_amx(22);
   return has;
 }
 
@@ -131,7 +98,8 @@ PE_AMX_BF16 void conv_tile_amx_bf16(const uint16_t* feats, const uint16_t* packe
     const int32_t* inputs = pairs.inputs + pairs.start[k];
     for (int64_t p = 0; p < pairs.count[k]; p += kBlockPairs) {
       const int m = int(std::min<int64_t>(kBlockPairs, pairs.count[k] - p));
-      gather_inputs(feats, c_in, inputs + p, m, chunks, block.data());
+      gather_tile_rows(reinterpret_cast<const uint8_t*>(feats), c_in * 2, inputs + p, m, chunks,
+                       reinterpret_cast<uint8_t*>(block.data()));
       for (int64_t col = 0; col < c_pad; col += kPanelColumns) {
         const int tiles = int(std::min<int64_t>(2, (c_pad - col) / 16));
         __mmask16 masks[2];
