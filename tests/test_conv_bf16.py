@@ -263,6 +263,13 @@ def test_no_output_rows(path, bf16_out):
 
 
 @pytest.mark.parametrize("path", ["default", *PATHS])
+def test_no_input_channels_leave_the_bias(path):
+    feats, weight, nbr, bias, _ = case(0, 9, 27, seed=4)
+    out = run(path, feats, weight, nbr, bias, None, False)
+    assert torch.equal(out, bias.expand(nbr.shape[0], 9))
+
+
+@pytest.mark.parametrize("path", ["default", *PATHS])
 @pytest.mark.parametrize("bf16_out", [False, True])
 def test_bitwise_equal_across_thread_counts(path, bf16_out, restore_threads):
     feats, weight, nbr, bias, residual = case(19, 35, 27, seed=5, n_out=1000)

@@ -156,6 +156,13 @@ def test_empty_inputs_and_outputs(path, n_in, n_out):
 
 
 @pytest.mark.parametrize("path", PATHS)
+def test_no_input_channels_leave_the_bias(path):
+    q, weight, nbr, bias, _ = random_case(0, 9, seed=4)
+    out = PATHS[path](*args_of(q, 0.1, 5, weight, torch.ones(9), nbr, bias))
+    assert torch.equal(out, bias.expand(nbr.shape[0], 9))
+
+
+@pytest.mark.parametrize("path", PATHS)
 def test_bitwise_equal_across_thread_counts(path, restore_threads):
     q, weight, nbr, bias, residual = random_case(19, 35, n_in=2000, n_out=1500, seed=6)
     args = (q, 0.03, 9, weight, torch.rand(35) + 0.1, nbr, bias, residual, True)

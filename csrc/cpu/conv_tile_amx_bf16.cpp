@@ -89,6 +89,7 @@ PE_AMX_BF16 void conv_tile_amx_bf16(const uint16_t* feats, const uint16_t* packe
                                     int64_t c_out, TilePairs pairs, float* acc, int64_t acc_stride) {
   const int64_t n_pairs = (c_in + 1) / 2, chunks = (n_pairs + kChunkPairs - 1) / kChunkPairs;
   const int64_t c_pad = (c_out + 15) / 16 * 16, w_stride_bytes = c_pad * 4;
+  if (chunks == 0) return;  // no input channels: nothing to add
   // Rows past a short block's pairs are multiplied and never stored; zeroed once so the tiles read set bytes.
   std::vector<uint16_t> block(chunks * kBlockPairs * 2 * kChunkPairs, 0);
   alignas(64) float sums[2][kBlockPairs][16] = {};
