@@ -62,6 +62,10 @@ PE_AMX_BF16 void multiply_panel(const uint16_t* block, const uint16_t* w, int64_
   }
 }
 
+// Chunks of 16 channel pairs that hold C_in channels; columns padded to whole float32 tiles.
+int64_t chunk_count(int64_t c_in) { return ((c_in + 1) / 2 + kChunkPairs - 1) / kChunkPairs; }
+int64_t padded_columns(int64_t c_out) { return (c_out + 15) / 16 * 16; }
+
 }  // namespace
 
 bool cpu_has_amx_bf16() {
@@ -71,13 +75,11 @@ bool cpu_has_amx_bf16() {
 }
 
 int64_t packed_weight_numel_amx_bf16(int64_t kvol, int64_t c_in, int64_t c_out) {
-  const int64_t chunks = ((c_in + 1) / 2 + kChunkPairs - 1) / kChunkPairs;
-  return kvol * chunks * kChunkPairs * (c_out + 15) / 16 * 16 * 2;
+  return kvol * chunk_count(c_in) * kChunkPairs * padded_columns(c_out) * 2;
 }
 
 void pack_weight_amx_bf16(const uint16_t* weight, int64_t kvol, int64_t c_in, int64_t c_out, uint16_t* packed) {
-  const int64_t pair_rows = ((c_in + 1) / 2 + kChunkPairs - 1) / kChunkPairs * kChunkPairs;
-  const int64_t c_pad = (c_out + 15) / 16 * 16;
+  const int64_t pair_rows = chunk_count(c_in) * kChunkPairs, c_pad = padded_columns(c_out);
   std::fill(packed, packed + kvol * pair_rows * c_pad * 2, uint16_t(0));
   for (int64_t k = 0; k < kvol; ++k)
     for (int64_t ci = 0; ci < c_in; ++ci)
@@ -87,8 +89,8 @@ void pack_weight_amx_bf16(const uint16_t* weight, int64_t kvol, int64_t c_in, in
 
 PE_AMX_BF16 void conv_tile_amx_bf16(const uint16_t* feats, const uint16_t* packed, int64_t kvol, int64_t c_in,
                                     int64_t c_out, TilePairs pairs, float* acc, int64_t acc_stride) {
-  const int64_t n_pairs = (c_in + 1) / 2, chunks = (n_pairs + kChunkPairs - 1) / kChunkPairs;
-  const int64_t c_pad = (c_out + 15) / 16 * 16, w_stride_bytes = c_pad * 4;
+  const int64_t n_pairs = (c_in + 1) / 2, chunks = chunk_count(c_in);
+  const int64_t c_pad = padded_columns(c_out), w_stride_bytes = c_pad * 4;
   if (chunks == 0) return;  // no input channels: nothing to add
   // Rows past a short block's pairs are multiplied and never stored; zeroed once so the tiles read set bytes.
   std::vector<uint16_t> block(chunks * kBlockPairs * 2 * kChunkPairs, 0);
