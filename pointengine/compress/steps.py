@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 from ..datasets import LidarScan
-from ..datasets.metrics import confusion_matrix, mean_iou
+from ..datasets.metrics import Scores, confusion_matrix, semantickitti_scores
 from ..models.checkpoint import save_checkpoint
 from ..profiler import count_macs
 from ..segment import Segmenter
@@ -39,7 +39,7 @@ class StepResult:
     bytes_on_disk: int
     macs: int
     latency_s: float  # median model forward on the first scan, kernel maps included
-    miou: float | None  # over the scans' labels; None without labels
+    miou: float | None  # over the classes in the labels or predictions; None without labels
     agreement: float  # share of points labelled as the float model labels them
 
     def row(self) -> dict:
@@ -69,9 +69,9 @@ def median_latency(model: torch.nn.Module, x: SparseTensor, repeats: int) -> flo
     return statistics.median(times[1:])
 
 
-def labels_and_miou(seg: Segmenter, model: torch.nn.Module, scans: list[LidarScan]) -> tuple[list[torch.Tensor], float | None]:
-    """The point labels `seg`'s pipeline gives with `model` on each scan, and their mIoU over the classes
-    present or predicted (None unless every scan has labels)."""
+def labels_and_scores(seg: Segmenter, model: torch.nn.Module, scans: list[LidarScan]) -> tuple[list[torch.Tensor], Scores | None]:
+    """The point labels `seg`'s pipeline gives with `model` on each scan, and their SemanticKITTI scores
+    over all the scans (None unless every scan has labels)."""
     runner = copy.copy(seg)
     runner.model = model
     labels = [runner(scan.points) for scan in scans]
@@ -79,7 +79,7 @@ def labels_and_miou(seg: Segmenter, model: torch.nn.Module, scans: list[LidarSca
         return labels, None
     dataset = seg.config.dataset
     confusion = sum(confusion_matrix(p, s.labels, dataset.num_classes, dataset.ignore_index) for p, s in zip(labels, scans))
-    return labels, mean_iou(confusion, dataset.ignore_index)
+    return labels, semantickitti_scores(confusion, dataset.ignore_index)
 
 
 def agreement(labels: list[torch.Tensor], reference: list[torch.Tensor]) -> float:
@@ -93,11 +93,12 @@ def measure(seg: Segmenter, steps: list[Step], scans: list[LidarScan], repeats: 
     x = seg.preprocess(scans[0].points)
     reference, results = None, []
     for step in steps:
-        labels, miou = labels_and_miou(seg, step.model, scans)
+        labels, scores = labels_and_scores(seg, step.model, scans)
         if reference is None:
             reference = labels
         with torch.no_grad():
             macs = count_macs(step.training_form.eval(), SparseTensor(x.feats, x.coords))
         results.append(StepResult(step.name, count_parameters(step.model), bytes_on_disk(step.model, config), macs,
-                                  median_latency(step.model, x, repeats), miou, agreement(labels, reference)))
+                                  median_latency(step.model, x, repeats),
+                                  None if scores is None else scores.miou_present, agreement(labels, reference)))
     return results
