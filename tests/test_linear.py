@@ -9,8 +9,9 @@ from pointengine.functional import linear
 from pointengine.testing import RELATIVE_TOLERANCE, relative_error
 
 # (rows, in_features, out_features): one row, several tiles of 128 rows with a short last one, widths
-# that are and are not multiples of the 8-column vectors, wider than one 32-column panel.
-SHAPES = [(1, 3, 5), (300, 16, 32), (257, 7, 19), (130, 96, 70), (0, 4, 6)]
+# that are and are not multiples of the 8-column vectors, wider than one 32-column panel, no rows, no
+# input features (the output is the bias, as torch's).
+SHAPES = [(1, 3, 5), (300, 16, 32), (257, 7, 19), (130, 96, 70), (0, 4, 6), (3, 0, 5), (0, 0, 2)]
 PATHS = {"dispatched": linear, "portable": lambda x, w, b=None: _C.linear_portable(x, w, b)}
 
 
@@ -40,6 +41,8 @@ def test_leading_dimensions_and_strided_operands():
     assert out.shape == (2, 3, 4, 5)
     assert relative_error(out.reshape(24, 5), x.double() @ w.double().t() + b.double()) <= 1e-5
     assert torch.equal(linear(x.t().contiguous().t(), w, b), linear(x, w, b))
+    empty = torch.zeros(2, 3, 0)
+    assert torch.equal(linear(empty, torch.zeros(5, 0), b), b.expand(2, 3, 5))
 
 
 @pytest.mark.parametrize("bias", [True, False])

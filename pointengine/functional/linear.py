@@ -2,6 +2,8 @@
 thread count). The 1x1x1 convolutions and the classifiers of the networks use it, so a network's
 output is the same at any thread count."""
 
+import math
+
 import torch
 from torch import Tensor
 
@@ -29,5 +31,6 @@ def linear(input: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
     check_same_device(input=input, weight=weight)
     if bias is not None:
         check_bias(bias, weight.shape[0], input.dtype, "input", input=input)
-    out = _ops.linear(input.reshape(-1, input.shape[-1]), weight, bias)
+    # The row count spelled out: -1 cannot be inferred when in_features is 0.
+    out = _ops.linear(input.reshape(math.prod(input.shape[:-1]), input.shape[-1]), weight, bias)
     return out.reshape(*input.shape[:-1], weight.shape[0])
