@@ -5,10 +5,11 @@ voxels; `--synthetic` for the seeded synthetic scan), at 2 threads and at 1.
 Timed, with the kernel map and its tile lists (KernelMap.tile_lists, which every submanifold layer of a
 model reads) built beforehand, each variant once per round (common.round_robin), medians:
 - fp32 on a named path: `_C.conv_fused_epilogue_on(feats, weight, nbr, bias, None, True, path)`;
-- int8 on a named path, float32 output and requantized uint8 output: `_C.conv_int8_on(...)`;
+- int8 on a named path, float32 output and requantized uint8 output: `_C.conv_int8_on(...)`; on AVX2
+  also with 7-bit weights ("w7", in [-63, 63]: quantize's weight_bits=7), which its kernel sums faster;
 - quantize_u7 of the float32 input (the cost of entering int8 from float).
-Ratios fp32 / int8: AVX-512 fp32 against (a) AMX int8 and (b) AVX-512 VNNI int8, (c) AVX2 against AVX2,
-each where this CPU has the paths. Goals (the issue): >= 3x from 64 -> 64 up where VNNI exists,
+Ratios fp32 / int8: AVX-512 fp32 against (a) AMX int8 and (b) AVX-512 VNNI int8, (c) AVX2 against AVX2 (8-bit and
+7-bit weights), each where this CPU has the paths. Goals (the issue): >= 3x from 64 -> 64 up where VNNI exists,
 >= 2x on AVX2. JSON lines go to benchmarks/results/bench_int8.jsonl; a markdown table is printed.
 """
 
@@ -26,7 +27,8 @@ from pointengine.functional import voxelize_points
 
 CHANNELS = (32, 64, 96, 128, 256)
 # (fp32 path, int8 path) of each comparison.
-PAIRS = {"amx": ("avx512", "amx"), "vnni": ("avx512", "avx512_vnni"), "avx2": ("avx2", "avx2")}
+PAIRS = {"amx": ("avx512", "amx"), "vnni": ("avx512", "avx512_vnni"), "avx2": ("avx2", "avx2"),
+         "avx2 w7": ("avx2", "avx2 w7")}
 
 
 def kernel_map(synthetic: bool):
@@ -52,6 +54,8 @@ def time_layer(kmap: km.KernelMap, channels: int, repeats: int) -> dict:
     weight_q = torch.randint(-127, 128, (27, channels, channels), generator=gen).to(torch.int8)
     weight_scale = torch.rand(channels, generator=gen) * 1e-3 + 1e-4
     int8_args = (q, 0.05, 64, weight_q, weight_scale, nbr, bias, None, True)
+    # 7-bit weights (quantize(weight_bits=7)): the AVX2 kernel adds two groups' products in int16.
+    narrow_args = (q, 0.05, 64, weight_q.div(2, rounding_mode="trunc"), weight_scale, nbr, bias, None, True)
     runs = {}
     for path in _C.cpu_paths():
         if path != "portable":
@@ -61,6 +65,9 @@ def time_layer(kmap: km.KernelMap, channels: int, repeats: int) -> dict:
         if path != "portable":
             runs[f"int8 {path}"] = lambda p=path: _C.conv_int8_on(*int8_args, None, 0, p, *lists)
             runs[f"int8->u8 {path}"] = lambda p=path: _C.conv_int8_on(*int8_args, 0.05, 10, p, *lists)
+        if path == "avx2":
+            runs["int8 avx2 w7"] = lambda: _C.conv_int8_on(*narrow_args, None, 0, "avx2", *lists)
+            runs["int8->u8 avx2 w7"] = lambda: _C.conv_int8_on(*narrow_args, 0.05, 10, "avx2", *lists)
     runs["quantize_u7"] = lambda: _ops.quantize_u7(feats, 0.05, 64)
     return {name: t * 1e3 for name, t in round_robin(runs, repeats, warmup=1).items()}
 

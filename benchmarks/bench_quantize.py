@@ -15,7 +15,8 @@ so and as the official SemanticKITTI mean (19 classes, one absent from labels an
 On three scans the first is fragile: a class they lack enters its mean, at IoU 0, as soon as a model
 calls one labelled point by it (the int8 demo model calls 5 of 373,751 points other-vehicle: -2.2 points).
 
-The kernels' paths are the best this CPU has; set POINTENGINE_CPU_PATH_MAX=avx2 to run the AVX2 ones on
+`--weight-bits 7` quantizes the weights to [-63, 63] (quantize(weight_bits=7)), which the AVX2 kernel
+sums faster. The kernels' paths are the best this CPU has; set POINTENGINE_CPU_PATH_MAX=avx2 to run the AVX2 ones on
 an AVX-512 machine (bf16 is left out where its path is the portable emulation). JSON lines go to benchmarks/results/bench_quantize.jsonl.
 """
 
@@ -50,11 +51,12 @@ def bench(config: str, name: str, scans_: list, args) -> dict:
         randomize_batchnorm(segmenter.model)
     model = segmenter.model.eval()
     calibration = [segmenter.preprocess(generate_scan(seed).points) for seed in CALIBRATION_SEEDS]
-    forms = {"float32": pe.optimize(model), "int8": pe.compress.quantize(model, calibration, "int8")}
+    forms = {"float32": pe.optimize(model),
+             "int8": pe.compress.quantize(model, calibration, "int8", weight_bits=args.weight_bits)}
     if _C.bf16_paths()[-1] != "portable":  # the portable bf16 loop emulates the instruction: not a speed path
         forms["bf16"] = pe.compress.quantize(model, calibration, "bf16")
     record = {"bench": "quantize", "config": config, "scans": name, "threads": torch.get_num_threads(),
-              "int8_path": _C.int8_paths()[-1], "bf16_path": _C.bf16_paths()[-1], "float32_path": _C.conv_fused_isa(),
+              "int8_path": _C.int8_paths()[-1], "int8_weight_bits": args.weight_bits, "bf16_path": _C.bf16_paths()[-1], "float32_path": _C.conv_fused_isa(),
               "machine": machine()}
     reference = None
     for form, net in forms.items():
@@ -95,13 +97,14 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--threads", type=int, default=0)
+    parser.add_argument("--weight-bits", type=int, default=8, choices=(7, 8), help="int8 weights of 8 or 7 bits")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     name, scans_ = scans(args.scans)
     records = [bench(config, name, scans_, args) for config in args.configs]
     print(f"\n{machine()}, {torch.get_num_threads()} threads; paths: float32 {_C.conv_fused_isa()}, "
-          f"int8 {_C.int8_paths()[-1]}, bf16 {_C.bf16_paths()[-1]}; input {name}\n")
+          f"int8 {_C.int8_paths()[-1]} ({args.weight_bits}-bit weights), bf16 {_C.bf16_paths()[-1]}; input {name}\n")
     print("| model | form | ms | speed-up | agreement % | mIoU % (real: present or predicted / official) | "
           "mIoU % (unseen synthetic) |")
     print("|---|---|---:|---:|---:|---:|---:|")

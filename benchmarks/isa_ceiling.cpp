@@ -1,6 +1,7 @@
 // The instruction ceilings behind bench_int8.py's ratios: multiply-adds per second of independent
 // register chains on one core, float32 FMA (vfmadd231ps ymm, 8 per instruction) against the AVX2
-// int8 step of conv_int8 (vpmaddubsw, vpmaddwd with ones, vpaddd: 32 per step), and where the CPU
+// int8 step of conv_int8 (vpmaddubsw, vpmaddwd with ones, vpaddd: 32 per step) and its step for 7-bit
+// weights (two vpmaddubsw added by vpaddw before vpmaddwd and vpaddd: 64 per step), and where the CPU
 // has AVX-512 the zmm instructions of the AVX-512 kernels: vfmadd231ps (16), vpdpbusd (VNNI, 64) and
 // vdpbf16ps (BF16, 32). No memory traffic, no dependencies between chains: the most each kernel
 // could reach.
@@ -23,6 +24,10 @@ double seconds_since(std::chrono::steady_clock::time_point start) {
 #define FMA(A) "vfmadd231ps %%ymm14, %%ymm15, %%ymm" #A "\n"
 #define INT8_STEP(T, A) \
   "vpmaddubsw %%ymm13, %%ymm14, %%ymm" #T "\n vpmaddwd %%ymm15, %%ymm" #T ", %%ymm" #T "\n vpaddd %%ymm" #T ", %%ymm" #A ", %%ymm" #A "\n"
+#define INT8_NARROW_STEP(T, U, A)                                                                 \
+  "vpmaddubsw %%ymm13, %%ymm14, %%ymm" #T "\n vpmaddubsw %%ymm13, %%ymm14, %%ymm" #U "\n vpaddw %%ymm" #U \
+  ", %%ymm" #T ", %%ymm" #T "\n vpmaddwd %%ymm15, %%ymm" #T ", %%ymm" #T "\n vpaddd %%ymm" #T ", %%ymm" #A \
+  ", %%ymm" #A "\n"
 #define FMA_Z(A) "vfmadd231ps %%zmm14, %%zmm15, %%zmm" #A "\n"
 #define VNNI_Z(A) "vpdpbusd %%zmm14, %%zmm15, %%zmm" #A "\n"
 #define BF16_Z(A) "vdpbf16ps %%zmm14, %%zmm15, %%zmm" #A "\n"
@@ -41,6 +46,14 @@ double int8_macs_per_s() {
     __asm__ volatile(INT8_STEP(0, 6) INT8_STEP(1, 7) INT8_STEP(2, 8) INT8_STEP(3, 9) INT8_STEP(4, 10) INT8_STEP(5, 11)
                      ::: CLOBBERS);
   return kSteps * 6.0 * 32 / seconds_since(start);
+}
+
+double int8_narrow_macs_per_s() {
+  const auto start = std::chrono::steady_clock::now();
+  for (long n = 0; n < kSteps; ++n)
+    __asm__ volatile(INT8_NARROW_STEP(0, 4, 8) INT8_NARROW_STEP(1, 5, 9) INT8_NARROW_STEP(2, 6, 10)
+                         INT8_NARROW_STEP(3, 7, 11) ::: CLOBBERS);
+  return kSteps * 4.0 * 64 / seconds_since(start);
 }
 
 // 12 independent chains of one zmm instruction making `macs` multiply-adds each.
@@ -64,8 +77,9 @@ int main() {
     return 1;
   }
   for (int run = 0; run < 3; ++run) {
-    const double fp32 = fp32_macs_per_s(), int8 = int8_macs_per_s();
-    std::printf("float32 FMA %.1f GMAC/s, int8 AVX2 step %.1f GMAC/s: %.2fx\n", fp32 / 1e9, int8 / 1e9, int8 / fp32);
+    const double fp32 = fp32_macs_per_s(), int8 = int8_macs_per_s(), narrow = int8_narrow_macs_per_s();
+    std::printf("float32 FMA %.1f GMAC/s, int8 AVX2 step %.1f GMAC/s: %.2fx, with 7-bit weights %.1f GMAC/s: %.2fx\n",
+                fp32 / 1e9, int8 / 1e9, int8 / fp32, narrow / 1e9, narrow / fp32);
   }
   if (!__builtin_cpu_supports("avx512f")) return 0;
   for (int run = 0; run < 3; ++run) {

@@ -56,6 +56,8 @@ def test_fine_tune_after_pruning(tiny_dataset, tiny_config, tmp_path, capsys, on
     (["--repeats", "0"], "--repeats must be >= 1"),
     (["--prune", "1.5"], "ratio must be a number in [0, 1), got 1.5"),
     (["--quantize", "int8", "--calib", "/nonexistent"], "no .bin scans found"),
+    (["--weight-bits", "7"], "--weight-bits is for --quantize int8"),
+    (["--quantize", "bf16", "--weight-bits", "7"], "--weight-bits is for --quantize int8"),
 ])
 def test_refusals(extra, message, tmp_path, capsys):
     assert main(["compress", "--out", str(tmp_path / "x.safetensors"), *extra]) == 2

@@ -22,14 +22,14 @@ C_OUTS = [1, 7, 8, 9, 15, 16, 17, 33, 64, 96]
 EPS32 = 2.0**-24
 
 
-def random_case(c_in, c_out, kvol=27, n_in=300, n_out=290, seed=0, density=0.3):
-    """(q_feats, weight, nbr, bias, residual): 7-bit activations, weights in [-127, 127] with both ends
-    present, a neighbour table with about `density` of its entries present; n_out = 290 spans three
-    128-row tiles, the last one partial."""
+def random_case(c_in, c_out, kvol=27, n_in=300, n_out=290, seed=0, density=0.3, weight_max=127):
+    """(q_feats, weight, nbr, bias, residual): 7-bit activations, weights in [-weight_max, weight_max]
+    with both ends present, a neighbour table with about `density` of its entries present; n_out = 290
+    spans three 128-row tiles, the last one partial."""
     g = torch.Generator().manual_seed(seed)
     q = torch.randint(0, 128, (n_in, c_in), generator=g, dtype=torch.uint8)
-    weight = torch.randint(-127, 128, (kvol, c_in, c_out), generator=g).to(torch.int8)
-    weight.view(-1)[:2] = torch.tensor([-127, 127], dtype=torch.int8)[: weight.numel()]
+    weight = torch.randint(-weight_max, weight_max + 1, (kvol, c_in, c_out), generator=g).to(torch.int8)
+    weight.view(-1)[:2] = torch.tensor([-weight_max, weight_max], dtype=torch.int8)[: weight.numel()]
     nbr = torch.randint(0, max(n_in, 1), (n_out, kvol), generator=g, dtype=torch.int32)
     nbr[torch.rand(n_out, kvol, generator=g) >= density] = -1
     if n_in == 0:
@@ -81,6 +81,25 @@ def test_integer_sums_are_exact(path, c_in, c_out):
     assert acc.abs().max() < 2**24  # so that float32 holds every sum exactly
     assert out.dtype == torch.float32
     assert torch.equal(out.double(), acc.double())
+
+
+# Weights in [-64, 64] (quantize's weight_bits=7) take the AVX2 kernel that adds two groups' int16 pairs
+# before widening; 65 does not. Extremes: activations 127 against weights of one sign, the largest int16
+# sums that kernel forms (4 x 127 x 64).
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("c_in", C_INS)
+@pytest.mark.parametrize("c_out", [1, 8, 9, 33, 64])
+@pytest.mark.parametrize("weight_max", [64, 65])
+def test_integer_sums_are_exact_with_narrow_weights(path, c_in, c_out, weight_max):
+    q, weight, nbr, _, _ = random_case(c_in, c_out, seed=c_in * 100 + c_out + weight_max, weight_max=weight_max)
+    q[:100] = 127
+    weight[:, :, : c_out // 2] = weight_max
+    weight[:, :, c_out // 2 :][weight[:, :, c_out // 2 :] < 0] = -weight_max
+    for in_zero in [0, 17]:
+        out = PATHS[path](*args_of(q, 1.0, in_zero, weight, torch.ones(c_out), nbr))
+        acc = exact_sums(q, in_zero, weight, nbr)
+        assert acc.abs().max() < 2**24
+        assert torch.equal(out.double(), acc.double())
 
 
 @pytest.mark.parametrize("path", PATHS)

@@ -50,6 +50,7 @@ def layer_reference(layer, x: pe.SparseTensor, residual: torch.Tensor | None) ->
 @pytest.mark.parametrize("make", [
     lambda conv: Int8Conv3d(conv, True, *activation_quantization(-2.5, 3.0)),
     lambda conv: Int8Conv3d(conv, False, *activation_quantization(0.0, 3.0)),
+    lambda conv: Int8Conv3d(conv, True, *activation_quantization(-2.5, 3.0), weight_bits=7),
     lambda conv: BFloat16Conv3d(conv, True),
 ])
 @pytest.mark.parametrize(
@@ -69,13 +70,14 @@ def test_layer_matches_float64_reference(make, c_in, c_out, kernel_size, stride,
     assert ((out.feats.double() - expected).abs() <= bound).all()
 
 
-def test_int8_weights_are_symmetric_per_output_channel():
+@pytest.mark.parametrize("weight_bits, top", [(8, 127), (7, 63)])
+def test_int8_weights_are_symmetric_per_output_channel(weight_bits, top):
     conv = nn.Conv3d(6, 4, 3)
     with torch.no_grad():
         conv.weight[:, :, 3] = 0  # an all-zero column keeps a usable scale
-    layer = Int8Conv3d(conv, False, 1.0, 0)
-    assert layer.weight.dtype == torch.int8 and int(layer.weight.abs().max()) == 127
-    assert torch.equal(layer.weight.abs().amax(dim=(0, 1))[:3], torch.full((3,), 127, dtype=torch.int8))
+    layer = Int8Conv3d(conv, False, 1.0, 0, weight_bits)
+    assert layer.weight.dtype == torch.int8 and int(layer.weight.abs().max()) == top
+    assert torch.equal(layer.weight.abs().amax(dim=(0, 1))[:3], torch.full((3,), top, dtype=torch.int8))
     assert torch.all(layer.weight[:, :, 3] == 0) and layer.weight_scale[3] == 1.0
     error = (layer.weight.float() * layer.weight_scale - conv.weight).abs()
     assert torch.all(error <= layer.weight_scale / 2 + 1e-7)
@@ -98,11 +100,12 @@ def randomized(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
     return model.eval()
 
 
-@pytest.mark.parametrize("dtype, agreement, error", [("int8", 0.9, 0.1), ("bf16", 0.98, 0.02)])
-def test_minkunet_stays_close_to_the_float_model(dtype, agreement, error):
+@pytest.mark.parametrize("dtype, weight_bits, agreement, error",
+                         [("int8", 8, 0.9, 0.1), ("int8", 7, 0.9, 0.1), ("bf16", 8, 0.98, 0.02)])
+def test_minkunet_stays_close_to_the_float_model(dtype, weight_bits, agreement, error):
     model = randomized(MinkUNet(4, 19, cr=0.5))
     calibration = [sparse_input(seed=s) for s in (1, 2, 3)]
-    quantized = quantize(model, calibration, dtype)
+    quantized = quantize(model, calibration, dtype, weight_bits=weight_bits)
     layers = Int8Conv3d if dtype == "int8" else BFloat16Conv3d
     # Every conv but the one reading the raw point features, which stays float32.
     assert sum(isinstance(m, layers) for m in quantized.modules()) == sum(isinstance(m, nn.Conv3d) for m in model.modules()) - 1
@@ -162,11 +165,13 @@ def test_bad_calls():
         quantize(model, [sparse_input()], method="mse")
     with pytest.raises(ValueError, match=r"percentile must be in \(50, 100\]"):
         quantize(model, [sparse_input()], method="percentile", percentile=20)
+    with pytest.raises(ValueError, match=r"weight_bits must be one of \(7, 8\), got 4"):
+        quantize(model, [sparse_input()], weight_bits=4)
 
 
-@pytest.mark.parametrize("dtype", ["int8", "bf16"])
+@pytest.mark.parametrize("dtype, weight_bits", [("int8", 8), ("int8", 7), ("bf16", 8)])
 @pytest.mark.parametrize("pruned", [False, True])
-def test_checkpoint_round_trip_and_segmenter(tmp_path, dtype, pruned):
+def test_checkpoint_round_trip_and_segmenter(tmp_path, dtype, weight_bits, pruned):
     from pointengine.compress import prune
     from pointengine.datasets import generate_scan
     from pointengine.models.checkpoint import save_checkpoint
@@ -174,7 +179,10 @@ def test_checkpoint_round_trip_and_segmenter(tmp_path, dtype, pruned):
     seg = pe.Segmenter("demo")
     model = prune(seg.model, 0.5) if pruned else seg.model
     scan = generate_scan(seed=3).points
-    quantized = quantize(model, [seg.preprocess(generate_scan(seed=s).points) for s in (4, 5)], dtype)
+    quantized = quantize(model, [seg.preprocess(generate_scan(seed=s).points) for s in (4, 5)], dtype,
+                         weight_bits=weight_bits)
+    if dtype == "int8":
+        assert max(int(m.weight.abs().max()) for m in quantized.modules() if isinstance(m, Int8Conv3d)) == 2 ** (weight_bits - 1) - 1
     path = save_checkpoint(quantized, tmp_path / "q.safetensors", seg.config.to_dict(), training_form=model, precision=dtype)
     loaded = pe.Segmenter(checkpoint=path)
     x = seg.preprocess(scan)

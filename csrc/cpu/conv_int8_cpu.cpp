@@ -8,6 +8,7 @@
 #include <ATen/ATen.h>
 #include <torch/library.h>
 
+#include <algorithm>
 #include <cfloat>
 #include <cmath>
 #include <vector>
@@ -64,12 +65,21 @@ std::vector<int32_t> zero_terms(const Int8Conv& conv, int64_t c_pad) {
   return terms;
 }
 
+// Whether every weight lies in [-64, 64], where the AVX2 kernel adds two groups in int16.
+bool narrow_weights(const Int8Conv& conv) {
+  const int64_t n = conv.kvol * conv.c_in * conv.c_out;
+  return std::all_of(conv.weight, conv.weight + n, [](int8_t v) { return v >= -64 && v <= 64; });
+}
+
 bool conv_int8_vector(const Int8Conv& conv, const Int8Epilogue& epilogue, Int8Path path, float* out_float,
                       uint8_t* out_u7) {
   const bool avx2 = path == Int8Path::kAvx2, amx = path == Int8Path::kAmx;
   const int64_t lanes = avx2 ? 8 : 16, kvol = conv.kvol;
-  const int64_t c_pad = (conv.c_out + lanes - 1) / lanes * lanes, groups = int8_groups(conv.c_in);
-  // AMX multiplies 16 groups (64 input channels) at a time: its weight has zero groups up to a multiple.
+  const int64_t c_pad = (conv.c_out + lanes - 1) / lanes * lanes;
+  const bool narrow = avx2 && narrow_weights(conv);
+  // AMX multiplies 16 groups (64 input channels) at a time: its weight has zero groups up to a multiple;
+  // AVX2 with narrow weights 2 groups, and its input rows are padded alike.
+  const int64_t groups = narrow ? (int8_groups(conv.c_in) + 1) / 2 * 2 : int8_groups(conv.c_in);
   const int64_t w_groups = amx ? (groups + 15) / 16 * 16 : groups;
   std::vector<int8_t> packed(kvol * w_groups * c_pad * 4);
   pack_weight_int8(conv.weight, kvol, conv.c_in, conv.c_out, w_groups, c_pad, packed.data());
@@ -82,7 +92,7 @@ bool conv_int8_vector(const Int8Conv& conv, const Int8Epilogue& epilogue, Int8Pa
     padded.narrow(1, 0, conv.c_in).copy_(at::from_blob(const_cast<uint8_t*>(q), {conv.n_in, conv.c_in}, at::kByte));
     q = padded.data_ptr<uint8_t>();
   }
-  const auto kernel = amx ? conv_int8_tile_amx : avx2 ? conv_int8_tile_avx2 : conv_int8_tile_avx512_vnni;
+  const auto kernel = amx ? conv_int8_tile_amx : conv_int8_tile_avx512_vnni;
   return for_each_tile(conv.n_out, kvol, [&](int64_t row_begin, int64_t n_rows, TileWorkspace& ws) {
     TilePairs pairs;
     const bool valid = conv.pairs.tile(row_begin, n_rows, ws, true, pairs);
@@ -92,7 +102,10 @@ bool conv_int8_vector(const Int8Conv& conv, const Int8Epilogue& epilogue, Int8Pa
                                                     n_rows * conv.c_out * 4}
                                       : OutputBytes{reinterpret_cast<char*>(out_u7 + row_begin * conv.c_out),
                                                     n_rows * conv.c_out};
-    kernel(q, groups * 4, packed.data(), zeros.data(), kvol, w_groups, c_pad, pairs, acc, out);
+    if (avx2)
+      conv_int8_tile_avx2(q, groups * 4, packed.data(), zeros.data(), kvol, w_groups, c_pad, pairs, acc, out, narrow);
+    else
+      kernel(q, groups * 4, packed.data(), zeros.data(), kvol, w_groups, c_pad, pairs, acc, out);
     apply_int8_epilogue(epilogue, acc, c_pad, row_begin, n_rows, conv.c_out, out_float, out_u7, path);
     return valid;
   });

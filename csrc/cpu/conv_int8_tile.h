@@ -37,9 +37,11 @@ inline void prefetch_share(OutputBytes out, int64_t k, int64_t kvol) {
 //   sum_g dot(q[inputs[j], 4g..4g+3], packed[k, g, :, 0..3]) - zero_terms[k, :]
 // with q rows of groups * 4 bytes at a stride of q_stride, every byte in [0, 127], and acc rows of
 // c_pad int32 (c_pad a multiple of 8 for AVX2, 16 for AVX-512). Exact integer sums: any order of
-// the terms gives the same result.
+// the terms gives the same result. narrow_weights (AVX2 only): every weight is in [-64, 64], which lets
+// it add two groups' products in int16; groups is then even (q rows and weight padded with zeros).
 void conv_int8_tile_avx2(const uint8_t* q, int64_t q_stride, const int8_t* packed, const int32_t* zero_terms,
-                         int64_t kvol, int64_t groups, int64_t c_pad, TilePairs pairs, int32_t* acc, OutputBytes out);
+                         int64_t kvol, int64_t groups, int64_t c_pad, TilePairs pairs, int32_t* acc, OutputBytes out,
+                         bool narrow_weights);
 void conv_int8_tile_avx512_vnni(const uint8_t* q, int64_t q_stride, const int8_t* packed, const int32_t* zero_terms,
                                 int64_t kvol, int64_t groups, int64_t c_pad, TilePairs pairs, int32_t* acc,
                                 OutputBytes out);

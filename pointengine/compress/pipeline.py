@@ -25,7 +25,7 @@ def compress_steps(seg, args, calibration, log=print) -> tuple[list[Step], Path]
             current = finetune(current, config, args, log, teacher=seg.model).eval()
             steps.append(Step(f"fine-tuned {args.finetune_epochs} epochs", optimize(current), current))
     if args.quantize:
-        quantized = quantize(current, calibration, args.quantize, method=args.calib_method)
+        quantized = quantize(current, calibration, args.quantize, method=args.calib_method, weight_bits=args.weight_bits)
         steps.append(Step(args.quantize, quantized, current))
         return steps, save_checkpoint(quantized, args.out, config, training_form=current, precision=args.quantize)
     return steps, save_checkpoint(current, args.out, config)
