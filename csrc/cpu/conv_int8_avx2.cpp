@@ -27,7 +27,8 @@ constexpr int kPanelVectors = 4;  // 32 columns per panel
 constexpr int kMaxBlockRows = 12;
 
 constexpr int block_rows(int vectors) { return vectors == 4 ? 3 : 12 / vectors; }
-// With narrow weights a second broadcast and a second product take two more registers.
+// With narrow weights a second broadcast and a second product take two more registers: 3 x 4
+// accumulators then spill one (still 10 % faster than 2 x 4 at 256 channels, the same at 64).
 constexpr int narrow_block_rows(int vectors) { return vectors == 4 ? 3 : 10 / vectors; }
 
 inline int32_t four_bytes(const uint8_t* p) {
