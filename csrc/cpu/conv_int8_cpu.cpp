@@ -8,7 +8,6 @@
 #include <ATen/ATen.h>
 #include <torch/library.h>
 
-#include <algorithm>
 #include <cfloat>
 #include <cmath>
 #include <vector>
@@ -29,6 +28,7 @@ struct Int8Conv {
   PairSource pairs;      // of the table [n_out, kvol]
   int64_t n_in, n_out, kvol, c_in, c_out;
   int32_t in_zero;
+  bool narrow_weights;  // every weight in [-64, 64]: the AVX2 kernel adds two groups in int16
 };
 
 bool conv_int8_portable(const Int8Conv& conv, const Int8Epilogue& epilogue, float* out_float, uint8_t* out_u7) {
@@ -65,18 +65,12 @@ std::vector<int32_t> zero_terms(const Int8Conv& conv, int64_t c_pad) {
   return terms;
 }
 
-// Whether every weight lies in [-64, 64], where the AVX2 kernel adds two groups in int16.
-bool narrow_weights(const Int8Conv& conv) {
-  const int64_t n = conv.kvol * conv.c_in * conv.c_out;
-  return std::all_of(conv.weight, conv.weight + n, [](int8_t v) { return v >= -64 && v <= 64; });
-}
-
 bool conv_int8_vector(const Int8Conv& conv, const Int8Epilogue& epilogue, Int8Path path, float* out_float,
                       uint8_t* out_u7) {
   const bool avx2 = path == Int8Path::kAvx2, amx = path == Int8Path::kAmx;
   const int64_t lanes = avx2 ? 8 : 16, kvol = conv.kvol;
   const int64_t c_pad = (conv.c_out + lanes - 1) / lanes * lanes;
-  const bool narrow = avx2 && narrow_weights(conv);
+  const bool narrow = avx2 && conv.narrow_weights;
   // AMX multiplies 16 groups (64 input channels) at a time: its weight has zero groups up to a multiple;
   // AVX2 with narrow weights 2 groups, and its input rows are padded alike.
   const int64_t groups = narrow ? (int8_groups(conv.c_in) + 1) / 2 * 2 : int8_groups(conv.c_in);
@@ -210,8 +204,13 @@ at::Tensor conv_int8_path(const at::Tensor& q_feats, double in_scale, int64_t in
     const int64_t top = q.max().item<uint8_t>();
     TORCH_CHECK(top <= 127, kOp, ": q_feats holds ", top, ", above 127: activations are 7-bit, in [0, 127]");
   }
-  if (w.numel() > 0)
-    TORCH_CHECK(w.min().item<int8_t>() > -128, kOp, ": weight holds -128: weights must be in [-127, 127]");
+  bool narrow = true;  // one pass over the weights for both
+  if (w.numel() > 0) {
+    const auto [lowest, highest] = at::aminmax(w);
+    const int lo = lowest.item<int8_t>(), hi = highest.item<int8_t>();
+    TORCH_CHECK(lo > -128, kOp, ": weight holds -128: weights must be in [-127, 127]");
+    narrow = lo >= -64 && hi <= 64;
+  }
   const at::Tensor ws = weight_scale.contiguous();
   std::vector<float> scale(c_out);
   for (int64_t c = 0; c < c_out; ++c) {
@@ -223,7 +222,8 @@ at::Tensor conv_int8_path(const at::Tensor& q_feats, double in_scale, int64_t in
 
   TileLists lists;
   const PairSource pairs{table.data_ptr<int32_t>(), kvol, q.size(0), given_tile_lists(tiles, table, q.size(0), kOp, lists)};
-  const Int8Conv conv{q.data_ptr<uint8_t>(), w.data_ptr<int8_t>(), pairs, q.size(0), n_out, kvol, c_in, c_out, zero};
+  const Int8Conv conv{q.data_ptr<uint8_t>(), w.data_ptr<int8_t>(), pairs, q.size(0), n_out, kvol, c_in, c_out, zero,
+                          narrow};
   at::Tensor out = at::empty({n_out, c_out}, requantize ? at::kByte : at::kFloat);
   float* out_float = requantize ? nullptr : out.data_ptr<float>();
   uint8_t* out_u7 = requantize ? out.data_ptr<uint8_t>() : nullptr;

@@ -8,7 +8,7 @@ from torch import Tensor
 
 from .. import nn
 from ..models.blocks import FusedResidualBlock
-from ..nn.quantized import WEIGHT_BITS, BFloat16Conv3d, Int8Conv3d, activation_quantization
+from ..nn.quantized import BFloat16Conv3d, Int8Conv3d, activation_quantization, weight_code_max
 from ..tensor import PointTensor, SparseTensor
 from .optimize import fuse, optimize
 
@@ -43,8 +43,7 @@ def quantize(
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     if not (isinstance(percentile, (int, float)) and 50 < percentile <= 100):
         raise ValueError(f"percentile must be in (50, 100], got {percentile!r}")
-    if weight_bits not in WEIGHT_BITS:
-        raise ValueError(f"weight_bits must be one of {WEIGHT_BITS}, got {weight_bits!r}")
+    weight_code_max(weight_bits)  # refused before the calibration runs
     optimized = optimize(model)
     ranges, first = _calibrate(optimized, calibration, method, percentile)
     if dtype == "bf16":

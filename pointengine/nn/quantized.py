@@ -24,8 +24,15 @@ from ..functional import conv as F
 from ..tensor import SparseTensor
 from .conv import Conv3d
 
-QMAX = 127  # the largest activation code and 8-bit weight magnitude
+QMAX = 127  # the largest activation code
 WEIGHT_BITS = (7, 8)
+
+
+def weight_code_max(weight_bits: int) -> int:
+    """The largest |weight code| of `weight_bits`-bit symmetric weights (127 or 63); refuses other widths."""
+    if weight_bits not in WEIGHT_BITS:
+        raise ValueError(f"weight_bits must be one of {WEIGHT_BITS}, got {weight_bits!r}")
+    return 2 ** (weight_bits - 1) - 1
 
 
 class _LowPrecisionConv3d(torch.nn.Module):
@@ -77,11 +84,9 @@ class Int8Conv3d(_LowPrecisionConv3d):
 
     def __init__(self, conv: Conv3d, relu: bool, input_scale: float, input_zero: int, weight_bits: int = 8):
         super().__init__(conv, relu)
-        if weight_bits not in WEIGHT_BITS:
-            raise ValueError(f"weight_bits must be one of {WEIGHT_BITS}, got {weight_bits!r}")
+        top = weight_code_max(weight_bits)
         weight, bias = _folded(conv)
         # Symmetric per output channel: the largest |w| of each column becomes 127 (63 with 7 bits).
-        top = 2 ** (weight_bits - 1) - 1
         peak = weight.abs().amax(dim=(0, 1))
         scale = torch.where(peak > 0, peak / top, torch.ones_like(peak))
         self.register_buffer("weight", torch.round(weight / scale).clamp(-top, top).to(torch.int8))
